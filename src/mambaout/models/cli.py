@@ -1,0 +1,48 @@
+"""`mambaout models`: the variant table with parameters and MACs (counted) next to the paper's numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mambaout.models.variants import VARIANTS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the variants: params, GMACs@224 (counted) and the paper's numbers")
+    p.add_argument("pattern", nargs="?", default="", help="filter names, e.g. '*_rw' or 'tiny'")
+    p.add_argument("--image-size", type=int, default=224, help="resolution for the MAC count (default 224)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mambaout.bench.cost import count_macs, count_params
+    from mambaout.models.factory import build_variant, list_models
+
+    rows = []
+    for name in list_models(args.pattern):
+        model = build_variant(name).eval()
+        v = VARIANTS[name]
+        rows.append(
+            dict(
+                model=name,
+                params_m=round(count_params(model) / 1e6, 2),
+                gmacs=round(count_macs(model, (1, 3, args.image_size, args.image_size)) / 1e9, 2),
+                paper_params_m=v.params_m,
+                paper_gmacs=v.gmacs,
+                paper_top1=v.top1,
+            )
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<24}{'params (M)':>11}{f'GMACs@{args.image_size}':>12}{'paper params':>14}{'paper GMACs':>13}"
+          f"{'paper top-1':>13}")
+    dash = "-"
+    for r in rows:
+        print(
+            f"{r['model']:<24}{r['params_m']:>11.1f}{r['gmacs']:>12.2f}{r['paper_params_m'] or dash:>14}"
+            f"{r['paper_gmacs'] or dash:>13}{r['paper_top1'] or dash:>13}"
+        )
+    return 0

@@ -1,0 +1,89 @@
+"""`create_model` and `list_models`: build any MambaOut variant by name, optionally with weights."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mambaout.errors import UserError
+from mambaout.models.checkpoint import load_pretrained
+from mambaout.models.mambaout import MambaOut
+from mambaout.models.variants import VARIANTS, pretrained_cfg
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """Names of the variants, optionally filtered by a substring or fnmatch pattern (`'*_rw'`)."""
+    import fnmatch
+
+    names = list(VARIANTS)
+    if not pattern:
+        return names
+    return [n for n in names if fnmatch.fnmatch(n, pattern) or (pattern in n and not any(c in pattern for c in "*?["))]
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if it is a known variant, else raise a UserError suggesting the closest one."""
+    if name.startswith("timm/"):
+        name = name[len("timm/") :]
+    name = name.split(".")[0]  # 'mambaout_tiny.in1k' -> 'mambaout_tiny'
+    if name not in VARIANTS:
+        close = difflib.get_close_matches(name, list(VARIANTS), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"unknown model {name!r}; {hint}`mambaout models` lists the {len(VARIANTS)} variants")
+    return name
+
+
+def build_variant(name: str, **kwargs: Any) -> MambaOut:
+    """The bare architecture of a variant (no weights, no cfg); keyword arguments override the table."""
+    arch = dict(VARIANTS[check_model_name(name)].arch)
+    arch.update(kwargs)
+    return MambaOut(**arch)
+
+
+def create_model(
+    name: str,
+    pretrained: bool | str | os.PathLike | Mapping[str, Any] | None = None,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_path_rate: float = 0.0,
+    drop_rate: float = 0.0,
+    mixer: str = "conv",
+    use_ema: bool = False,
+    sha256: str | None = None,
+    **kwargs: Any,
+) -> MambaOut:
+    """Create a MambaOut variant, optionally loading weights.
+
+    `pretrained`: a local .pth/.bin/.safetensors file, an https:// URL (cached; `sha256=` checks it), an
+    `hf-hub:org/repo` id, an in-memory state dict, or True for the variant's timm Hugging Face weights. Official
+    release and timm layouts, and training checkpoints wrapping either, are recognised. With another
+    `num_classes` the backbone is loaded and the classifier re-initialised.
+
+    Example:
+        >>> model = create_model("mambaout_femto", num_classes=10, drop_path_rate=0.025)
+        >>> model = create_model("mambaout_tiny", pretrained="mambaout_tiny.pth")  # doctest: +SKIP
+    """
+    name = check_model_name(name)
+    if num_classes < 0:
+        raise UserError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+    model = build_variant(
+        name,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_path_rate=drop_path_rate,
+        drop_rate=drop_rate,
+        mixer=mixer,
+        **kwargs,
+    )
+    model.pretrained_cfg = pretrained_cfg(name, num_classes=num_classes, in_chans=in_chans)
+    model.default_cfg = model.pretrained_cfg
+    model.variant = name
+    if pretrained is True:
+        pretrained = "hf-hub:" + model.pretrained_cfg["hf_hub_id"]
+    if pretrained:
+        if in_chans != 3:
+            raise UserError(f"pretrained weights expect 3 input channels; in_chans={in_chans} cannot load them as is")
+        load_pretrained(model, pretrained, use_ema=use_ema, sha256=sha256, model_name=name)
+    return model

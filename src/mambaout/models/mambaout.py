@@ -1,0 +1,411 @@
+"""MambaOut: a 4-stage hierarchy of Gated CNN blocks (Mamba with the SSM taken out).
+
+Paper: "MambaOut: Do We Really Need Mamba for Vision?" (Yu & Wang, CVPR 2025, arXiv 2405.07992).
+
+Layout is channels-last (B, H, W, C) inside the network; permutes wrap only the convolutions. Parameter names follow
+timm's `mambaout.py` so `timm/mambaout_*` weights load as they are; the authors' release layout is remapped in
+`mambaout.models.checkpoint`. The variant table lives in `mambaout.models.variants`.
+
+The token mixer of every block is a parameter (`mixer=`): "conv" is MambaOut's 7x7 depthwise conv; the study's
+other mixers (conv + SSM, attention, causal attention) plug into the same slot, so an ablation changes the mixer and
+nothing else (see `mambaout.mixers`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from timm.layers import DropPath, LayerScale, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def _norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+def _act(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def _channels_last_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply an NCHW conv to a (B, H, W, C) tensor; the permutes are views, so no copy is made here."""
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class Stem(nn.Module):
+    """Stride-4 stem: conv3x3 s2 (-> D/2) [-> LN] -> act -> conv3x3 s2 (-> D) -> LN. NCHW in, NHWC out."""
+
+    def __init__(self, in_chans: int, out_dim: int, mid_norm: bool = True, act: str = "gelu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, out_dim // 2, kernel_size=3, stride=2, padding=1)
+        self.norm1 = _norm(out_dim // 2) if mid_norm else None
+        self.act = _act(act)
+        self.conv2 = nn.Conv2d(out_dim // 2, out_dim, kernel_size=3, stride=2, padding=1)
+        self.norm2 = _norm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.norm1 is not None:
+            x = self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = self.conv2(self.act(x))
+        return self.norm2(x.permute(0, 2, 3, 1))
+
+
+class Downsample(nn.Module):
+    """Conv3x3 s2 then LN (paper), or LN then conv3x3 s2 (`norm_first`, the timm `*_rw` variants). NHWC."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        if norm_first:
+            self.norm = _norm(in_dim)
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1)
+        if not norm_first:
+            self.norm = _norm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            return _channels_last_conv(self.conv, self.norm(x))
+        return self.norm(_channels_last_conv(self.conv, x))
+
+
+class GatedCNNBlock(nn.Module):
+    """Y = fc2(act(g) * cat(i, mixer(c))) + X, with (g, i, c) = split(fc1(LN(X))). NHWC in and out.
+
+    hidden = int(expansion_ratio * dim); c has int(conv_ratio * dim) channels and is the only part that is mixed
+    across tokens; i passes through untouched. mixer="conv" is a depthwise kxk conv with bias and no activation.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        expansion_ratio: float = 8 / 3,
+        kernel_size: int = 7,
+        conv_ratio: float = 1.0,
+        act: str = "gelu",
+        ls_init_value: float | None = None,
+        drop_path: float = 0.0,
+        mixer: str = "conv",
+        mixer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        hidden = int(expansion_ratio * dim)
+        conv_channels = int(conv_ratio * dim)
+        if conv_channels > hidden:
+            raise ValueError(f"conv_ratio {conv_ratio} gives {conv_channels} mixed channels > hidden width {hidden}")
+        self.split_indices = (hidden, hidden - conv_channels, conv_channels)
+        self.norm = _norm(dim)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.act = _act(act)
+        if mixer == "conv":
+            self.conv = nn.Conv2d(
+                conv_channels, conv_channels, kernel_size, padding=kernel_size // 2, groups=conv_channels
+            )
+        else:
+            from mambaout.mixers import build_mixer  # the study's mixers; imported only when asked for
+
+            self.mixer = build_mixer(mixer, conv_channels, kernel_size=kernel_size, **(mixer_kwargs or {}))
+        self.fc2 = nn.Linear(hidden, dim)
+        self.ls = LayerScale(dim, init_values=ls_init_value) if ls_init_value is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
+        c = _channels_last_conv(self.conv, c) if hasattr(self, "conv") else self.mixer(c)
+        x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
+        return self.drop_path(self.ls(x)) + shortcut
+
+
+class MambaOutStage(nn.Module):
+    """[Downsample] -> depth x GatedCNNBlock. NHWC."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        depth: int,
+        downsample: str = "",
+        drop_path: Sequence[float] = (),
+        **block_kwargs: Any,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = Downsample(dim, dim_out, norm_first=downsample == "conv_nf")
+        else:
+            if dim != dim_out:
+                raise ValueError(f"a stage without downsampling keeps its width: {dim} != {dim_out}")
+            self.downsample = nn.Identity()
+        rates = list(drop_path) or [0.0] * depth
+        self.blocks = nn.Sequential(*[GatedCNNBlock(dim_out, drop_path=rates[j], **block_kwargs) for j in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+class MlpHead(nn.Module):
+    """Pool -> LN -> fc(D -> 4D) -> act [-> LN(4D)] -> dropout -> fc(4D -> classes).
+
+    `hidden_norm=True` is the paper's head (timm `MlpHead`), False the `*_rw` head (timm `ClNormMlpClassifierHead`).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        mlp_ratio: float = 4,
+        hidden_norm: bool = True,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+    ):
+        super().__init__()
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+        self.global_pool = global_pool
+        self.in_features = in_features
+        hidden = int(mlp_ratio * in_features)
+        self.norm = _norm(in_features)
+        layers: list[tuple[str, nn.Module]] = [("fc", nn.Linear(in_features, hidden)), ("act", nn.GELU())]
+        if hidden_norm:
+            layers.append(("norm", _norm(hidden)))
+        self.pre_logits = nn.Sequential(OrderedDict(layers))
+        self.num_features = hidden
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(
+        self, num_classes: int, global_pool: str | None = None, reset_other: bool = False, in_features: int | None = None
+    ) -> None:
+        """New classifier for `num_classes`; `reset_other` also drops norm and pre-logits MLP (feature use)."""
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+            self.global_pool = global_pool
+        ref = next(self.parameters(), torch.empty(0))
+        if reset_other:
+            self.norm, self.pre_logits = nn.Identity(), nn.Identity()
+            self.num_features = in_features or self.in_features
+        fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(fc.weight, std=0.02)
+            nn.init.zeros_(fc.bias)
+        self.fc = fc.to(device=ref.device, dtype=ref.dtype).train(self.training)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean((1, 2))
+        x = self.drop(self.pre_logits(self.norm(x)))
+        return x if pre_logits else self.fc(x)
+
+
+class MambaOut(nn.Module):
+    """MambaOut image classifier / backbone with the timm model contract.
+
+    Example:
+        >>> model = MambaOut(depths=(3, 3, 9, 3), dims=(48, 96, 192, 288), num_classes=10)
+        >>> model(torch.randn(2, 3, 224, 224)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = (96, 192, 384, 576),
+        expansion_ratio: float = 8 / 3,
+        kernel_size: int = 7,
+        conv_ratio: float = 1.0,
+        act: str = "gelu",
+        stem_mid_norm: bool = True,
+        downsample: str = "conv",
+        ls_init_value: float | None = None,
+        head_hidden_norm: bool = True,
+        drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        mixer: str = "conv",
+        mixer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if len(depths) != len(dims):
+            raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must have the same length")
+        if downsample not in ("conv", "conv_nf"):
+            raise ValueError(f"downsample must be 'conv' or 'conv_nf', got {downsample!r}")
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.mixer = mixer
+        self.output_fmt = "NHWC"
+        self.stem = Stem(in_chans, dims[0], mid_norm=stem_mid_norm, act=act)
+
+        # Drop path rises linearly from 0 over all blocks of all stages.
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        block_kwargs = dict(
+            expansion_ratio=expansion_ratio,
+            kernel_size=kernel_size,
+            conv_ratio=conv_ratio,
+            act=act,
+            ls_init_value=ls_init_value,
+            mixer=mixer,
+            mixer_kwargs=mixer_kwargs,
+        )
+        stages, self.feature_info, start, prev = [], [], 0, dims[0]
+        for s, (depth, dim) in enumerate(zip(depths, dims)):
+            stages.append(
+                MambaOutStage(
+                    prev,
+                    dim,
+                    depth,
+                    downsample=downsample if s > 0 else "",
+                    drop_path=rates[start : start + depth],
+                    **block_kwargs,
+                )
+            )
+            start, prev = start + depth, dim
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**s, module=f"stages.{s}"))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = dims[-1]
+        self.head = MlpHead(dims[-1], num_classes, hidden_norm=head_hidden_norm, drop_rate=drop_rate,
+                            global_pool=global_pool)
+        self.head_hidden_size = self.head.num_features
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # --- the timm model contract -------------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise lr decay (timm's `param_groups_layer_decay`)."""
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters kept out of weight decay beyond timm's default (1-D tensors): the SSM's A_log and D."""
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+        """Replace the final fc (pre-logits MLP kept unless `reset_other`) with a fresh one for `num_classes`."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, reset_other=reset_other)
+        self.head_hidden_size = self.head.num_features
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected images of shape (batch, {self.in_chans}, height, width), got {tuple(x.shape)}; "
+                f"create the model with in_chans={x.shape[1] if x.ndim == 4 else '?'} for this input"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, H/32, W/32, D) channels-last features of the last stage."""
+        self._check_input(x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (strides 4, 8, 16, 32), NCHW by default.
+
+        `indices`: an int n takes the last n stages, a sequence takes those stage indices (negative allowed),
+        None takes all. `norm` is accepted for the timm contract; MambaOut has no norm on its spatial features
+        (its final LN acts after pooling), so it changes nothing. Returns (final features, intermediates) or just
+        the intermediates.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self._check_input(x)
+        x = self.stem(x)
+        stages = self.stages[: max_index + 1] if stop_early else self.stages
+        intermediates = []
+        for idx, stage in enumerate(stages):
+            x = stage(x)
+            if idx in take:
+                intermediates.append(x.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last requested one (and the head), for feature-extraction-only use."""
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        pruned_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if pruned_end:
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or pruned_end:
+            self.num_classes = 0
+            self.head.reset(0, "", reset_other=True, in_features=self.num_features)
+            self.head_hidden_size = self.head.num_features
+        return take
+
+
+def feature_take_indices(num_stages: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """Resolve timm-style `indices` (None: all, int n: last n, sequence: those, negatives from the end)."""
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"indices={indices} must be between 1 and {num_stages}")
+        take = list(range(num_stages - indices, num_stages))
+    else:
+        take = []
+        for i in indices:
+            j = i + num_stages if i < 0 else i
+            if not 0 <= j < num_stages:
+                raise ValueError(f"stage index {i} out of range for {num_stages} stages")
+            take.append(j)
+    return take, max(take)

@@ -1,0 +1,88 @@
+"""The MambaOut family as data: one row per variant.
+
+The five paper models (Table 1 of the paper, numbers as printed) and the five later `*_rw` variants trained by the
+timm maintainers. A row holds the architecture (keyword arguments of `MambaOut`) and what the paper or release says
+about it; nothing else distinguishes the variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    arch: dict[str, Any]
+    params_m: float | None = None  # paper, millions
+    gmacs: float | None = None  # paper, at 224x224
+    top1: float | None = None  # ImageNet-1k top-1, paper (or timm's model card for *_rw)
+    drop_path: float = 0.0  # paper's peak drop-path rate for ImageNet training
+    pretrained_cfg: dict[str, Any] = field(default_factory=dict)
+
+
+_PAPER = dict(stem_mid_norm=True, downsample="conv", ls_init_value=None, head_hidden_norm=True)
+_RW = dict(stem_mid_norm=False, downsample="conv_nf", ls_init_value=1e-6, head_hidden_norm=False)
+_SMALL_DIMS, _FEMTO_DIMS, _BASE_DIMS = (96, 192, 384, 576), (48, 96, 192, 288), (128, 256, 512, 768)
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("mambaout_femto", dict(depths=(3, 3, 9, 3), dims=_FEMTO_DIMS, **_PAPER), 7.3, 1.2, 78.9, 0.025),
+        Variant("mambaout_kobe", dict(depths=(3, 3, 15, 3), dims=_FEMTO_DIMS, **_PAPER), 9.1, 1.5, 80.0, 0.025),
+        Variant("mambaout_tiny", dict(depths=(3, 3, 9, 3), dims=_SMALL_DIMS, **_PAPER), 26.5, 4.5, 82.7, 0.2),
+        Variant("mambaout_small", dict(depths=(3, 4, 27, 3), dims=_SMALL_DIMS, **_PAPER), 48.5, 9.0, 84.1, 0.4),
+        Variant("mambaout_base", dict(depths=(3, 4, 27, 3), dims=_BASE_DIMS, **_PAPER), 84.8, 15.8, 84.2, 0.6),
+        Variant(
+            "mambaout_small_rw",
+            dict(depths=(3, 4, 27, 3), dims=_SMALL_DIMS, **_RW),
+            pretrained_cfg=dict(hf_hub_id="timm/mambaout_small_rw.sw_e450_in1k"),
+        ),
+        Variant(
+            "mambaout_base_short_rw",
+            dict(depths=(3, 3, 25, 3), dims=_BASE_DIMS, expansion_ratio=3.0, conv_ratio=1.25, **_RW),
+            pretrained_cfg=dict(crop_pct=0.95, hf_hub_id="timm/{name}.sw_e500_in1k"),
+        ),
+        Variant(
+            "mambaout_base_tall_rw",
+            dict(depths=(3, 4, 30, 3), dims=_BASE_DIMS, expansion_ratio=2.5, conv_ratio=1.25, **_RW),
+            pretrained_cfg=dict(crop_pct=0.95, hf_hub_id="timm/{name}.sw_e500_in1k"),
+        ),
+        Variant(
+            "mambaout_base_wide_rw",
+            dict(depths=(3, 4, 27, 3), dims=_BASE_DIMS, expansion_ratio=3.0, conv_ratio=1.5, act="silu", **_RW),
+            pretrained_cfg=dict(crop_pct=0.95, hf_hub_id="timm/{name}.sw_e500_in1k"),
+        ),
+        Variant(
+            "mambaout_base_plus_rw",
+            dict(depths=(3, 4, 30, 3), dims=_BASE_DIMS, expansion_ratio=3.0, conv_ratio=1.5, act="silu", **_RW),
+            pretrained_cfg=dict(hf_hub_id="timm/mambaout_base_plus_rw.sw_e150_in12k_ft_in1k"),
+        ),
+    ]
+}
+
+
+def pretrained_cfg(name: str, num_classes: int = 1000, in_chans: int = 3) -> dict[str, Any]:
+    """Evaluation preprocessing of a variant, in timm's `pretrained_cfg` form (224x224, crop 1.0, bicubic)."""
+    cfg = dict(
+        architecture=name,
+        num_classes=num_classes,
+        input_size=(in_chans, 224, 224),
+        test_input_size=(in_chans, 288, 288),
+        pool_size=(7, 7),
+        crop_pct=1.0,
+        crop_mode="center",
+        interpolation="bicubic",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        first_conv="stem.conv1",
+        classifier="head.fc",
+        hf_hub_id="timm/{name}.in1k",
+        license="apache-2.0",
+    )
+    cfg.update(VARIANTS[name].pretrained_cfg if name in VARIANTS else {})
+    cfg["hf_hub_id"] = cfg["hf_hub_id"].format(name=name)
+    return cfg
