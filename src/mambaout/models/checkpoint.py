@@ -158,6 +158,15 @@ def checkpoint_filter(state_dict: Mapping[str, torch.Tensor], model: nn.Module |
     return remap_official(sd) if is_official_layout(sd) else sd
 
 
+def read_weights(
+    source: str | os.PathLike | Mapping[str, Any], use_ema: bool = False, sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Weights from any source, unwrapped from training checkpoints and renamed to this package's layout."""
+    raw = dict(source) if isinstance(source, Mapping) else read_state_dict(resolve_source(source, sha256=sha256))
+    sd = unwrap_state_dict(raw, use_ema=use_ema)
+    return remap_official(sd) if is_official_layout(sd) else sd
+
+
 def load_pretrained(
     model: nn.Module,
     source: str | os.PathLike | Mapping[str, Any],
@@ -165,6 +174,7 @@ def load_pretrained(
     use_ema: bool = False,
     sha256: str | None = None,
     model_name: str | None = None,
+    where: str | None = None,
 ) -> nn.Module:
     """Load weights into `model` from a file, URL, hf-hub id or an in-memory state dict.
 
@@ -174,33 +184,22 @@ def load_pretrained(
     Example:
         >>> load_pretrained(create_model("mambaout_femto"), "mambaout_femto.pth")  # doctest: +SKIP
     """
-    if isinstance(source, Mapping):
-        raw = dict(source)
-        where = "the given state dict"
-    else:
-        path = resolve_source(source, sha256=sha256)
-        raw = read_state_dict(path)
-        where = str(path)
-    sd = unwrap_state_dict(raw, use_ema=use_ema)
-    if is_official_layout(sd):
-        sd = remap_official(sd)
-
+    sd = read_weights(source, use_ema=use_ema, sha256=sha256)
+    where = where or (str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict")
     own = model.state_dict()
     # A different number of classes keeps the backbone and leaves the new classifier as initialised.
     for key in _CLASSIFIER:
-        if key in sd and key in own and sd[key].shape != own[key].shape:
-            del sd[key]
-        elif key in sd and key not in own:  # model has num_classes=0
+        if key in sd and (key not in own or sd[key].shape != own[key].shape):
             del sd[key]
     missing = [k for k in own if k not in sd and k not in _CLASSIFIER]
     unexpected = [k for k in sd if k not in own]
     shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if strict and (missing or unexpected or shape):
         raise UserError(_mismatch_message(where, model_name or type(model).__name__, sd, own, missing, unexpected, shape))
-    load = {k: v for k, v in sd.items() if k in own and k not in shape}
     with torch.no_grad():
-        for k, v in load.items():
-            own[k].copy_(v)  # state_dict() tensors share storage with the parameters/buffers
+        for k, v in sd.items():
+            if k in own and k not in shape:
+                own[k].copy_(v)  # state_dict() tensors share storage with the parameters and buffers
     return model
 
 

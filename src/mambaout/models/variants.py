@@ -36,6 +36,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("mambaout_tiny", dict(depths=(3, 3, 9, 3), dims=_SMALL_DIMS, **_PAPER), 26.5, 4.5, 82.7, 0.2),
         Variant("mambaout_small", dict(depths=(3, 4, 27, 3), dims=_SMALL_DIMS, **_PAPER), 48.5, 9.0, 84.1, 0.4),
         Variant("mambaout_base", dict(depths=(3, 4, 27, 3), dims=_BASE_DIMS, **_PAPER), 84.8, 15.8, 84.2, 0.6),
+        # Not in the paper: the smallest member, for CPU prototypes, tests and the built-in digits task.
+        Variant("mambaout_pico", dict(depths=(1, 1, 3, 1), dims=(16, 32, 64, 96), **_PAPER)),
         Variant(
             "mambaout_small_rw",
             dict(depths=(3, 4, 27, 3), dims=_SMALL_DIMS, **_RW),

@@ -1,0 +1,345 @@
+"""Training and evaluating UperNet on ADE20K: the paper's 160k-iteration schedule, single- and multi-scale mIoU.
+
+Recipe (paper §5, mmsegmentation's `upernet_*_512x512_160k_ade20k` with AdamW): 160k iterations at global batch 16 of
+512x512 crops, AdamW lr 1e-4 (betas 0.9/0.999), weight decay 0.01 (not on norms and biases), linear warm-up over 1500
+iterations from 1e-6x, then poly decay (power 1) to 0; cross-entropy ignoring label 255, auxiliary loss weight 0.4;
+SyncBN under DDP; mixed precision on GPUs.
+Evaluation rescales each image to fit 2048x512 ('whole' image, or 'slide' 512x512 windows with stride 341), scores at
+the original resolution; multi-scale averages the softmax over ratios 0.5..1.75 of that size and their flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, PolynomialLR
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torchvision.transforms import v2
+
+from mambaout.dense.ade20k import ADE20K, IGNORE_INDEX, TrainTransform, normalize, rescaled_size
+from mambaout.dense.runtime import (
+    RunLog,
+    Runtime,
+    gather,
+    infinite,
+    load_checkpoint,
+    save_checkpoint,
+    setup_runtime,
+    write_json,
+)
+from mambaout.dense.upernet import upernet
+from mambaout.errors import UserError
+
+MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@dataclass
+class SegmentConfig:
+    """Everything a segmentation run depends on; written to <output>/config.json and into every checkpoint."""
+
+    backbone: str = "mambaout_tiny"
+    ade20k: str = ""
+    output: str = "runs/seg"
+    backbone_weights: str | None = None
+    num_classes: int = 150
+    train_split: str = "training"
+    val_split: str = "validation"
+    iterations: int = 160_000
+    batch_size: int = 16  # global, over all processes
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 1.0
+    crop_size: int = 512
+    scale: tuple[int, int] = (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    channels: int = 512
+    aux_channels: int = 256
+    aux_weight: float = 0.4
+    drop_path_rate: float | None = None  # None: the variant's ImageNet rate
+    mixer: str = "conv"
+    amp: str = "auto"
+    device: str | None = None
+    workers: int = 4
+    eval_every: int = 16_000  # iterations (and always after the last); 0: only after the last, -1: never
+    eval_mode: str = "whole"
+    log_every: int = 50
+    max_images: int | None = None  # first N images of each split
+    seed: int = 0
+    resume: bool = False
+
+    def model_args(self) -> dict[str, Any]:
+        return dict(
+            backbone=self.backbone,
+            num_classes=self.num_classes,
+            mixer=self.mixer,
+            channels=self.channels,
+            aux_channels=self.aux_channels,
+        )
+
+
+def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
+    """Train UperNet as `cfg` says; writes config.json, log.jsonl, last.pt and metrics.json into cfg.output.
+
+    Returns {"losses": [per-step total loss], "metrics": last single-scale metrics (main process), "checkpoint": path}.
+
+    Example:
+        >>> train_segmenter(SegmentConfig(ade20k="/datasets/ADEChallengeData2016", output="runs/seg"))  # doctest: +SKIP
+    """
+    rt = setup_runtime(cfg.device, cfg.amp)
+    torch.manual_seed(cfg.seed + rt.rank)
+    if cfg.batch_size % rt.world_size:
+        raise UserError(f"batch size {cfg.batch_size} does not split over {rt.world_size} processes; use a multiple")
+    if cfg.batch_size < 2:
+        raise UserError("UperNet's BatchNorm needs at least 2 images per batch; use --batch-size 2 or more")
+    if cfg.eval_mode not in ("whole", "slide"):
+        raise UserError(f"eval mode must be 'whole' or 'slide', got {cfg.eval_mode!r}")
+    transform = TrainTransform(cfg.crop_size, cfg.scale, cfg.ratio_range)
+    train_set = ADE20K(cfg.ade20k, cfg.train_split, transform, cfg.num_classes, cfg.max_images)
+    val_set = ADE20K(cfg.ade20k, cfg.val_split, None, cfg.num_classes, cfg.max_images) if cfg.eval_every >= 0 else None
+
+    model_args = cfg.model_args()
+    model = upernet(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
+    if rt.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(rt.device)
+    net = (
+        DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+        if rt.distributed
+        else model
+    )
+
+    sampler = DistributedSampler(train_set, seed=cfg.seed) if rt.distributed else RandomSampler(train_set)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size // rt.world_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=len(train_set) >= cfg.batch_size,  # a last batch of one would break BatchNorm
+        persistent_workers=cfg.workers > 0,
+    )
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedules = [PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)]
+    if cfg.warmup_iters > 0:
+        schedules.insert(0, LinearLR(optimizer, cfg.warmup_ratio, 1.0, total_iters=cfg.warmup_iters))
+    scheduler = ChainedScheduler(schedules)
+    scaler = rt.grad_scaler()
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    output = Path(cfg.output)
+    step = 0
+    if cfg.resume and (output / "last.pt").is_file():
+        ckpt = load_checkpoint(output / "last.pt", "segment")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step = ckpt["step"]
+        rt.log(f"resumed from {output / 'last.pt'} at iteration {step}")
+    if rt.is_main:
+        write_json(asdict(cfg) | dict(world_size=rt.world_size, precision=rt.precision), output / "config.json")
+    log = RunLog(output, rt)
+    rt.log(
+        f"UperNet {cfg.backbone}: {len(train_set)} training images, {cfg.iterations} iterations, "
+        f"{rt.world_size} process(es), {rt.precision} on {rt.device}"
+    )
+
+    losses, metrics = [], {}
+    net.train()
+    batches = infinite(loader)
+    while step < cfg.iterations:
+        images, labels = next(batches)
+        images, labels = images.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
+        with rt.autocast():
+            out = net(images)
+            loss = criterion(out["out"], labels)
+            if "aux" in out:
+                loss = loss + cfg.aux_weight * criterion(out["aux"], labels)
+        if not torch.isfinite(loss):
+            raise UserError(f"the loss became {loss.item()} at iteration {step}; lower --lr or train with --amp none")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        if step % cfg.log_every == 0 or step == 1:
+            log(step=step, loss=round(loss.item(), 4), lr=optimizer.param_groups[0]["lr"])
+            rt.log(
+                f"iteration {step}/{cfg.iterations}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}"
+            )
+        last = step == cfg.iterations
+        if last or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+            if rt.is_main:
+                save_checkpoint(
+                    output / "last.pt",
+                    dict(
+                        task="segment",
+                        model_args=model_args,
+                        config=asdict(cfg),
+                        model=model.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(),
+                        step=step,
+                    ),
+                )
+            if val_set is not None:
+                metrics = evaluate_segmenter(
+                    model, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
+                )
+                log(step=step, **{k: v for k, v in metrics.items() if k != "IoU"})
+                if rt.is_main:
+                    write_json(metrics, output / "metrics.json")
+            net.train()
+    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt"))
+
+
+def slide_logits(model: nn.Module, x: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:
+    """Logits of overlapping crop_size windows, averaged where they overlap (mmseg's `slide_inference`)."""
+    h, w = x.shape[-2:]
+    rows = max(h - crop_size + stride - 1, 0) // stride + 1
+    cols = max(w - crop_size + stride - 1, 0) // stride + 1
+    total, count = None, x.new_zeros(1, 1, h, w)
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop_size, h), min(c * stride + crop_size, w)
+            y1, x1 = max(y2 - crop_size, 0), max(x2 - crop_size, 0)
+            logits = model(x[..., y1:y2, x1:x2])["out"].float()
+            if total is None:
+                total = x.new_zeros(x.shape[0], logits.shape[1], h, w, dtype=torch.float32)
+            total[..., y1:y2, x1:x2] += logits
+            count[..., y1:y2, x1:x2] += 1
+    return total / count
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    image: torch.Tensor,
+    scale: Sequence[int] = (2048, 512),
+    ratios: Sequence[float] = (1.0,),
+    flip: bool = False,
+    mode: str = "whole",
+    crop_size: int = 512,
+    stride: int | None = None,
+    rt: Runtime | None = None,
+) -> torch.Tensor:
+    """Class probabilities (K, H, W) for one uint8 (3, H, W) image, averaged over `ratios` x (flip)."""
+    device = rt.device if rt else next(model.parameters()).device
+    h, w = image.shape[-2:]
+    total, n = None, 0
+    for ratio in ratios:
+        x = normalize(v2.functional.resize(image, rescaled_size(h, w, scale, ratio), antialias=True))[None].to(device)
+        for flipped in (False, True) if flip else (False,):
+            xi = x.flip(-1) if flipped else x
+            with rt.autocast() if rt else torch.autocast(device.type, enabled=False):
+                logits = (
+                    model(xi)["out"]
+                    if mode == "whole"
+                    else slide_logits(model, xi, crop_size, stride or crop_size * 2 // 3)
+                )
+            logits = logits.float().flip(-1) if flipped else logits.float()
+            probs = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)[0]
+            total, n = (probs if total is None else total + probs), n + 1
+    return total / n
+
+
+def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts, rows = true class, columns = predicted; label 255 ignored."""
+    valid = label != IGNORE_INDEX
+    index = label[valid].long() * num_classes + pred[valid].long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(cm: torch.Tensor) -> dict[str, Any]:
+    """mIoU, mean class accuracy and pixel accuracy (fractions) from a confusion matrix; classes absent from both
+    labels and predictions are left out of the means, as in mmsegmentation."""
+    cm = cm.double()
+    tp, gt, pred = cm.diag(), cm.sum(1), cm.sum(0)
+    iou = tp / (gt + pred - tp)  # nan where the class is absent from both
+    acc = tp / gt
+    return dict(
+        mIoU=float(iou.nanmean()),
+        mAcc=float(acc.nanmean()),
+        aAcc=float(tp.sum() / cm.sum().clamp(min=1)),
+        IoU=[None if v != v else round(float(v), 6) for v in iou],
+    )
+
+
+@torch.no_grad()
+def evaluate_segmenter(
+    model: nn.Module,
+    dataset: ADE20K,
+    rt: Runtime | None = None,
+    multi_scale: bool = False,
+    flip: bool | None = None,
+    scale: Sequence[int] = (2048, 512),
+    mode: str = "whole",
+    crop_size: int = 512,
+) -> dict[str, Any]:
+    """mIoU of `model` on `dataset` (images untransformed); `multi_scale` = ratios 0.5..1.75 with flips.
+
+    Returns {"mIoU", "mAcc", "aAcc"} as fractions and per-class "IoU" (main process; {} on the others).
+
+    Example:
+        >>> evaluate_segmenter(model, ADE20K("/datasets/ADEChallengeData2016", "validation"))["mIoU"]  # doctest: +SKIP
+    """
+    if mode not in ("whole", "slide"):
+        raise UserError(f"eval mode must be 'whole' or 'slide', got {mode!r}")
+    rt = rt or setup_runtime(str(next(model.parameters()).device), "none")
+    flip = multi_scale if flip is None else flip
+    ratios = MULTI_SCALE_RATIOS if multi_scale else (1.0,)
+    num_classes = model.num_classes
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for i in range(rt.rank, len(dataset), rt.world_size):
+        image, label = dataset[i]
+        probs = predict_probs(model, image, scale, ratios, flip, mode, crop_size, rt=rt)
+        cm += confusion_matrix(probs.argmax(0).cpu(), label, num_classes)
+    model.train(was_training)
+    cms = gather(cm, rt)
+    if not rt.is_main:
+        return {}
+    return segmentation_metrics(sum(cms))
+
+
+def load_segmenter(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the UperNet a `mambaout segment train` checkpoint holds; returns (model in eval mode, checkpoint)."""
+    ckpt = load_checkpoint(checkpoint, "segment")
+    model = upernet(**ckpt["model_args"], drop_path_rate=0.0)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def eval_checkpoint(
+    checkpoint: str,
+    ade20k: str,
+    split: str = "validation",
+    multi_scale: bool = False,
+    flip: bool | None = None,
+    mode: str | None = None,
+    device: str | None = None,
+    max_images: int | None = None,
+    amp: str = "auto",
+) -> dict[str, Any]:
+    """`mambaout segment eval`: mIoU of a trained checkpoint on `<ade20k>` (the scale and crop it was trained with)."""
+    rt = setup_runtime(device, amp)
+    model, ckpt = load_segmenter(checkpoint, rt.device)
+    cfg = ckpt["config"]
+    dataset = ADE20K(ade20k, split, None, model.num_classes, max_images)
+    return evaluate_segmenter(
+        model, dataset, rt, multi_scale, flip, tuple(cfg["scale"]), mode or cfg["eval_mode"], cfg["crop_size"]
+    )

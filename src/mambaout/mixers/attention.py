@@ -1,0 +1,79 @@
+"""Multi-head self-attention in the token-mixer slot of the Gated CNN block, fully visible or causal.
+
+    x -> depthwise conv -> SiLU -> qkv -> softmax(q k^T / sqrt(d)) v  (over all H*W or L tokens) -> proj
+
+It has the same shape as the SSM mixer (conv -> SiLU -> global operator), so "attn" and "ssm" differ only in the
+global operator and both contain MambaOut's local conv. That conv is also the positional information: there is no
+positional embedding, and the conv's zero padding tells tokens where the borders are (as in CPVT/ConvNeXt-style
+hybrids). In "attn_causal" the conv is causal too (raster order on images), so the whole mixer is causal: output
+token t never depends on tokens after t. Heads have 32 channels where C allows (C // 32 heads, at least 1, lowered
+until they divide C).
+
+Cost (MACs, per forward): q k^T and the weighted sum of v are 2·B·C·L² fully visible, half that causal
+(B·C·L²): the 4·D·L² FLOPs of the paper with D = C. FlopCounterMode does not see the CPU kernel of
+`F.scaled_dot_product_attention` and counts the CUDA kernels as fully visible (2·B·C·L²), so `extra_macs` adds the
+formula minus what the counter saw on that device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mambaout.mixers.local_conv import LocalConv
+
+
+def num_heads_for(dim: int, head_dim: int = 32) -> int:
+    """C // head_dim heads (at least one), lowered until they divide C: 192 -> 6, 48 -> 1, 96 -> 3, 16 -> 1."""
+    heads = max(1, dim // head_dim)
+    while dim % heads:
+        heads -= 1
+    return heads
+
+
+def attention_macs(batch: int, seq_len: int, dim: int, causal: bool) -> int:
+    """MACs of q k^T plus attn @ v: 2·B·C·L², half for a causal mask."""
+    full = 2 * batch * dim * seq_len * seq_len
+    return full // 2 if causal else full
+
+
+def _counter_sees_sdpa(device: torch.device) -> bool:
+    # torch.utils.flop_counter registers the CUDA flash / memory-efficient / cuDNN kernels of SDPA (as if fully
+    # visible), not the CPU one (`_scaled_dot_product_flash_attention_for_cpu`, torch 2.14): checked by the tests.
+    return device.type == "cuda"
+
+
+class AttentionMixer(nn.Module):
+    """Self-attention over all tokens of a (B, H, W, C) map ("2d", raster order) or a (B, L, C) sequence ("1d").
+
+    Example:
+        >>> AttentionMixer(64, layout="1d", causal=True)(torch.randn(2, 50, 64)).shape
+        torch.Size([2, 50, 64])
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, layout: str = "2d", causal: bool = False, head_dim: int = 32):
+        super().__init__()
+        self.causal = causal
+        self.num_heads = num_heads_for(dim, head_dim)
+        self.conv = LocalConv(dim, kernel_size, layout, causal=causal)
+        self.act = nn.SiLU()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = self.act(self.conv(x)).reshape(shape[0], -1, shape[-1])  # (B, L, C), raster order for images
+        batch, seq_len, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, seq_len, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, dim)).reshape(shape)
+
+    def extra_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        batch, dim = output.shape[0], output.shape[-1]
+        seq_len = output[0, ..., 0].numel()
+        seen = attention_macs(batch, seq_len, dim, causal=False) if _counter_sees_sdpa(output.device) else 0
+        return attention_macs(batch, seq_len, dim, self.causal) - seen
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, causal={self.causal}"

@@ -1,0 +1,70 @@
+"""The local depthwise convolution every mixer starts from, for images or sequences, fully visible or causal.
+
+On images (layout "2d", (B, H, W, C)) the fully visible form is MambaOut's kxk depthwise conv (bias, zero padding
+k // 2). Its causal form keeps only the kernel taps that come earlier in raster order (rows above, and the left half
+of the centre row including the centre: PixelCNN's mask), so output (r, c) depends on inputs (r', c') <= (r, c) in
+raster order. On sequences (layout "1d", (B, L, C)) the causal form pads k - 1 zeros on the left (Mamba's conv1d),
+the fully visible one k // 2 on the left and k - 1 - k // 2 on the right.
+
+A masked 2D conv is counted by FlopCounterMode as the full kxk kernel; the masked taps are zeros, not skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYOUTS = ("2d", "1d")
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be '2d' (B, H, W, C) or '1d' (B, L, C), got {layout!r}")
+    return layout
+
+
+def raster_causal_mask(kernel_size: int) -> torch.Tensor:
+    """(k, k) mask of ones on the taps at or before the centre in raster order (rows above, then the left half)."""
+    mask = torch.zeros(kernel_size, kernel_size)
+    centre = kernel_size // 2
+    mask[:centre] = 1
+    mask[centre, : centre + 1] = 1
+    return mask
+
+
+class LocalConv(nn.Module):
+    """Depthwise conv on channels-last input: (B, H, W, C) for layout "2d", (B, L, C) for "1d".
+
+    Example:
+        >>> LocalConv(32, kernel_size=7, layout="1d", causal=True)(torch.randn(2, 100, 32)).shape
+        torch.Size([2, 100, 32])
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, layout: str = "2d", causal: bool = False):
+        super().__init__()
+        if kernel_size < 1 or (kernel_size % 2 == 0 and layout == "2d"):
+            raise ValueError(f"kernel_size on images must be odd (a centred kernel), got {kernel_size}")
+        self.layout = check_layout(layout)
+        self.causal = causal
+        self.kernel_size = kernel_size
+        conv_cls = nn.Conv2d if layout == "2d" else nn.Conv1d
+        self.conv = conv_cls(dim, dim, kernel_size, padding=0 if layout == "1d" else kernel_size // 2, groups=dim)
+        if layout == "2d" and causal:
+            self.register_buffer("mask", raster_causal_mask(kernel_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "2d":
+            x = x.permute(0, 3, 1, 2)
+            if self.causal:
+                w = self.conv.weight * self.mask
+                x = F.conv2d(x, w, self.conv.bias, padding=self.kernel_size // 2, groups=self.conv.groups)
+            else:
+                x = self.conv(x)
+            return x.permute(0, 2, 3, 1)
+        k = self.kernel_size
+        pad = (k - 1, 0) if self.causal else (k // 2, k - 1 - k // 2)
+        return self.conv(F.pad(x.transpose(1, 2), pad)).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout!r}, causal={self.causal}"

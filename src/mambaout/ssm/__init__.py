@@ -1,0 +1,22 @@
+"""Selective state space models on any machine: a fused CPU scan, a torch fallback, a reference, and Mamba.
+
+- ``selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+  return_last_state=False, backend="auto")``: ``mamba_ssm``'s ``selective_scan_fn`` contract. On CPU a fused numba
+  kernel that never stores the (batch, D, L, N) states; elsewhere (or without numba) a chunked torch scan.
+  ``backend`` = "auto" | "numba" | "torch" | "ref".
+- ``selective_scan_ref``: the sequential loop every backend is tested against.
+- ``SelectiveSSM(dim, d_state=16, ...)``: the building block for token mixers. (batch, L, C) -> (batch, L, C),
+  input already convolved and activated; input-dependent Δ, B, C from ``x_proj``/``dt_proj``, D skip, optional
+  gate ``z``; scans forward only (flip the sequence for other directions). ``step`` streams one token.
+- ``Mamba(d_model, ...)``: the full block, ``mamba_ssm``'s constructor and parameter names, built on SelectiveSSM.
+- ``scan_flops(batch, dim, seq_len, d_state)``: FLOPs of one scan (9·B·L·D·N + B·D·L), which FLOP counters
+  cannot see (``FlopCounterMode`` runs through the fused op and counts 0 for it).
+
+See docs/ssm.md for the kernel design and measured speed.
+"""
+
+from mambaout.ssm.mamba import Mamba, SelectiveSSM
+from mambaout.ssm.reference import selective_scan_ref
+from mambaout.ssm.scan import BACKENDS, scan_flops, selective_scan
+
+__all__ = ["BACKENDS", "Mamba", "SelectiveSSM", "scan_flops", "selective_scan", "selective_scan_ref"]

@@ -1,0 +1,391 @@
+"""Fused CPU selective scan: numba kernels that never store the (batch, D, L, N) states.
+
+Layout is channels-last: one task owns a tile of W channels of one batch element (and one B/C group) and walks
+along L; at each step the N x W states sit in L1 and every inner loop runs over the W channels, so LLVM turns it
+into long SIMD loops with no horizontal sums. The forward also keeps the states at every BLOCK-th step
+(``checkpoints``, (batch, L / BLOCK, N, D): BLOCK times smaller than all states). The backward walks the blocks from
+the end: it recomputes one block's states from its checkpoint into a BLOCK x N x W scratch, then runs the adjoint
+recurrence through it. Tasks are parallel (``prange``); the sums over channels that the B and C gradients need go
+to one partial buffer per channel tile, so no two threads ever write the same element.
+
+Kernels take float32, C-contiguous arrays (``scan.py`` builds them): u, delta, z, out: (batch, L, D), delta already
+being Δ (bias and softplus are applied by torch around the op); A_T: (N, D); B, C: (batch, G, L, N); D: (D,).
+An absent D is passed as zeros and an absent z as an empty array, so each kernel compiles once per machine
+(``cache=True``).
+"""
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+_F = np.float32
+# Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
+# inf/nan semantics or swaps in approximate functions: the exp below is our own and accurate to 1 ulp.
+_FASTMATH = {"reassoc", "contract"}
+# Steps between saved states: the backward's scratch is BLOCK x N x W floats (L2-sized), the checkpoints cost
+# N / BLOCK floats per input element.
+BLOCK = 64
+_MAX_TILE = 64
+
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """Reinterpret int32 bits as a float32 (what a C union does); numba has no scalar bitcast."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+_LOG2E = _F(1.4426950408889634)
+_LN2_HI = _F(0.693359375)
+_LN2_LO = _F(-2.12194440e-4)
+_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
+_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _expf(x):
+    """float32 exp that LLVM can vectorise (libm's expf is a call it cannot), max error ~1 ulp.
+
+    Cephes' range reduction x = k ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for exp(r), and 2^k built from
+    exponent bits in two halves so that denormal results and overflow to inf both come out right.
+    """
+    xc = min(max(x, _F(-104.0)), _F(89.0))  # beyond these exp is 0 or inf in float32 anyway
+    k = np.floor(xc * _LOG2E + _F(0.5))
+    r = xc - k * _LN2_HI - k * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    p = p * r * r + r + _F(1.0)
+    ki = np.int32(k)
+    k1 = ki >> np.int32(1)
+    two_k1 = _bits_as_float32((k1 + np.int32(127)) << np.int32(23))
+    two_k2 = _bits_as_float32((ki - k1 + np.int32(127)) << np.int32(23))
+    return p * two_k1 * two_k2
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _sigmoid(x):
+    return _F(1.0) / (_F(1.0) + _expf(-x))
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, width, out, last_state, checkpoints):
+    """out = (sum_n C h + D u) * silu(z); last_state[b, d, n] = h at the last step; checkpoints[b, k] = h before
+    step k * BLOCK (N, D)."""
+    batch, seqlen, dim = u.shape
+    n_groups, n_state = B.shape[1], A_T.shape[0]
+    per_group = dim // n_groups
+    tiles = (per_group + width - 1) // width
+    for task in prange(batch * n_groups * tiles):
+        bg = task // tiles  # task = (b * G + grp) * tiles + k
+        k = task - bg * tiles
+        b = bg // n_groups
+        grp = bg - b * n_groups
+        d0 = grp * per_group + k * width
+        d1 = min(d0 + width, (grp + 1) * per_group)
+        w_n = d1 - d0
+        D_tile = D[d0:d1]
+        h = np.zeros((n_state, w_n), np.float32)
+        dt_x = np.empty(w_n, np.float32)
+        y = np.empty(w_n, np.float32)
+        for t in range(seqlen):
+            if t % BLOCK == 0:
+                checkpoints[b, t // BLOCK, :, d0:d1] = h
+            dt = delta[b, t, d0:d1]
+            x = u[b, t, d0:d1]
+            for w in range(w_n):
+                dt_x[w] = dt[w] * x[w]
+                y[w] = D_tile[w] * x[w]
+            for n in range(n_state):
+                B_n = B[b, grp, t, n]
+                C_n = C[b, grp, t, n]
+                h_n = h[n]
+                A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
+                for w in range(w_n):
+                    h_new = _expf(dt[w] * A_n[w]) * h_n[w] + dt_x[w] * B_n
+                    h_n[w] = h_new
+                    y[w] += C_n * h_new
+            if has_z:
+                z_t = z[b, t, d0:d1]
+                for w in range(w_n):
+                    y[w] *= z_t[w] * _sigmoid(z_t[w])
+            out[b, t, d0:d1] = y
+        for n in range(n_state):
+            last_state[b, d0:d1, n] = h[n]
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def scan_bwd_kernel(
+    u, delta, A_T, B, C, D, z, has_z, width, checkpoints, dout, dlast_state, du, ddelta, dz, dA, dD, dB_part, dC_part
+):
+    """Gradients of scan_fwd_kernel. dA (batch, N, D) and dD (batch, D) are float64 per-batch sums, dB_part and
+    dC_part (tiles, batch, G, L, N) per-tile sums; the caller adds them up."""
+    batch, seqlen, dim = u.shape
+    n_groups, n_state = B.shape[1], A_T.shape[0]
+    per_group = dim // n_groups
+    tiles = (per_group + width - 1) // width
+    n_blocks = (seqlen + BLOCK - 1) // BLOCK
+    for task in prange(batch * n_groups * tiles):
+        bg = task // tiles  # task = (b * G + grp) * tiles + k
+        k = task - bg * tiles
+        b = bg // n_groups
+        grp = bg - b * n_groups
+        d0 = grp * per_group + k * width
+        d1 = min(d0 + width, (grp + 1) * per_group)
+        w_n = d1 - d0
+        D_tile = D[d0:d1]
+        # One block of recomputed forward values: O(BLOCK N W) per task, never O(L N D).
+        decay = np.empty((BLOCK, n_state, w_n), np.float32)  # exp(Δ_t A)
+        h_prev = np.empty((BLOCK, n_state, w_n), np.float32)  # h_{t-1}
+        g = np.empty((BLOCK, w_n), np.float32)  # dL/dy_t (after the gate's chain rule)
+        h = np.empty((n_state, w_n), np.float32)
+        gh = np.empty((n_state, w_n), np.float32)  # a_{t+1} dL/dh_{t+1}: the adjoint state
+        for n in range(n_state):
+            gh[n] = dlast_state[b, d0:d1, n]
+        dA_block = np.empty((n_state, w_n), np.float32)
+        dA_sum = np.zeros((n_state, w_n), np.float64)
+        dD_sum = np.zeros(w_n, np.float64)
+        dt_x = np.empty(w_n, np.float32)
+        y = np.empty(w_n, np.float32)
+        sum_B = np.empty(w_n, np.float32)  # sum_n dL/dh_n B_n
+        sum_A = np.empty(w_n, np.float32)  # sum_n dL/dh_n A_n a_n h_{t-1,n}
+        for blk in range(n_blocks - 1, -1, -1):
+            t0 = blk * BLOCK
+            t1 = min(seqlen, t0 + BLOCK)
+            h[:, :] = checkpoints[b, blk, :, d0:d1]
+            for t in range(t0, t1):
+                j = t - t0
+                dt = delta[b, t, d0:d1]
+                x = u[b, t, d0:d1]
+                for w in range(w_n):
+                    dt_x[w] = dt[w] * x[w]
+                    y[w] = D_tile[w] * x[w]
+                for n in range(n_state):
+                    B_n = B[b, grp, t, n]
+                    C_n = C[b, grp, t, n]
+                    h_n = h[n]
+                    A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
+                    a_jn = decay[j, n]
+                    hp_jn = h_prev[j, n]
+                    for w in range(w_n):
+                        a = _expf(dt[w] * A_n[w])
+                        a_jn[w] = a
+                        hp_jn[w] = h_n[w]
+                        h_new = a * h_n[w] + dt_x[w] * B_n
+                        h_n[w] = h_new
+                        y[w] += C_n * h_new
+                dout_t = dout[b, t, d0:d1]
+                g_j = g[j]
+                if has_z:
+                    z_t = z[b, t, d0:d1]
+                    dz_t = dz[b, t, d0:d1]
+                    for w in range(w_n):
+                        s = _sigmoid(z_t[w])
+                        dz_t[w] = dout_t[w] * y[w] * s * (_F(1.0) + z_t[w] * (_F(1.0) - s))
+                        g_j[w] = dout_t[w] * z_t[w] * s
+                else:
+                    g_j[:] = dout_t
+
+            dA_block[:, :] = 0.0
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = t - t0
+                dt = delta[b, t, d0:d1]
+                x = u[b, t, d0:d1]
+                g_j = g[j]
+                for w in range(w_n):
+                    dt_x[w] = dt[w] * x[w]
+                    sum_B[w] = 0.0
+                    sum_A[w] = 0.0
+                for n in range(n_state):
+                    B_n = B[b, grp, t, n]
+                    C_n = C[b, grp, t, n]
+                    a_jn = decay[j, n]
+                    hp_jn = h_prev[j, n]
+                    gh_n = gh[n]
+                    A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
+                    dA_n = dA_block[n]
+                    acc_B = _F(0.0)
+                    acc_C = _F(0.0)
+                    for w in range(w_n):
+                        gh_t = g_j[w] * C_n + gh_n[w]  # dL/dh_t
+                        a = a_jn[w]
+                        hp = hp_jn[w]
+                        acc_C += g_j[w] * (a * hp + dt_x[w] * B_n)
+                        acc_B += gh_t * dt_x[w]
+                        sum_B[w] += gh_t * B_n
+                        ga_hp = gh_t * a * hp
+                        sum_A[w] += ga_hp * A_n[w]
+                        dA_n[w] += dt[w] * ga_hp
+                        gh_n[w] = a * gh_t
+                    dB_part[k, b, grp, t, n] = acc_B
+                    dC_part[k, b, grp, t, n] = acc_C
+                du_t = du[b, t, d0:d1]
+                ddelta_t = ddelta[b, t, d0:d1]
+                for w in range(w_n):
+                    du_t[w] = g_j[w] * D_tile[w] + dt[w] * sum_B[w]
+                    ddelta_t[w] = sum_A[w] + x[w] * sum_B[w]
+                    dD_sum[w] += g_j[w] * x[w]
+            dA_sum += dA_block  # float32 within a block, float64 across blocks
+        dA[b, :, d0:d1] = dA_sum
+        dD[b, d0:d1] = dD_sum
+
+
+def tile_width(batch: int, dim: int, n_groups: int, threads: int) -> int:
+    """Channels per task: at most _MAX_TILE, fewer when that leaves threads idle (tasks >= 2 x threads)."""
+    per_group = dim // n_groups
+    tiles = -(-per_group // _MAX_TILE)
+    while batch * n_groups * tiles < 2 * threads and -(-per_group // (tiles + 1)) >= 8:
+        tiles += 1
+    return -(-per_group // tiles)
+
+
+def _numpy(t: torch.Tensor | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The kernels' view of an optional input: the tensor itself, or zeros of the given shape when absent."""
+    if t is None:
+        return np.zeros(shape, np.float32)
+    return t.detach().numpy()
+
+
+def _threads() -> int:
+    # One knob for both pools: torch.set_num_threads also bounds the scan.
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+# The kernels run inside custom ops, so dispatch modes (FlopCounterMode, fake tensors, torch.compile) see one opaque
+# op with known output shapes instead of tensors handed to numpy.
+@torch.library.custom_op("mambaout::selective_scan_fwd", mutates_args=(), device_types="cpu")
+def selective_scan_fwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A_T: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Canonical-layout float32 forward (see the module docstring).
+
+    Returns out (batch, L, D), last_state (batch, D, N) and the checkpoints (batch, ceil(L / BLOCK), N, D) that the
+    backward starts from.
+    """
+    batch, seqlen, dim = u.shape
+    n_state = A_T.shape[0]
+    out = torch.empty_like(u)
+    last_state = u.new_empty(batch, dim, n_state)
+    checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
+    width = tile_width(batch, dim, B.shape[1], _threads())
+    scan_fwd_kernel(
+        u.numpy(),
+        delta.numpy(),
+        A_T.numpy(),
+        B.numpy(),
+        C.numpy(),
+        _numpy(D, (dim,)),
+        _numpy(z, (0, 0, 0)),
+        z is not None,
+        width,
+        out.numpy(),
+        last_state.numpy(),
+        checkpoints.numpy(),
+    )
+    return out, last_state, checkpoints
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A_T, B, C, D, z):
+    batch, seqlen, dim = u.shape
+    n_state = A_T.shape[0]
+    return (
+        torch.empty_like(u),
+        u.new_empty(batch, dim, n_state),
+        u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim),
+    )
+
+
+@torch.library.custom_op("mambaout::selective_scan_bwd", mutates_args=(), device_types="cpu")
+def selective_scan_bwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A_T: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    checkpoints: torch.Tensor,
+    dout: torch.Tensor,
+    dlast_state: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """Gradients [du, ddelta, dA_T, dB, dC, dD, dz]; an empty tensor where the input was None."""
+    batch, seqlen, dim = u.shape
+    n_groups, n_state = B.shape[1], A_T.shape[0]
+    width = tile_width(batch, dim, n_groups, _threads())
+    tiles = -(-(dim // n_groups) // width)
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
+    dA = u.new_empty(batch, n_state, dim, dtype=torch.float64)
+    dD = u.new_empty(batch, dim, dtype=torch.float64)
+    dB_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
+    dC_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
+    scan_bwd_kernel(
+        u.numpy(),
+        delta.numpy(),
+        A_T.numpy(),
+        B.numpy(),
+        C.numpy(),
+        _numpy(D, (dim,)),
+        _numpy(z, (0, 0, 0)),
+        z is not None,
+        width,
+        checkpoints.numpy(),
+        dout.contiguous().numpy(),
+        _numpy(dlast_state.contiguous() if dlast_state is not None else None, (batch, dim, n_state)),
+        du.numpy(),
+        ddelta.numpy(),
+        dz.numpy(),
+        dA.numpy(),
+        dD.numpy(),
+        dB_part.numpy(),
+        dC_part.numpy(),
+    )
+    return [
+        du,
+        ddelta,
+        dA.sum(0).float(),
+        dB_part.sum(0) if tiles > 1 else dB_part[0].clone(),
+        dC_part.sum(0) if tiles > 1 else dC_part[0].clone(),
+        dD.sum(0).float() if D is not None else u.new_empty(0),
+        dz if z is not None else u.new_empty(0),
+    ]
+
+
+@selective_scan_bwd.register_fake
+def _(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state):
+    return [
+        torch.empty_like(u),
+        torch.empty_like(u),
+        torch.empty_like(A_T),
+        torch.empty_like(B),
+        torch.empty_like(C),
+        torch.empty_like(D) if D is not None else u.new_empty(0),
+        torch.empty_like(u) if z is not None else u.new_empty(0),
+    ]
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output[2])
+
+
+def _backward(ctx, dout, dlast_state, dcheckpoints):
+    u, delta, A_T, B, C, D, z, checkpoints = ctx.saved_tensors
+    du, ddelta, dA_T, dB, dC, dD, dz = selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state)
+    return du, ddelta, dA_T, dB, dC, dD if D is not None else None, dz if z is not None else None
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)

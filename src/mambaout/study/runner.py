@@ -1,0 +1,137 @@
+"""Train and measure: one run per (task, mixer, seed), every run with the same budget and the same recipe.
+
+A task (`image_tasks`, `selective_copying`) supplies data, a model per mixer, a loss and an accuracy; this file owns
+what is common: AdamW from timm's `create_optimizer_v2` (weight decay 0.05, none on biases, norms and the SSM's
+A_log / D), timm's cosine schedule stepped per update (`create_scheduler_v2`, linear warm-up from 1e-6, down to
+1e-5 x lr), seeded initialisation and data order, then the cost measurements of `measure.py`. Each run writes
+its resolved configuration (`config.json`) and its numbers (`result.json`) into its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm import tqdm
+
+from mambaout.bench.cost import count_macs, count_params
+from mambaout.study.measure import inference_latency_ms, peak_memory_bytes
+
+BUDGETS = ("small", "default", "full")
+
+
+def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
+    """The task's budget row (or a given dict) with `steps` filled in from epochs where the task counts those."""
+    row = dict(task.budgets[budget]) if isinstance(budget, str) else dict(budget)
+    if "steps" not in row:
+        row["steps"] = row["epochs"] * task.steps_per_epoch(row["batch_size"])
+    row["warmup_steps"] = min(row.get("warmup_steps", 0), max(row["steps"] - 1, 0))
+    return row
+
+
+def train(task: Any, model: torch.nn.Module, budget: dict[str, Any], seed: int, device: torch.device,
+          desc: str = "") -> dict[str, Any]:
+    """Train `model` on `task` for `budget["steps"]` updates; returns the final loss and the wall time."""
+    optimizer = create_optimizer_v2(model, "adamw", lr=budget["lr"], weight_decay=budget.get("weight_decay", 0.05))
+    # One scheduler "epoch" per update: timm's cosine then counts in steps, warm-up included.
+    scheduler, _ = create_scheduler_v2(
+        optimizer, "cosine", num_epochs=budget["steps"], warmup_epochs=budget["warmup_steps"], warmup_lr=1e-6,
+        min_lr=budget["lr"] * 1e-2, step_on_epochs=False, updates_per_epoch=1,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    batches = task.train_batches(budget["steps"], budget["batch_size"], generator)
+    bar = tqdm(batches, total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
+               disable=None)
+    for step, (x, y) in enumerate(bar):
+        loss = task.loss(model, x.to(device), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step_update(step + 1)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    tail = losses[-max(1, len(losses) // 10) :]
+    return dict(steps=len(losses), train_seconds=seconds, final_loss=sum(tail) / len(tail))
+
+
+def measure_cost(task: Any, model: torch.nn.Module, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Parameters, MACs per sample, latency at batch 1 and at the training batch, peak memory of a training step."""
+    x1 = task.sample_input(1).to(device)
+    xn = task.sample_input(batch_size).to(device)
+    model.train()
+
+    def train_step() -> None:
+        x, y = xn, None
+        loss = model(x).float().mean()  # a stand-in loss: the backward pass is what costs memory
+        loss.backward()
+        del x, y
+
+    peak = peak_memory_bytes(train_step, device)
+    model.zero_grad(set_to_none=True)
+    return dict(
+        params=count_params(model),
+        macs=count_macs(model, inputs=x1),
+        latency_ms_b1=inference_latency_ms(model, x1, repeats=7, warmup=2),
+        latency_ms_bN=inference_latency_ms(model, xn, repeats=3, warmup=1),
+        latency_batch=batch_size,
+        peak_train_mem_mb=peak / 2**20,
+    )
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return dict(
+        device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        machine=platform.machine(),
+    )
+
+
+def run_one(task: Any, mixer: str, seed: int, budget: dict[str, Any], device: torch.device, out_dir: Path,
+            measure: bool = True, desc: str = "") -> dict[str, Any]:
+    """Train one (task, mixer, seed), evaluate it, optionally measure its cost; write config.json / result.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = task.build_model(mixer).to(device)
+    config = dict(task=task.config(), mixer=mixer, mixer_kwargs=task.mixer_kwargs.get(mixer, {}), seed=seed,
+                  budget=budget, optimizer="adamw (timm create_optimizer_v2)", scheduler="cosine (timm)",
+                  model=repr(model).splitlines()[0], environment=environment(device))
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    result = dict(task=task.name, mixer=mixer, seed=seed)
+    result.update(train(task, model, budget, seed, device, desc=desc))
+    result["accuracy"], result["eval_count"] = task.evaluate(model, device)
+    if measure:
+        result.update(measure_cost(task, model, budget["batch_size"], device))
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation of accuracy over seeds; cost numbers from the measured runs."""
+    accs = [r["accuracy"] for r in runs]
+    mean = sum(accs) / len(accs)
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
+    measured = [r for r in runs if "params" in r]
+    out = dict(accuracy_mean=mean, accuracy_std=std, accuracies=accs, seeds=[r["seed"] for r in runs],
+               eval_count=runs[0]["eval_count"], train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
+               steps=runs[0]["steps"])
+    if measured:
+        for key in ("params", "macs", "latency_ms_b1", "latency_ms_bN", "latency_batch", "peak_train_mem_mb"):
+            out[key] = measured[0][key]
+    return out

@@ -1,0 +1,86 @@
+"""Isotropic sequence models made of the same Gated CNN blocks as MambaOut, for the study's sequence tasks.
+
+    tokens (B, L) -> Embedding -> depth x GatedCNNBlock(mixer, 1-D layout) -> LayerNorm -> Linear -> (B, L, classes)
+
+The block is `mambaout.models.mambaout.GatedCNNBlock` itself (its norm, fc1, split, gate and fc2 all act on the last
+dimension, so (B, L, C) passes through unchanged); only its mixer gets the 1-D layout. With mixer "conv" it is the
+Gated CNN (MambaOut) of the sequence world, a causal depthwise conv1d; "ssm" is a Mamba-style block; "attn_causal"
+and "attn" use attention. There is no positional embedding: every mixer starts with the local conv, which tells
+tokens their relative order. A causal conv of kernel k in `depth` blocks sees at most depth·(k - 1) tokens back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from mambaout.mixers import build_mixer, check_mixer
+from mambaout.models.mambaout import GatedCNNBlock
+
+
+def _sequence_block(
+    dim: int, mixer: str, kernel_size: int, expansion_ratio: float, mixer_kwargs: dict[str, Any]
+) -> GatedCNNBlock:
+    block = GatedCNNBlock(
+        dim, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=dict(layout="1d", **mixer_kwargs)
+    )
+    if hasattr(block, "conv"):
+        # The block builds mixer="conv" as its own 2-D conv (the checkpoint's `conv` weights); sequences need the
+        # 1-D one, so swap it for build_mixer's, which the block's forward then uses.
+        del block.conv
+        block.mixer = build_mixer("conv", block.split_indices[2], kernel_size, layout="1d", **mixer_kwargs)
+    return block
+
+
+class SequenceModel(nn.Module):
+    """Embedding -> `depth` Gated CNN blocks with a 1-D mixer -> LayerNorm -> per-token logits.
+
+    Example:
+        >>> model = SequenceModel(vocab_size=10, num_classes=8, dim=64, depth=2, mixer="ssm")
+        >>> model(torch.randint(0, 10, (2, 100))).shape
+        torch.Size([2, 100, 8])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        dim: int = 64,
+        depth: int = 2,
+        mixer: str = "conv",
+        kernel_size: int = 4,
+        expansion_ratio: float = 8 / 3,
+        mixer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.mixer = check_mixer(mixer)
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.blocks = nn.Sequential(
+            *[_sequence_block(dim, mixer, kernel_size, expansion_ratio, mixer_kwargs or {}) for _ in range(depth)]
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(self._init_weights)
+        for m in self.modules():  # modules with their own initialisation (the SSM's Δ bias) apply it last
+            if m is not self and callable(getattr(m, "init_weights", None)):
+                m.init_weights()
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv1d, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            trunc_normal_(m.weight, std=0.02)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The SSM's A_log and D (marked `_no_weight_decay`); timm's optimizer factory reads this."""
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.blocks(self.embed(tokens))))

@@ -1,0 +1,12 @@
+"""Training and evaluation: the paper's recipe as data, one CPU to many GPUs, resumable, on built-in data by default.
+
+Example:
+    >>> from mambaout.train import resolve_recipe, train
+    >>> recipe = resolve_recipe({"epochs": 2})  # the built-in digits task
+    >>> result = train(recipe)  # doctest: +SKIP
+"""
+
+from mambaout.train.recipe import PRESETS, Recipe, resolve_recipe
+from mambaout.train.trainer import RunResult, train
+
+__all__ = ["PRESETS", "Recipe", "RunResult", "resolve_recipe", "train"]

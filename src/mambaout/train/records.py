@@ -1,0 +1,87 @@
+"""What a run leaves to read: per-epoch lines on the console, `summary.csv`, and TensorBoard logs (rank 0 only).
+
+`summary.csv` has one row per finished epoch: epoch, train_loss, val_loss, top1, top5, lr (at the end of the epoch),
+images_per_s (training throughput over all processes), epoch_s, and ema_top1 when an EMA is kept. A resumed run
+first drops rows of epochs it will train again, so the file always describes one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+SUMMARY_COLUMNS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_s"]
+
+
+def read_summary(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of `<run>/summary.csv` as floats (empty cells as NaN)."""
+    path = Path(run_dir) / "summary.csv"
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RunRecords:
+    """Console lines, summary.csv and TensorBoard for one run; every method is a no-op when `enabled` is False.
+
+    Example:
+        >>> records = RunRecords(Path("runs/x"), enabled=True, tensorboard=False, start_epoch=0)  # doctest: +SKIP
+        >>> records.epoch(dict(epoch=1, train_loss=2.1, val_loss=1.9, top1=41.0, top5=88.0, lr=1e-3,
+        ...                    images_per_s=900.0, epoch_s=2.0), epochs=30)  # doctest: +SKIP
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, start_epoch: int, ema: bool = False):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.columns = SUMMARY_COLUMNS + (["ema_top1"] if ema else [])
+        self.writer = None
+        if not enabled:
+            return
+        self._keep_rows_before(start_epoch)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=None)
+
+    def _keep_rows_before(self, start_epoch: int) -> None:
+        path = self.run_dir / "summary.csv"
+        rows = []
+        if path.exists():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= start_epoch]
+        with open(path, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            out.writeheader()
+            out.writerows(rows)
+
+    def print(self, line: str) -> None:
+        if self.enabled:
+            print(line, flush=True)
+
+    def step(self, global_step: int, loss: float, lr: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss_step", loss, global_step)
+            self.writer.add_scalar("train/lr", lr, global_step)
+
+    def epoch(self, row: dict[str, Any], epochs: int) -> None:
+        """Append one epoch to summary.csv and TensorBoard, and print its line."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / "summary.csv", "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(f"epoch/{key}", value, row["epoch"])
+            self.writer.flush()
+        ema = f"  ema top-1 {row['ema_top1']:5.1f}%" if "ema_top1" in row else ""
+        self.print(
+            f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}  "
+            f"val loss {row['val_loss']:.4f}  top-1 {row['top1']:5.1f}%  top-5 {row['top5']:5.1f}%{ema}  "
+            f"lr {row['lr']:.2e}  {row['images_per_s']:,.0f} img/s  {row['epoch_s']:.1f}s"
+        )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

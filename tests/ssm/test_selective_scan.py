@@ -1,0 +1,186 @@
+"""The selective scan's contract: every backend matches the sequential reference in value and in every gradient."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mambaout.ssm import scan_flops, selective_scan, selective_scan_ref
+from mambaout.ssm.scan import _resolve_backend
+
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+CONFIGS = {
+    "plain": {},
+    "gate_z": {"z": True},
+    "bias_softplus": {"delta_bias": True, "delta_softplus": True},
+    "grouped_BC": {"groups": 2},
+    "everything": {"z": True, "delta_bias": True, "delta_softplus": True, "groups": 2, "D": True},
+}
+# (batch, D, L, N): odd L, L = 1, batch 1 and 3, L longer than one fused block (64) and one torch chunk (64)
+SHAPES = [(1, 4, 37, 5), (3, 6, 1, 3), (3, 8, 37, 16), (2, 4, 150, 4)]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max|a - b| / max|b| (plain max|a - b| when b is all zero)."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
+
+
+def make_inputs(batch, dim, seqlen, n_state, groups=1, z=False, D=False, delta_bias=False, seed=0, **_):
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    bc_shape = (batch, groups, n_state, seqlen) if groups > 1 else (batch, n_state, seqlen)
+    inputs = {
+        "u": randn(batch, dim, seqlen),
+        "delta": torch.rand(batch, dim, seqlen, generator=g, dtype=torch.float64) * 0.5,
+        "A": -torch.rand(dim, n_state, generator=g, dtype=torch.float64) * 3,
+        "B": randn(*bc_shape),
+        "C": randn(*bc_shape),
+        "D": randn(dim) if D else None,
+        "z": randn(batch, dim, seqlen) if z else None,
+        "delta_bias": randn(dim) * 0.5 if delta_bias else None,
+    }
+    return inputs
+
+
+def run(scan, inputs, dtype=torch.float32, delta_softplus=False, **kwargs):
+    """Output, last state and the gradient of every given input under a fixed random projection of both."""
+    leaves = {k: v.detach().to(dtype).requires_grad_() for k, v in inputs.items() if v is not None}
+    out, last_state = scan(**leaves, delta_softplus=delta_softplus, return_last_state=True, **kwargs)
+    g = torch.Generator().manual_seed(1)
+    loss = (out.double() * torch.randn(out.shape, generator=g, dtype=torch.float64)).sum()
+    loss = loss + (last_state.double() * torch.randn(last_state.shape, generator=g, dtype=torch.float64)).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return out, last_state, dict(zip(leaves, grads))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_backend_matches_float64_reference_in_output_and_every_gradient(backend, shape, config):
+    flags = CONFIGS[config]
+    inputs = make_inputs(*shape, **flags)
+    softplus = flags.get("delta_softplus", False)
+    out_ref, last_ref, grads_ref = run(selective_scan_ref, inputs, torch.float64, softplus)
+    out, last_state, grads = run(selective_scan, inputs, torch.float32, softplus, backend=backend)
+
+    assert out.dtype == torch.float32 and out.shape == inputs["u"].shape
+    assert last_state.shape == (shape[0], shape[1], shape[3])
+    assert rel_err(out, out_ref) <= 1e-5
+    assert rel_err(last_state, last_ref) <= 1e-5
+    assert set(grads) == {k for k, v in inputs.items() if v is not None}
+    for name in grads:
+        assert grads[name].shape == inputs[name].shape
+        assert rel_err(grads[name], grads_ref[name]) <= 1e-5, name
+
+
+def test_auto_backend_is_the_fused_kernel_on_cpu_and_torch_elsewhere():
+    assert _resolve_backend("auto", torch.zeros(1)) == "numba"
+    assert _resolve_backend("auto", torch.zeros(1, device="meta")) == "torch"
+    inputs = make_inputs(2, 4, 20, 3, z=True, D=True)
+    auto = run(selective_scan, inputs)
+    fused = run(selective_scan, inputs, backend="numba")
+    assert torch.equal(auto[0], fused[0])
+    assert all(torch.equal(auto[2][k], fused[2][k]) for k in auto[2])
+
+
+def test_torch_backend_is_device_agnostic_code():
+    # a meta tensor goes through every op of the torch path without data: the GPU path has no CPU-only call
+    u = torch.empty(2, 8, 100, device="meta")
+    A, B = torch.empty(8, 4, device="meta"), torch.empty(2, 4, 100, device="meta")
+    out, last_state = selective_scan(u, u, A, B, B, z=u, delta_softplus=True, return_last_state=True)
+    assert out.device.type == "meta" and out.shape == (2, 8, 100) and last_state.shape == (2, 8, 4)
+
+
+def test_noncontiguous_inputs_give_the_contiguous_result():
+    inputs = make_inputs(2, 6, 33, 4, z=True, D=True, delta_bias=True)
+    strided = {}
+    for name, t in inputs.items():
+        if t is not None and t.dim() == 3:  # (b, X, L) stored as (b, L, X), then viewed back: transposed strides
+            strided[name] = t.transpose(1, 2).contiguous().transpose(1, 2)
+        elif t is not None:  # every other element of a tensor twice as long
+            strided[name] = torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
+        else:
+            strided[name] = None
+    assert not strided["u"].is_contiguous() and not strided["D"].is_contiguous()
+    out, last_state, grads = run(selective_scan, strided, delta_softplus=True)
+    out_c, last_c, grads_c = run(selective_scan, inputs, delta_softplus=True)
+    assert rel_err(out, out_c) <= 1e-6 and rel_err(last_state, last_c) <= 1e-6
+    assert all(rel_err(grads[k], grads_c[k]) <= 1e-6 for k in grads)
+
+
+def test_bfloat16_inputs_compute_in_float32_and_return_bfloat16():
+    inputs = make_inputs(2, 8, 64, 8, z=True, D=True, delta_bias=True)
+    out, _, grads = run(selective_scan, inputs, torch.bfloat16, delta_softplus=True)
+    out_ref, _, grads_ref = run(selective_scan_ref, inputs, torch.float64, delta_softplus=True)
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in grads.values())
+    assert rel_err(out, out_ref) <= 3e-2  # bf16 rounding of inputs and output, not of the scan
+    assert all(rel_err(grads[k], grads_ref[k]) <= 5e-2 for k in grads)
+
+
+def saved_tensor_sizes(fn) -> list[int]:
+    """Element counts of every tensor that autograd saves while fn() builds its graph."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sizes
+
+
+def test_fused_scan_saves_no_per_state_tensor_for_backward():
+    batch, dim, seqlen, n_state = 2, 32, 256, 16
+    inputs = make_inputs(batch, dim, seqlen, n_state, z=True, D=True, delta_bias=True)
+    leaves = {k: v.float().requires_grad_() for k, v in inputs.items() if v is not None}
+    states = batch * dim * seqlen * n_state  # what mamba.py-style scans keep: 262144 elements
+
+    fused = saved_tensor_sizes(lambda: selective_scan(**leaves, delta_softplus=True))
+    assert max(fused) <= batch * dim * seqlen  # the largest saved tensor is an input-sized one
+    assert sum(fused) <= 0.35 * states  # inputs, Δ, and one state per 64 steps: 86k elements
+    reference = saved_tensor_sizes(lambda: selective_scan_ref(**leaves, delta_softplus=True))
+    assert sum(reference) >= states  # the yardstick does keep every state, and the hook sees it
+
+
+def test_flop_counter_runs_through_the_fused_scan_and_counts_only_the_ops_around_it():
+    inputs = make_inputs(2, 8, 40, 4, z=True)
+    leaves = {k: v.float().requires_grad_() for k, v in inputs.items() if v is not None}
+    weight = torch.randn(40, 5)
+    with FlopCounterMode(display=False) as counter:
+        out = selective_scan(**leaves) @ weight  # the matmul is visible to the counter, the scan is not
+        out.sum().backward()
+    matmul_flops = 2 * (2 * 8 * 40 * 5) * 2  # forward + the backward matmul for the scan's output
+    assert counter.get_total_flops() == matmul_flops
+    assert torch.equal(out, selective_scan(**leaves) @ weight)
+
+
+def test_scan_flops_is_nine_per_state_element_plus_skip_and_gate():
+    assert scan_flops(2, 8, 10, 4, with_D=False) == 9 * 2 * 10 * 8 * 4 == 5760
+    assert scan_flops(2, 8, 10, 4) == 5760 + 2 * 8 * 10
+    assert scan_flops(2, 8, 10, 4, with_z=True) == 5760 + 2 * 2 * 8 * 10
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"u": torch.zeros(2, 4)}, "u must have shape"),
+        ({"delta": torch.zeros(2, 4, 9)}, "delta must have u's shape"),
+        ({"A": torch.zeros(5, 3)}, "A must have shape"),
+        ({"A": torch.zeros(4, 3, dtype=torch.complex64)}, "complex A is not supported"),
+        ({"B": torch.zeros(2, 2, 10)}, "B must have shape"),
+        ({"B": torch.zeros(2, 3, 3, 10), "C": torch.zeros(2, 3, 3, 10)}, "3 groups, which must divide D = 4"),
+        ({"C": torch.zeros(2, 2, 3, 10)}, "same number of groups"),
+        ({"D": torch.zeros(3)}, "D must have shape"),
+        ({"z": torch.zeros(2, 4, 9)}, "z must have u's shape"),
+        ({"backend": "cuda"}, "backend must be one of"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_user_mistakes_raise_one_clear_value_error(change, message):
+    args = {"u": torch.zeros(2, 4, 10), "delta": torch.zeros(2, 4, 10), "A": torch.zeros(4, 3)}
+    args |= {"B": torch.zeros(2, 3, 10), "C": torch.zeros(2, 3, 10)}
+    with pytest.raises(ValueError, match=message):
+        selective_scan(**(args | change))
