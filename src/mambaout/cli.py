@@ -25,7 +25,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mambaout", description="MambaOut backbones and the 'is the SSM worth it?' study.")
+    parser = argparse.ArgumentParser(
+        prog="mambaout", description="MambaOut backbones and the 'is the SSM worth it?' study."
+    )
     from mambaout import __version__
 
     parser.add_argument("--version", action="version", version=f"mambaout {__version__}")

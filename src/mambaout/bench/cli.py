@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compare-timm", action="store_true", help="also time timm's model with identical weights")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense peak for the dtype (e.g. 989 for H100 bf16): prints the achieved fraction",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -44,18 +50,31 @@ def run(args: argparse.Namespace) -> int:
         compare_timm=args.compare_timm,
     )
     out = run_benchmark(cfg)
+    if args.peak_tflops:  # achieved = MACs x 2 x img/s
+        for r in out["results"]:
+            r["fraction_of_peak"] = r["gmacs"] * 2 * r["throughput"] / (args.peak_tflops * 1e3)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     c = out["config"]
     flags = [c["dtype"]] + [f for f in ("channels_last", "compile", "fast") if c[f]]
-    print(f"{c['model']} @ {c['image_size']}px, batch {c['batch_size']}, {c['device']} ({out['machine']}), "
-          f"{' '.join(flags)}, median of {c['repeats']}")
-    print(f"{'impl':<10}{'params (M)':>11}{'GMACs':>8}{'img/s':>10}{'± iqr':>8}{'latency b1 (ms)':>17}{'peak mem (MB)':>15}")
+    print(
+        f"{c['model']} @ {c['image_size']}px, batch {c['batch_size']}, {c['device']} ({out['machine']}), "
+        f"{' '.join(flags)}, median of {c['repeats']}"
+    )
+    print(
+        f"{'impl':<10}{'params (M)':>11}{'GMACs':>8}{'img/s':>10}{'± iqr':>8}"
+        f"{'latency b1 (ms)':>17}{'peak mem (MB)':>15}"
+    )
     for r in out["results"]:
-        print(f"{r['impl']:<10}{r['params_m']:>11.2f}{r['gmacs']:>8.2f}{r['throughput']:>10.1f}{r['throughput_iqr']:>8.1f}"
-              f"{r['latency_ms']:>17.2f}{r['peak_memory_mb']:>15.1f}")
+        print(
+            f"{r['impl']:<10}{r['params_m']:>11.2f}{r['gmacs']:>8.2f}{r['throughput']:>10.1f}{r['throughput_iqr']:>8.1f}"
+            f"{r['latency_ms']:>17.2f}{r['peak_memory_mb']:>15.1f}"
+            + (f"  {100 * r['fraction_of_peak']:.1f}% of peak" if "fraction_of_peak" in r else "")
+        )
     if "ratio_throughput" in out:
-        print(f"ours / timm: throughput x{out['ratio_throughput']:.3f}, batch-1 speed x{out['ratio_latency']:.3f}, "
-              f"max |logit diff| {out['max_abs_logit_diff']:.2e}")
+        print(
+            f"ours / timm: throughput x{out['ratio_throughput']:.3f}, batch-1 speed x{out['ratio_latency']:.3f}, "
+            f"max |logit diff| {out['max_abs_logit_diff']:.2e}"
+        )
     return 0

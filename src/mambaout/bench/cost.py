@@ -48,7 +48,7 @@ def count_macs(
         1.15...
     """
     if inputs is None:
-        ref = next(model.parameters())
+        ref = next(model.parameters(), torch.empty(0))
         inputs = torch.randn(*input_shape, device=ref.device, dtype=ref.dtype)
     extra = [0]
 

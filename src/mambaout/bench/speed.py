@@ -123,9 +123,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         x, x1 = x.contiguous(memory_format=torch.channels_last), x1.contiguous(memory_format=torch.channels_last)
     cost = {k: (count_params(m), count_macs(m, (1, 3, cfg.image_size, cfg.image_size))) for k, m in models.items()}
     fns = {k: prepare(m, cfg, x) for k, m in models.items()}
-    autocast = (
-        torch.autocast(device.type, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext()
     times: dict[str, list[float]] = {k: [] for k in fns}
     lat: dict[str, list[float]] = {k: [] for k in fns}
     outputs = {}

@@ -43,13 +43,17 @@ def resolve_source(source: str | os.PathLike, sha256: str | None = None) -> Path
     else:
         path = Path(text).expanduser()
         if not path.exists():
-            raise UserError(f"checkpoint file {text!r} does not exist; give a .pth/.safetensors path, a URL or hf-hub:id")
+            raise UserError(
+                f"checkpoint file {text!r} does not exist; give a .pth/.safetensors path, a URL or hf-hub:id"
+            )
         if path.is_dir():
             raise UserError(f"checkpoint {text!r} is a folder; give the weights file inside it")
     if sha256 is not None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if not digest.startswith(sha256.lower()):
-            raise UserError(f"checkpoint {path} has sha256 {digest[:16]}…, expected {sha256}; the file is not the one asked for")
+            raise UserError(
+                f"checkpoint {path} has sha256 {digest[:16]}…, expected {sha256}; the file is not the one asked for"
+            )
     return path
 
 
@@ -77,7 +81,9 @@ def _from_hf_hub(repo: str) -> Path:
             return Path(hf_hub_download(repo_id, filename, revision=revision or None))
         except Exception as e:  # EntryNotFound, offline, unknown repo: try the next name, then report
             errors.append(f"{filename}: {type(e).__name__}")
-    raise UserError(f"could not fetch weights from hf-hub:{repo} ({'; '.join(errors)}); check the id or pass a local file")
+    raise UserError(
+        f"could not fetch weights from hf-hub:{repo} ({'; '.join(errors)}); check the id or pass a local file"
+    )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
@@ -152,7 +158,9 @@ def remap_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def checkpoint_filter(state_dict: Mapping[str, torch.Tensor], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def checkpoint_filter(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
     """Any supported layout -> this package's (timm's) parameter names."""
     sd = unwrap_state_dict(state_dict)
     return remap_official(sd) if is_official_layout(sd) else sd
@@ -195,7 +203,9 @@ def load_pretrained(
     unexpected = [k for k in sd if k not in own]
     shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if strict and (missing or unexpected or shape):
-        raise UserError(_mismatch_message(where, model_name or type(model).__name__, sd, own, missing, unexpected, shape))
+        raise UserError(
+            _mismatch_message(where, model_name or type(model).__name__, sd, own, missing, unexpected, shape)
+        )
     with torch.no_grad():
         for k, v in sd.items():
             if k in own and k not in shape:
@@ -207,7 +217,9 @@ def _mismatch_message(where: str, name: str, sd, own, missing, unexpected, shape
     parts = []
     if shape:
         k = shape[0]
-        parts.append(f"{len(shape)} shapes differ (e.g. {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
+        parts.append(
+            f"{len(shape)} shapes differ (e.g. {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
+        )
     if missing:
         parts.append(f"{len(missing)} model keys missing from it (e.g. {missing[0]})")
     if unexpected:

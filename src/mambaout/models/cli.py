@@ -17,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from mambaout.bench.cost import count_macs, count_params
     from mambaout.models.factory import build_variant, list_models
-
-    import torch
 
     rows = []
     for name in list_models(args.pattern):
@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<24}{'params (M)':>11}{f'GMACs@{args.image_size}':>12}{'paper params':>14}{'paper GMACs':>13}"
-          f"{'paper top-1':>13}")
+    print(
+        f"{'model':<24}{'params (M)':>11}{f'GMACs@{args.image_size}':>12}{'paper params':>14}{'paper GMACs':>13}"
+        f"{'paper top-1':>13}"
+    )
     dash = "-"
     for r in rows:
         print(

@@ -162,8 +162,11 @@ class GatedCNNBlock(nn.Module):
 _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _ONEDNN_ACT = {nn.GELU: "gelu", nn.SiLU: "swish"}
 _ONEDNN_ALGO = {nn.GELU: "none", nn.SiLU: ""}
-_FUSED = {"enabled": _linear is not None and torch.backends.mkldnn.is_available()
-          and os.environ.get("MAMBAOUT_FUSED", "1") != "0"}
+_FUSED = {
+    "enabled": _linear is not None
+    and torch.backends.mkldnn.is_available()
+    and os.environ.get("MAMBAOUT_FUSED", "1") != "0"
+}
 
 
 def _fused_inference_ok(x: torch.Tensor) -> bool:
@@ -251,7 +254,11 @@ class MlpHead(nn.Module):
         self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(
-        self, num_classes: int, global_pool: str | None = None, reset_other: bool = False, in_features: int | None = None
+        self,
+        num_classes: int,
+        global_pool: str | None = None,
+        reset_other: bool = False,
+        in_features: int | None = None,
     ) -> None:
         """New classifier for `num_classes`; `reset_other` also drops norm and pre-logits MLP (feature use)."""
         if global_pool is not None:
@@ -344,8 +351,9 @@ class MambaOut(nn.Module):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**s, module=f"stages.{s}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = dims[-1]
-        self.head = MlpHead(dims[-1], num_classes, hidden_norm=head_hidden_norm, drop_rate=drop_rate,
-                            global_pool=global_pool)
+        self.head = MlpHead(
+            dims[-1], num_classes, hidden_norm=head_hidden_norm, drop_rate=drop_rate, global_pool=global_pool
+        )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
 

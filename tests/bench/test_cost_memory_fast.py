@@ -1,0 +1,71 @@
+"""Cost counting, memory tracking and the fast inference path: the numbers they report are right."""
+
+import pytest
+import torch
+from torch import nn
+
+import mambaout
+from mambaout.bench.cost import count_macs, count_params
+from mambaout.bench.memory import TensorMemoryTracker, peak_memory_bytes
+from mambaout.infer.fast import fast_dtype, optimize_for_inference
+from mambaout.models.mambaout import reference_path
+
+
+def test_macs_of_a_linear_and_a_conv_are_exact():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    assert count_macs(model, (2, 3, 4, 4)) == 2 * (8 * 4 * 4 * 3 * 9 + 8 * 4 * 4 * 5)
+    assert count_params(model) == 8 * 27 + 8 + 128 * 5 + 5
+
+
+def test_layernorm_costs_five_per_element_like_fvcore():
+    model = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 4))
+    assert count_macs(model, (3, 16)) == 3 * 16 * 4 + 5 * 3 * 16
+    assert count_macs(model, (3, 16), include_norms=False) == 3 * 16 * 4
+
+
+def test_modules_declare_what_the_counter_cannot_see():
+    class Opaque(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+        def extra_macs(self, inputs, output):
+            return 1000
+
+    assert count_macs(nn.Sequential(Opaque(), Opaque()), (1, 4)) == 2000
+
+
+def test_peak_memory_sees_intermediates_and_frees():
+    def work():
+        a = torch.ones(1000, 1000)  # 4 MB
+        b = a * 2  # 4 MB more, both alive
+        del a
+        return (b + 1).sum()  # 4 MB while b lives, then the 4-byte sum while both are alive
+
+    assert peak_memory_bytes(work) == 8_000_004
+    with TensorMemoryTracker() as mem:
+        result = work()
+    assert mem.current_bytes == 4 and mem.peak_bytes == 8_000_004  # only the returned scalar is still alive
+    del result
+
+
+def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
+    torch.manual_seed(0)
+    model = mambaout.create_model("mambaout_pico", num_classes=10).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad(), reference_path():
+        ref = model(x)
+    fast = optimize_for_inference(model, x)(x)
+    tol = 1e-5 if fast_dtype("cpu") == torch.float32 else 5e-2
+    assert (fast - ref).abs().max().item() <= tol * ref.abs().max().item()
+    assert torch.equal(fast.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_fused_path_is_only_taken_without_autograd(requires_grad):
+    model = mambaout.create_model("mambaout_pico").eval()
+    calls = []
+    block = model.stages[0].blocks[0]
+    block._forward_fused = lambda x: calls.append(1) or type(block)._forward_fused(block, x)
+    with torch.set_grad_enabled(requires_grad):
+        model(torch.randn(1, 3, 32, 32))
+    assert bool(calls) == (not requires_grad)
