@@ -1,4 +1,4 @@
-"""The dense backbone: stride-4..32 maps behind LayerNorms, classification weights loading into it, mixers passing through."""
+"""The dense backbone: stride-4..32 maps behind LayerNorms, classification weights loading, mixers passing through."""
 
 import pytest
 import torch

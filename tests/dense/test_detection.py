@@ -78,38 +78,18 @@ def test_too_few_classes_for_the_annotations_is_an_error(coco_root):
 def trained(coco_root, tmp_path_factory):
     """`mambaout detect train` for 16 steps (4 epochs of 8 images, batch 2) on the generated data."""
     out = tmp_path_factory.mktemp("det")
-    torch.set_num_threads(1)
-    rc = main(
-        [
-            "detect",
-            "train",
-            "--backbone",
-            "mambaout_pico",
-            "--coco",
-            str(coco_root),
-            "--output",
-            str(out),
-            "--epochs",
-            "4",
-            "--batch-size",
-            "2",
-            "--lr",
-            "1e-3",
-            "--warmup-iters",
-            "0",
-            "--min-size",
-            "64",
-            "--max-size",
-            "64",
-            *TINY_HEADS,
-            "--workers",
-            "0",
-            "--eval-every",
-            "0",
-            "--log-every",
-            "1",
-        ]
-    )
+    args = "--epochs 4 --batch-size 2 --lr 1e-3 --warmup-iters 0 --min-size 64 --max-size 64 --workers 0"
+    args += " --eval-every 0 --log-every 1"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the per-test one_thread
+    try:
+        rc = main(
+            ["detect", "train", "--backbone", "mambaout_pico", "--coco", str(coco_root), "--output", str(out)]
+            + args.split()
+            + TINY_HEADS
+        )
+    finally:
+        torch.set_num_threads(before)
     assert rc == 0
     return out
 
@@ -136,19 +116,8 @@ def test_evaluation_gives_coco_box_and_mask_ap(trained, coco_root, capsys):
 def test_predict_draws_the_detections_onto_a_png_of_the_image_size(trained, coco_root, tmp_path, capsys):
     image = coco_root / "val2017" / "000000000100.jpg"
     out = tmp_path / "pred.png"
-    rc = main(
-        [
-            "detect",
-            "predict",
-            str(image),
-            "--checkpoint",
-            str(trained / "last.pt"),
-            "--output",
-            str(out),
-            "--score-threshold",
-            "0.0",
-        ]
-    )
+    ckpt = str(trained / "last.pt")
+    rc = main(["detect", "predict", str(image), "--checkpoint", ckpt, "--output", str(out), "--score-threshold", "0"])
     assert rc == 0
     picture, original = decode_image(str(out)), decode_image(str(image))
     assert picture.shape == original.shape == (3, 64, 64)

@@ -92,55 +92,25 @@ def test_multi_scale_flip_averages_probabilities_at_the_original_size():
 def trained(ade_root, tmp_path_factory):
     """`mambaout segment train` for 30 iterations of batch 2 on the generated data."""
     out = tmp_path_factory.mktemp("seg")
-    torch.set_num_threads(1)
-    rc = main(
-        [
-            "segment",
-            "train",
-            "--backbone",
-            "mambaout_pico",
-            "--ade20k",
-            str(ade_root),
-            "--output",
-            str(out),
-            "--num-classes",
-            "3",
-            "--iterations",
-            "30",
-            "--batch-size",
-            "2",
-            "--lr",
-            "3e-3",
-            "--warmup-iters",
-            "5",
-            "--crop-size",
-            "64",
-            "--scale",
-            "256",
-            "64",
-            "--channels",
-            "32",
-            "--aux-channels",
-            "16",
-            "--workers",
-            "0",
-            "--eval-every",
-            "0",
-            "--log-every",
-            "1",
-        ]
-    )
+    args = "--num-classes 3 --iterations 30 --batch-size 2 --lr 3e-3 --warmup-iters 5 --crop-size 64 --scale 256 64"
+    args += " --channels 32 --aux-channels 16 --workers 0 --eval-every 0 --log-every 1"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the per-test one_thread
+    try:
+        rc = main(
+            ["segment", "train", "--backbone", "mambaout_pico", "--ade20k", str(ade_root), "--output", str(out)]
+            + args.split()
+        )
+    finally:
+        torch.set_num_threads(before)
     assert rc == 0
     return out
 
 
 def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
     assert {p.name for p in trained.iterdir()} >= {"config.json", "log.jsonl", "last.pt", "metrics.json"}
-    losses = [
-        json.loads(line)["loss"]
-        for line in (trained / "log.jsonl").read_text().splitlines()
-        if "loss" in json.loads(line)
-    ]
+    records = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 30
     chance = 1.4 * torch.log(torch.tensor(3.0)).item()  # (1 + aux weight 0.4) x cross-entropy of a uniform guess
     assert sum(losses[:5]) / 5 == pytest.approx(chance, rel=0.1)
@@ -151,21 +121,8 @@ def test_evaluation_gives_miou_single_and_multi_scale(trained, ade_root, capsys)
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) == {"mIoU", "mAcc", "aAcc", "IoU"} and len(metrics["IoU"]) == 3
     assert 0.4 < metrics["mIoU"] <= 1 and 0 <= metrics["aAcc"] <= 1  # three big coloured blocks are easy
-    assert (
-        main(
-            [
-                "segment",
-                "eval",
-                "--checkpoint",
-                str(trained / "last.pt"),
-                "--ade20k",
-                str(ade_root),
-                "--multi-scale",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    ckpt = str(trained / "last.pt")
+    assert main(["segment", "eval", "--checkpoint", ckpt, "--ade20k", str(ade_root), "--multi-scale", "--json"]) == 0
     multi = json.loads(capsys.readouterr().out)
     assert 0 <= multi["mIoU"] <= 1 and multi["mIoU"] != metrics["mIoU"]
 
@@ -180,22 +137,5 @@ def test_predict_writes_the_colour_coded_segmentation_at_the_image_size(trained,
 
 
 def test_batch_of_one_is_refused_before_batchnorm_fails(ade_root, tmp_path):
-    assert (
-        main(
-            [
-                "segment",
-                "train",
-                "--backbone",
-                "mambaout_pico",
-                "--ade20k",
-                str(ade_root),
-                "--output",
-                str(tmp_path),
-                "--batch-size",
-                "1",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 2
-    )
+    args = ["--ade20k", str(ade_root), "--output", str(tmp_path), "--batch-size", "1", "--device", "cpu"]
+    assert main(["segment", "train", "--backbone", "mambaout_pico", *args]) == 2

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from mambaout.dense.runtime import AMP_CHOICES
+from mambaout.train.distributed import close_processes
 
 
 def _common_train_flags(p: argparse.ArgumentParser, batch: int, lr: float, wd: float) -> None:
@@ -93,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, default=512, help="UperNet decode head width")
     p.add_argument("--aux-channels", type=int, default=256, help="auxiliary FCN head width (0: no auxiliary head)")
     p.add_argument("--eval-every", type=int, default=16_000, help="iterations between evaluations (-1: never)")
+    p.add_argument("--checkpoint-every", type=int, default=16_000, help="iterations between writes of last.pt")
     p.add_argument("--eval-mode", default="whole", choices=["whole", "slide"])
     p.set_defaults(func=run_segment_train)
 
@@ -166,10 +168,14 @@ def run_detect_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         resume=args.resume,
     )
-    result = train_detector(cfg)
+    try:
+        result = train_detector(cfg)
+    finally:
+        close_processes()
     if result["metrics"]:
         print(_format_detection(result["metrics"]))
-    print(f"checkpoint: {result['checkpoint']}")
+    if result["checkpoint"]:  # the main process
+        print(f"checkpoint: {result['checkpoint']}")
     return 0
 
 
@@ -216,16 +222,21 @@ def run_segment_train(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
         eval_mode=args.eval_mode,
         log_every=args.log_every,
         max_images=args.max_images,
         seed=args.seed,
         resume=args.resume,
     )
-    result = train_segmenter(cfg)
+    try:
+        result = train_segmenter(cfg)
+    finally:
+        close_processes()
     if result["metrics"]:
         print(_format_segmentation(result["metrics"]))
-    print(f"checkpoint: {result['checkpoint']}")
+    if result["checkpoint"]:  # the main process
+        print(f"checkpoint: {result['checkpoint']}")
     return 0
 
 

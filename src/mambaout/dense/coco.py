@@ -2,9 +2,9 @@
 
 Layout: `<root>/annotations/instances_<split>.json` and the images in `<root>/<split>/` (COCO 2017: train2017,
 val2017). Annotations follow the COCO conventions as mmdetection reads them: crowd regions and boxes under 1 pixel wide
-or high are not training targets; polygons and RLE both become binary masks (pycocotools); category ids, which need not
-be contiguous (COCO's run 1..90 for 80 classes), map in sorted order to labels 1..K (0 is the background). Images without
-a usable object stay in evaluation and are left out of training (mmdetection's `filter_empty_gt`).
+or high are not training targets; polygons and RLE both become binary masks (pycocotools); category ids, which need
+not be contiguous (COCO's run 1..90 for 80 classes), map in sorted order to labels 1..K (0 is the background). Images
+without a usable object stay in evaluation and are left out of training (mmdetection's `filter_empty_gt`).
 Resizing and normalisation happen inside the model; the only training augmentation of the 1x schedule is a
 horizontal flip.
 """

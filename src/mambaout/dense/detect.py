@@ -92,10 +92,12 @@ class DetectConfig:
 def train_detector(cfg: DetectConfig) -> dict[str, Any]:
     """Train Mask R-CNN as `cfg` says; writes config.json, log.jsonl, last.pt and metrics.json into cfg.output.
 
-    Returns {"losses": [per-step total loss], "metrics": last COCO metrics (main process), "checkpoint": path}.
+    Returns {"losses": [per-step total loss], "metrics": last COCO metrics, "checkpoint": path}
+    (metrics and checkpoint only on the main process).
 
     Example:
-        >>> train_detector(DetectConfig(backbone="mambaout_tiny", coco="/datasets/coco", output="runs/det"))  # doctest: +SKIP
+        >>> cfg = DetectConfig(backbone="mambaout_tiny", coco="/datasets/coco", output="runs/det")
+        >>> train_detector(cfg)["metrics"]["bbox_AP"]  # doctest: +SKIP
     """
     rt = setup_runtime(cfg.device, cfg.amp)
     torch.manual_seed(cfg.seed + rt.rank)
@@ -154,6 +156,8 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
         f"Mask R-CNN {cfg.backbone}: {len(train_set)} training images, {iters_per_epoch} iterations/epoch, "
         f"{rt.world_size} process(es), {rt.precision} on {rt.device}"
     )
+    if not cfg.backbone_weights:
+        rt.log("no --backbone-weights: the backbone starts from random weights (the paper starts from ImageNet ones)")
 
     losses, metrics, done = [], {}, False
     for epoch in range(start_epoch, cfg.epochs):
@@ -161,26 +165,14 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
             sampler.set_epoch(epoch)
         net.train()
         for images, targets in loader:
-            images = [im.to(rt.device, non_blocking=True) for im in images]
-            targets = [to_device(t, rt.device) for t in targets]
-            with rt.autocast():
-                loss_dict = net(images, targets)
-            loss = sum(loss_dict.values())
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at step {step}; lower --lr or train with --amp none")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            terms = train_step(net, images, targets, optimizer, scaler, rt)
             scheduler.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(terms["loss"].item())
             if step % cfg.log_every == 0 or step == 1:
-                parts = {k: round(v.item(), 4) for k, v in loss_dict.items()}
-                log(step=step, epoch=epoch, loss=round(loss.item(), 4), lr=optimizer.param_groups[0]["lr"], **parts)
-                rt.log(
-                    f"epoch {epoch + 1} step {step}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}"
-                )
+                lr = optimizer.param_groups[0]["lr"]
+                log(step=step, epoch=epoch + 1, lr=lr, **{k: round(v.item(), 4) for k, v in terms.items()})
+                rt.log(f"epoch {epoch + 1} step {step}: loss {losses[-1]:.4f} lr {lr:.2e}")
             if cfg.max_steps and step >= cfg.max_steps:
                 done = True
                 break
@@ -208,7 +200,30 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
                 write_json(metrics, output / "metrics.json")
         if done:
             break
-    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt"))
+    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt") if rt.is_main else None)
+
+
+def train_step(
+    net: torch.nn.Module,
+    images: list[torch.Tensor],
+    targets: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    rt: Runtime,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step on a batch; returns torchvision's loss terms and their sum as 'loss'."""
+    images = [im.to(rt.device, non_blocking=True) for im in images]
+    targets = [to_device(t, rt.device) for t in targets]
+    with rt.autocast():
+        terms = net(images, targets)
+    loss = sum(terms.values())
+    if not torch.isfinite(loss):
+        raise UserError(f"the loss became {loss.item()}; lower --lr or train with --amp none")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return {k: v.detach() for k, v in terms.items()} | {"loss": loss.detach()}
 
 
 def check_num_classes(num_classes: int, dataset: CocoInstances) -> None:

@@ -107,7 +107,7 @@ def predict_segmentation(
     multi_scale: bool = False,
     device: str | None = None,
 ) -> list[tuple[Path, int]]:
-    """`mambaout segment predict`: draw each image's colour-coded segmentation to a PNG; returns (path, classes seen)."""
+    """`mambaout segment predict`: each image's colour-coded segmentation as a PNG; returns (path, classes seen)."""
     from mambaout.dense.segment import MULTI_SCALE_RATIOS, load_segmenter, predict_probs
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -131,7 +131,7 @@ def predict_segmentation(
 
 
 def _output_path(image: str, output: str | None, count: int) -> Path:
-    """`output` as given for one image and a .png name; otherwise a folder (default: beside the image) of <stem>_pred.png."""
+    """`output` itself for one image and a .png name, else <stem>_pred.png in the folder `output` (or the image's)."""
     if output and count == 1 and output.lower().endswith(".png"):
         return Path(output)
     folder = Path(output) if output else Path(image).parent

@@ -71,6 +71,7 @@ class SegmentConfig:
     device: str | None = None
     workers: int = 4
     eval_every: int = 16_000  # iterations (and always after the last); 0: only after the last, -1: never
+    checkpoint_every: int = 16_000  # iterations between writes of last.pt (and after the last)
     eval_mode: str = "whole"
     log_every: int = 50
     max_images: int | None = None  # first N images of each split
@@ -90,7 +91,8 @@ class SegmentConfig:
 def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
     """Train UperNet as `cfg` says; writes config.json, log.jsonl, last.pt and metrics.json into cfg.output.
 
-    Returns {"losses": [per-step total loss], "metrics": last single-scale metrics (main process), "checkpoint": path}.
+    Returns {"losses": [per-step total loss], "metrics": last single-scale metrics, "checkpoint": path}
+    (metrics and checkpoint only on the main process).
 
     Example:
         >>> train_segmenter(SegmentConfig(ade20k="/datasets/ADEChallengeData2016", output="runs/seg"))  # doctest: +SKIP
@@ -109,9 +111,10 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
 
     model_args = cfg.model_args()
     model = upernet(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
-    if rt.distributed:
+    if rt.distributed and rt.device.type == "cuda":  # SyncBN is GPU-only; CPU/gloo runs keep per-process BN
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(rt.device)
+    torch.backends.cudnn.benchmark = rt.device.type == "cuda"  # fixed 512x512 crops: let cuDNN pick its kernels
     net = (
         DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
         if rt.distributed
@@ -153,6 +156,8 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
         f"UperNet {cfg.backbone}: {len(train_set)} training images, {cfg.iterations} iterations, "
         f"{rt.world_size} process(es), {rt.precision} on {rt.device}"
     )
+    if not cfg.backbone_weights:
+        rt.log("no --backbone-weights: the backbone starts from random weights (the paper starts from ImageNet ones)")
 
     losses, metrics = [], {}
     net.train()
@@ -180,30 +185,29 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
                 f"iteration {step}/{cfg.iterations}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}"
             )
         last = step == cfg.iterations
-        if last or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+        if rt.is_main and (last or step % cfg.checkpoint_every == 0):
+            save_checkpoint(
+                output / "last.pt",
+                dict(
+                    task="segment",
+                    model_args=model_args,
+                    config=asdict(cfg),
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(),
+                    step=step,
+                ),
+            )
+        if val_set is not None and (last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)):
+            metrics = evaluate_segmenter(
+                model, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
+            )
+            log(step=step, **{k: v for k, v in metrics.items() if k != "IoU"})
             if rt.is_main:
-                save_checkpoint(
-                    output / "last.pt",
-                    dict(
-                        task="segment",
-                        model_args=model_args,
-                        config=asdict(cfg),
-                        model=model.state_dict(),
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(),
-                        step=step,
-                    ),
-                )
-            if val_set is not None:
-                metrics = evaluate_segmenter(
-                    model, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
-                )
-                log(step=step, **{k: v for k, v in metrics.items() if k != "IoU"})
-                if rt.is_main:
-                    write_json(metrics, output / "metrics.json")
+                write_json(metrics, output / "metrics.json")
             net.train()
-    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt"))
+    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt") if rt.is_main else None)
 
 
 def slide_logits(model: nn.Module, x: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:

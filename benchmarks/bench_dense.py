@@ -1,0 +1,108 @@
+"""Mask R-CNN training speed with a MambaOut backbone: images/s at the paper's 800x1333 input.
+
+Synthetic batches (no data set needed): images of exactly --height x --width, each with --objects random boxes whose
+masks fill them, so the model's own resize (shorter side --min-size, longer at most --max-size) is the identity at the
+defaults. Each timed step is the library's `train_step` (forward, loss, backward, AdamW step, autocast as --amp says),
+the same function `mambaout detect train` runs. Reports the median step time over --steps after --warmup steps, and
+peak GPU memory.
+
+GPU (the number the paper's setting needs; per-GPU batch 2 as in mmdetection's 8x2 recipe):
+    python benchmarks/bench_dense.py --backbone mambaout_tiny --batch-size 2 --amp auto
+CPU smoke run:
+    python benchmarks/bench_dense.py --backbone mambaout_pico --height 128 --width 213 --min-size 128 --max-size 213 \
+        --device cpu --steps 3 --warmup 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from timm.optim import create_optimizer_v2
+
+from mambaout.dense.detect import train_step
+from mambaout.dense.mask_rcnn import mask_rcnn
+from mambaout.dense.runtime import AMP_CHOICES, setup_runtime
+
+
+def synthetic_batch(batch: int, height: int, width: int, objects: int, num_classes: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(batch):
+        xy = torch.rand(objects, 2, generator=g) * torch.tensor([width * 0.8, height * 0.8])
+        wh = 16 + torch.rand(objects, 2, generator=g) * torch.tensor([width * 0.2, height * 0.2])
+        boxes = torch.cat([xy, xy + wh], 1).round()
+        masks = torch.zeros(objects, height, width, dtype=torch.uint8)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+            m[y0:y1, x0:x1] = 1
+        labels = torch.randint(1, num_classes, (objects,), generator=g)
+        images.append(torch.rand(3, height, width, generator=g))
+        targets.append(dict(boxes=boxes, labels=labels, masks=masks))
+    return images, targets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="mambaout_tiny")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--height", type=int, default=800)
+    p.add_argument("--width", type=int, default=1333)
+    p.add_argument("--min-size", type=int, default=800)
+    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument("--objects", type=int, default=8, help="objects per image (COCO averages 7.3)")
+    p.add_argument("--num-classes", type=int, default=81)
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
+    p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+
+    rt = setup_runtime(args.device, args.amp)
+    torch.manual_seed(0)
+    model = mask_rcnn(args.backbone, args.num_classes, min_size=args.min_size, max_size=args.max_size).to(rt.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05)
+    scaler = rt.grad_scaler()
+    shape = (args.batch_size, args.height, args.width, args.objects, args.num_classes)
+    batches = [synthetic_batch(*shape, seed) for seed in (0, 1)]
+
+    def sync() -> None:
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize(rt.device)
+
+    times = []
+    for i in range(args.warmup + args.steps):
+        images, targets = batches[i % 2]
+        sync()
+        start = time.perf_counter()
+        train_step(model, images, targets, optimizer, scaler, rt)
+        sync()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [step, step, step]
+    cuda = rt.device.type == "cuda"
+    result = dict(
+        backbone=args.backbone,
+        input=f"{args.height}x{args.width}",
+        batch_size=args.batch_size,
+        amp=rt.precision,
+        device=torch.cuda.get_device_name(rt.device) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        threads=torch.get_num_threads(),
+        step_s=round(step, 4),
+        images_per_s=round(args.batch_size / step, 2),
+        step_iqr_s=round(quartiles[2] - quartiles[0], 4),
+        peak_memory_gb=round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2) if cuda else None,
+    )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
