@@ -172,7 +172,7 @@ def test_scan_flops_is_nine_per_state_element_plus_skip_and_gate():
         ({"A": torch.zeros(4, 3, dtype=torch.complex64)}, "complex A is not supported"),
         ({"B": torch.zeros(2, 2, 10)}, "B must have shape"),
         ({"B": torch.zeros(2, 3, 3, 10), "C": torch.zeros(2, 3, 3, 10)}, "3 groups, which must divide D = 4"),
-        ({"C": torch.zeros(2, 2, 3, 10)}, "same number of groups"),
+        ({"C": torch.zeros(2, 2, 3, 10)}, "as many groups"),
         ({"D": torch.zeros(3)}, "D must have shape"),
         ({"z": torch.zeros(2, 4, 9)}, "z must have u's shape"),
         ({"backend": "cuda"}, "backend must be one of"),

@@ -1,32 +1,16 @@
-"""A tiny version of the built-in digits run (16 px, 96 images, 6 updates per epoch) for training tests."""
+"""Fixtures of the training tests: one intra-op thread, and a run that is killed after its n-th checkpoint."""
 
 import pytest
-from safetensors.torch import load_file
-
-from mambaout.train.recipe import Recipe, resolve_recipe
+import torch
 
 
-def tiny_recipe(output, **overrides) -> Recipe:
-    values = dict(
-        epochs=2,
-        input_size=16,
-        batch_size=16,
-        train_images=96,
-        val_images=64,
-        tensorboard=False,
-        output=str(output),
-    )
-    return resolve_recipe({**values, **overrides})
-
-
-def weights(run_dir, name="last.safetensors"):
-    return load_file(str(run_dir / name))
-
-
-def assert_same_weights(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    worst = max((x - b[k]).abs().max().item() for k, x in a.items())
-    assert worst <= atol, f"weights differ by up to {worst}"
+@pytest.fixture(autouse=True, scope="module")  # module scope: set before the module's other fixtures run
+def one_thread():
+    """One intra-op thread: on 2 cores shared with other jobs, two spinning OpenMP threads are ~4x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ Example:
 
 from mambaout.data.corrupt import SkipBadImages
 from mambaout.data.digits import DIGITS_CLASSES, digits_splits
-from mambaout.data.folder import eval_folder, image_folder_splits, load_image
+from mambaout.data.folder import eval_folder, image_folder_splits
 from mambaout.data.loader import EpochSampler, eval_loader, train_loader
 from mambaout.data.seeding import SeededSamples
 from mambaout.data.splits import Splits, build_splits
@@ -26,7 +26,6 @@ __all__ = [
     "eval_loader",
     "eval_transform",
     "image_folder_splits",
-    "load_image",
     "train_loader",
     "train_transform",
 ]

@@ -1,9 +1,10 @@
 """Image folders in the ImageNet layout (`root/train/<class>/*.jpg`, `root/val/<class>/*.jpg`), checked up front.
 
-torchvision's `ImageFolder` reads them; images are decoded with `torchvision.io.decode_image` (JPEG, PNG, GIF, WebP)
-or Pillow (BMP, TIFF, PPM/PGM). Every layout mistake a user can make is reported in one sentence before any
-training starts: a missing folder, a missing `train/` or `val/`, a class folder without images, or a `val/` class
-that `train/` lacks. `val/` classes keep `train/`'s indices, so a `val/` with fewer classes still scores correctly.
+torchvision's `ImageFolder` reads them with its default loader (Pillow, RGB): timm's training transforms work on PIL
+images, and torchvision 0.29 deprecates its own `torchvision.io` decoders in favour of TorchCodec. Every layout
+mistake a user can make is reported in one sentence before any training starts: a missing folder, a missing
+`train/` or `val/`, a class folder without images, or a `val/` class that `train/` lacks. `val/` classes keep
+`train/`'s indices, so a `val/` with fewer classes still scores correctly.
 """
 
 from __future__ import annotations
@@ -13,23 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.functional import to_pil_image
 
 from mambaout.errors import UserError
-
-_TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
-
-
-def load_image(path: str) -> Image.Image:
-    """Decode one image file to an RGB PIL image (timm's training transforms work on PIL images)."""
-    if path.lower().endswith(_TORCHVISION_DECODES):
-        return to_pil_image(decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True))
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 class ClassFolder(ImageFolder):
@@ -39,12 +27,16 @@ class ClassFolder(ImageFolder):
         >>> val = ClassFolder("data/val", classes=["cat", "dog", "emu"])  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike, classes: Sequence[str] | None = None, transform: Callable | None = None):
+    def __init__(
+        self, root: str | os.PathLike, classes: Sequence[str] | None = None, transform: Callable | None = None
+    ):
         self._given_classes = list(classes) if classes is not None else None
-        super().__init__(str(root), transform=transform, loader=load_image, allow_empty=True)
+        super().__init__(str(root), transform=transform, allow_empty=True)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         folders = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not folders:
+            raise UserError(f"{directory} has no class folders; put each class's images in {directory}/<class name>/")
         if self._given_classes is None:
             return folders, {c: i for i, c in enumerate(folders)}
         index = {c: i for i, c in enumerate(self._given_classes)}
@@ -71,9 +63,7 @@ def check_data_root(root: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def check_classes(dataset: ClassFolder, where: Path) -> None:
-    """A UserError when `where` has no class folders or one of them holds no readable image files."""
-    if not dataset.classes:
-        raise UserError(f"{where} has no class folders; put each class's images in {where}/<class name>/")
+    """A UserError when one of the class folders holds no image files."""
     size = max(dataset.class_to_idx.values(), default=0) + 1
     counts = torch.bincount(torch.tensor(dataset.targets, dtype=torch.long), minlength=size)
     empty = [c for c in dataset.classes if c in dataset.class_to_idx and counts[dataset.class_to_idx[c]] == 0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 
@@ -52,6 +53,9 @@ def train_loader(
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=False,  # workers must be re-created each epoch to pick up the dataset's epoch
+        # Its own generator: starting an iterator must not draw from the global one (drop path, Mixup), or a
+        # mid-epoch restart, which starts one at another moment, would shift those streams.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -60,4 +64,11 @@ def eval_loader(
 ) -> DataLoader:
     """Process r scores images r, r + N, r + 2N, ... (no padding, no duplicates)."""
     shard = Subset(dataset, range(rank, len(dataset), world_size)) if world_size > 1 else dataset
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+    return DataLoader(
+        shard,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),  # as above: leave the global generator alone
+    )

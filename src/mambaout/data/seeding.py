@@ -56,7 +56,9 @@ class SeededSamples(Dataset):
         return len(self.dataset)
 
     def __getattr__(self, name: str):
-        if name == "dataset":
+        # Never forward `dataset` (unpickling) or dunders: DataLoader would find the inner `__getitems__` and
+        # fetch batches around this wrapper.
+        if name == "dataset" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

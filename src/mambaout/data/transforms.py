@@ -9,9 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from timm.data import Mixup, create_transform
+from PIL import Image, ImageOps
+from timm.data import Mixup, auto_augment, create_transform
 
 from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _posterize_keeping_zero_bits(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    if bits_to_keep <= 0:  # what Pillow < 12 returned for 0 bits: every pixel 0
+        return img.point([0] * 256 * len(img.getbands()))
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def _allow_zero_bit_posterize() -> None:
+    """timm's RandAugment 'inc1' asks for 0-bit posterize at magnitude 10 (reached by m9 with mstd 0.5), which
+    recent Pillow rejects with a ValueError. Give those ops Pillow's former answer (a black image) instead."""
+    try:
+        ImageOps.posterize(Image.new("L", (1, 1)), 0)
+    except ValueError:
+        for name, op in auto_augment.NAME_TO_OP.items():
+            if op is auto_augment.posterize:
+                auto_augment.NAME_TO_OP[name] = _posterize_keeping_zero_bits
+
+
+_allow_zero_bit_posterize()
 
 
 def train_transform(

@@ -95,6 +95,7 @@ class SSMMixer(nn.Module):
         self.directions = scan_directions(layout, self.scan)
         self.causal = self.scan == "causal"
         self.d_state = d_state
+        self.ssm_kwargs = dict(ssm_kwargs)
         self.conv = LocalConv(dim, kernel_size, layout, causal=self.causal)
         self.act = nn.SiLU()
         self.ssms = nn.ModuleList(SelectiveSSM(dim, d_state=d_state, **ssm_kwargs) for _ in self.directions)
@@ -107,6 +108,17 @@ class SSMMixer(nn.Module):
             out = from_seq(ssm(to_seq(x)), x.shape)
             y = out if y is None else y + out
         return y
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Restore each SSM's Δ projection init (uniform weight, inverse-softplus bias for Δ in [1e-3, 1e-1]).
+
+        A network-wide init that re-draws every Linear (MambaOut's truncated normal, biases zero) overwrites it;
+        networks call this afterwards.
+        """
+        for ssm in self.ssms:
+            fresh = SelectiveSSM(ssm.dim, d_state=ssm.d_state, **{**self.ssm_kwargs, "dt_rank": ssm.dt_rank})
+            ssm.dt_proj.load_state_dict(fresh.dt_proj.state_dict())
 
     def extra_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
         batch, dim = output.shape[0], output.shape[-1]

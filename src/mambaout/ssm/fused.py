@@ -14,8 +14,6 @@ An absent D is passed as zeros and an absent z as an empty array, so each kernel
 (``cache=True``).
 """
 
-import math
-
 import numba
 import numpy as np
 import torch
@@ -31,6 +29,7 @@ _FASTMATH = {"reassoc", "contract"}
 # N / BLOCK floats per input element.
 BLOCK = 64
 _MAX_TILE = 64
+
 
 @intrinsic
 def _bits_as_float32(typingctx, bits):
@@ -244,11 +243,14 @@ def tile_width(batch: int, dim: int, n_groups: int, threads: int) -> int:
     return -(-per_group // tiles)
 
 
-def _numpy(t: torch.Tensor | None, shape: tuple[int, ...]) -> np.ndarray:
-    """The kernels' view of an optional input: the tensor itself, or zeros of the given shape when absent."""
+def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """The kernels' view of an input: C-contiguous float32 (a copy only if t is not), zeros of ``shape`` if None.
+
+    Always the same numba type, so the kernels compile once: a strided view would compile (and run) a slow variant.
+    """
     if t is None:
         return np.zeros(shape, np.float32)
-    return t.detach().numpy()
+    return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
 def _threads() -> int:
@@ -282,18 +284,18 @@ def selective_scan_fwd(
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
     width = tile_width(batch, dim, B.shape[1], _threads())
     scan_fwd_kernel(
-        u.numpy(),
-        delta.numpy(),
-        A_T.numpy(),
-        B.numpy(),
-        C.numpy(),
+        _numpy(u),
+        _numpy(delta),
+        _numpy(A_T),
+        _numpy(B),
+        _numpy(C),
         _numpy(D, (dim,)),
         _numpy(z, (0, 0, 0)),
         z is not None,
         width,
         out.numpy(),
         last_state.numpy(),
-        checkpoints.numpy(),
+        _numpy(checkpoints),
     )
     return out, last_state, checkpoints
 
@@ -334,18 +336,18 @@ def selective_scan_bwd(
     dB_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dC_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     scan_bwd_kernel(
-        u.numpy(),
-        delta.numpy(),
-        A_T.numpy(),
-        B.numpy(),
-        C.numpy(),
+        _numpy(u),
+        _numpy(delta),
+        _numpy(A_T),
+        _numpy(B),
+        _numpy(C),
         _numpy(D, (dim,)),
         _numpy(z, (0, 0, 0)),
         z is not None,
         width,
-        checkpoints.numpy(),
-        dout.contiguous().numpy(),
-        _numpy(dlast_state.contiguous() if dlast_state is not None else None, (batch, dim, n_state)),
+        _numpy(checkpoints),
+        _numpy(dout),
+        _numpy(dlast_state, (batch, dim, n_state)),
         du.numpy(),
         ddelta.numpy(),
         dz.numpy(),

@@ -60,9 +60,9 @@ class SelectiveSSM(nn.Module):
             nn.init.constant_(self.dt_proj.weight, dt_init_std)
         else:
             nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-        dt = torch.exp(
-            torch.rand(dim, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        ).clamp(min=dt_init_floor)
+        dt = torch.exp(torch.rand(dim, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(
+            min=dt_init_floor
+        )
         inv_dt = dt + torch.log(-torch.expm1(-dt))  # softplus^-1(dt)
         with torch.no_grad():
             self.dt_proj.bias.copy_(inv_dt)

@@ -51,7 +51,7 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
             raise UserError(f"selective_scan: {name} has {g} groups, which must divide D = {dim}.")
         groups.append(g)
     if groups[0] != groups[1]:
-        raise UserError(f"selective_scan: B and C must have the same number of groups, got {groups[0]} and {groups[1]}.")
+        raise UserError(f"selective_scan: B and C must have as many groups, got {groups[0]} and {groups[1]}.")
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None and t.shape != (dim,):
             raise UserError(f"selective_scan: {name} must have shape (D,) = ({dim},), got {tuple(t.shape)}.")
@@ -71,15 +71,21 @@ def _resolve_backend(backend: str, u: torch.Tensor) -> str:
     return backend
 
 
+def _dense_float32(t: torch.Tensor) -> torch.Tensor:
+    """t as a contiguous float32 tensor, copied at most once (differentiable)."""
+    if t.dtype == torch.float32:
+        return t.contiguous()
+    return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
+
+
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
     """(batch, D, L) -> contiguous float32 (batch, L, D); free when t is the transpose of a (batch, L, D) tensor."""
-    return t.transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    return _dense_float32(t.transpose(1, 2))
 
 
 def _time_major(t: torch.Tensor) -> torch.Tensor:
     """(batch, N, L) or (batch, G, N, L) -> contiguous float32 (batch, G, L, N)."""
-    t = t if t.dim() == 4 else t[:, None]
-    return t.transpose(-1, -2).to(torch.float32, memory_format=torch.contiguous_format)
+    return _dense_float32((t if t.dim() == 4 else t[:, None]).transpose(-1, -2))
 
 
 def selective_scan(
@@ -129,10 +135,10 @@ def selective_scan(
     out, last_state, _ = fused.selective_scan_fwd(
         _channels_last(u),
         _channels_last(dt),
-        A.float().t().contiguous(),
+        _dense_float32(A.t()),
         _time_major(B),
         _time_major(C),
-        D.float() if D is not None else None,
+        _dense_float32(D) if D is not None else None,
         _channels_last(z) if z is not None else None,
     )
     out = out.transpose(1, 2).to(u.dtype)

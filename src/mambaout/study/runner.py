@@ -135,3 +135,108 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("params", "macs", "latency_ms_b1", "latency_ms_bN", "latency_batch", "peak_train_mem_mb"):
             out[key] = measured[0][key]
     return out
+
+
+def build_tasks(
+    names: list[str] | None = None,
+    data: str | Path | None = None,
+    model: str = "mambaout_pico",
+    image_size: int | None = None,
+    scan: str | None = None,
+) -> list[Any]:
+    """The study's tasks by name: "digits", "selective_copying", and "images" (needs `data`, an ImageFolder)."""
+    from mambaout.errors import UserError
+    from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
+    from mambaout.study.selective_copying import SelectiveCopyingTask
+
+    if names is None:
+        names = ["images"] if data else list(TASKS)
+    unknown = [n for n in names if n not in (*TASKS, "images")]
+    if unknown:
+        raise UserError(f"unknown task {unknown[0]!r}; choose from {', '.join((*TASKS, 'images'))}")
+    if "images" in names and not data:
+        raise UserError("the 'images' task needs your images: pass --data DIR (class subfolders, ImageFolder layout)")
+    image_kwargs = dict(model=model, mixer_kwargs={"ssm": {"scan": scan}} if scan else None)
+    tasks = []
+    for name in names:
+        if name == "digits":
+            tasks.append(DigitsTask(image_size=image_size or 32, **image_kwargs))
+        elif name == "images":
+            tasks.append(ImageFolderTask(data, image_size=image_size or 64, **image_kwargs))
+        else:
+            tasks.append(SelectiveCopyingTask())
+    return tasks
+
+
+TASKS = ("digits", "selective_copying")
+
+
+def run_study(
+    tasks: list[Any],
+    seeds: list[int] = (0, 1),
+    budget: str = "default",
+    mixers: list[str] | None = None,
+    output: str | Path = "study_out",
+    device: str | torch.device = "cpu",
+    sweep: bool = True,
+    command: str = "mambaout study",
+) -> dict[str, Any]:
+    """Train every (task, mixer, seed), measure, compare with the paper's prediction, write the report.
+
+    Writes `output`/results.json, report.md, report.html, the plots, and runs/<task>-<mixer>-seed<k>/ with each
+    run's config.json and result.json. Prints one line per finished run. Returns the results dict.
+
+    Example:
+        >>> results = run_study(build_tasks(["digits"]), seeds=[0, 1], budget="small")  # doctest: +SKIP
+    """
+    from mambaout.mixers import check_mixer
+    from mambaout.study.analyze import LongSequenceTest
+    from mambaout.study.report import format_table, task_verdict, write_report
+    from mambaout.study.sweep import latency_sweep
+
+    start = time.perf_counter()
+    device = torch.device(device)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds)
+    plan = [(task, [check_mixer(m) for m in (mixers or task.mixers)]) for task in tasks]
+    total, done = sum(len(ms) * len(seeds) for _, ms in plan), 0
+    results: dict[str, Any] = dict(
+        meta=dict(command=command, budget=budget, seeds=seeds, environment=environment(device)), tasks={}
+    )
+    for task, task_mixers in plan:
+        row = resolve_budget(task, budget)
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in task_mixers}
+        for seed in seeds:
+            for mixer in task_mixers:
+                done += 1
+                tag = f"[{done}/{total}] {task.name} {mixer} seed {seed}"
+                print(f"{tag}: training {row['steps']} steps...", file=sys.stderr, flush=True)
+                r = run_one(task, mixer, seed, row, device, output / "runs" / f"{task.name}-{mixer}-seed{seed}",
+                            measure=seed == seeds[0], desc=tag)
+                runs[mixer].append(r)
+                print(f"{tag}: accuracy {100 * r['accuracy']:.1f}% in {r['train_seconds']:.0f} s "
+                      f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)", file=sys.stderr, flush=True)
+        seq_len, dim = task.mixer_tokens()
+        entry = dict(config=task.config(), budget=row,
+                     prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
+                     mixers={m: summarize(rs) for m, rs in runs.items()})
+        entry["verdict"] = task_verdict(entry)
+        results["tasks"][task.name] = entry
+    if sweep:
+        seq_task = next((t for t in tasks if getattr(t, "dim", None)), tasks[0])
+        seq_len, dim = seq_task.mixer_tokens()
+        print(f"latency sweep at width {dim}...", file=sys.stderr, flush=True)
+        results["sweep"] = latency_sweep(dim=dim, causal=seq_task.causal, device=device,
+                                         seq_lens=_study_sweep_lens(dim))
+    results["meta"]["wall_seconds"] = time.perf_counter() - start
+    (output / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_report(results, output)
+    print(format_table(results))
+    return results
+
+
+def _study_sweep_lens(dim: int) -> list[int]:
+    from mambaout.study.sweep import default_seq_lens
+
+    return default_seq_lens(dim, (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8))

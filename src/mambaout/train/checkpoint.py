@@ -65,7 +65,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"checkpoint {path} cannot be read ({str(e).splitlines()[0][:160]}); it is not a last.pt") from e
+        raise UserError(
+            f"checkpoint {path} cannot be read ({str(e).splitlines()[0][:160]}); it is not a last.pt"
+        ) from e
 
 
 def export_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:

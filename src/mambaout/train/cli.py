@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mambaout.errors import UserError
 
-
 _METAVARS = dict(data="DIR", output="DIR", pretrained="WEIGHTS", auto_augment="POLICY", amp="{auto,bf16,fp16,none}")
 
 
@@ -35,7 +34,9 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
         elif kind.startswith("tuple"):
             group.add_argument(flag, nargs=2, metavar=("A", "B"), default=None, help=helptext)
         else:
-            metavar = _METAVARS.get(name) or ("N" if kind.startswith("int") else "X" if kind.startswith("float") else "NAME")
+            metavar = _METAVARS.get(name) or (
+                "N" if kind.startswith("int") else "X" if kind.startswith("float") else "NAME"
+            )
             group.add_argument(flag, default=None, metavar=metavar, help=helptext)
 
 
@@ -84,7 +85,9 @@ def resolve_from_args(args: argparse.Namespace):
             raise UserError("--resume continues a run with its own config.yaml; drop --config (flags still apply)")
         run = Path(args.resume)
         if not (run / "last.pt").is_file():
-            raise UserError(f"{run} holds no last.pt to resume from; give the run folder of an earlier `mambaout train`")
+            raise UserError(
+                f"{run} holds no last.pt to resume from; give the run folder of an earlier `mambaout train`"
+            )
         config, flags["output"] = run / "config.yaml", str(run)
     return resolve_recipe(flags, config)
 

@@ -53,7 +53,7 @@ def evaluate_weights(
     """Score `pretrained` on `data` (a folder with val/<class>/ or <class>/ images; None: the digits val split).
 
     Example:
-        >>> evaluate_weights("runs/x/best.safetensors")  # model and resolution from runs/x/config.yaml  # doctest: +SKIP
+        >>> evaluate_weights("runs/x/best.safetensors")  # model, size from runs/x/config.yaml  # doctest: +SKIP
         {'model': 'mambaout_pico', 'top1': 97.2, 'top5': 99.9, 'images': 360, ...}
     """
     started = time.perf_counter()

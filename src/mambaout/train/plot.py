@@ -38,8 +38,9 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     if any(not math.isnan(r.get("ema_top1", math.nan)) for r in rows):
         ax_acc.plot(epochs, [r["ema_top1"] for r in rows], label="EMA top-1")
     best = max(rows, key=lambda r: r["top1"])
-    ax_acc.set(title=f"val accuracy (best top-1 {best['top1']:.1f}% at epoch {best['epoch']:.0f})", xlabel="epoch",
-               ylabel="%")
+    ax_acc.set(
+        title=f"val accuracy (best top-1 {best['top1']:.1f}% at epoch {best['epoch']:.0f})", xlabel="epoch", ylabel="%"
+    )
     ax_acc.legend()
     ax_lr.plot(epochs, [r["lr"] for r in rows])
     ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")

@@ -37,7 +37,7 @@ def _f(default: Any, help: str, group: str) -> Any:
 class Recipe:
     """Every setting of a training run. Defaults are the paper's ImageNet-1k recipe (MambaOut, Table 5)."""
 
-    preset: str = _f("imagenet", "starting point: imagenet (the paper), finetune (own data), digits (built-in)", "recipe")
+    preset: str = _f("imagenet", "imagenet (the paper), finetune (own data), digits (built-in)", "recipe")
     # model
     model: str = _f("mambaout_tiny", "variant to train (`mambaout models` lists them)", "model")
     pretrained: str | None = _f(None, "weights to start from: .pth/.safetensors path, URL or hf-hub:id", "model")
@@ -150,9 +150,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         input_size=32,
         batch_size=64,
         workers=0,
-        epochs=30,
-        warmup_epochs=2,
-        base_lr=2e-2,
+        epochs=12,
+        warmup_epochs=1,
+        base_lr=2e-2,  # 1.25e-3 at batch 64
         min_lr=1e-5,
         weight_decay=0.05,
         auto_augment=None,
@@ -179,7 +179,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Recipe values from a YAML file (a saved config.yaml works; its `derived:` block is ignored)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist; give a YAML file of recipe keys (see --print-config)")
+        raise UserError(
+            f"config file {str(path)!r} does not exist; give a YAML file of recipe keys (see --print-config)"
+        )
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

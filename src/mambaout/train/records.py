@@ -18,7 +18,9 @@ def read_summary(run_dir: str | Path) -> list[dict[str, float]]:
     """The rows of `<run>/summary.csv` as floats (empty cells as NaN)."""
     path = Path(run_dir) / "summary.csv"
     with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)
+        ]
 
 
 class RunRecords:

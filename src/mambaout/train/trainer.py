@@ -91,9 +91,11 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
     device, main = procs.device, procs.is_main
     amp_dtype = resolve_amp(recipe.amp, device)
     checkpoint = load_checkpoint(resume / "last.pt") if resume else None
-    run_dir = resume or Path(broadcast_object(str(Path(recipe.output) if recipe.output else default_run_dir(recipe.model))))
+    run_dir = resume or Path(broadcast_object(str(recipe.output or default_run_dir(recipe.model))))
     if checkpoint is None and (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --output")
+        raise UserError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --output"
+        )
 
     # Data first: every layout mistake is reported before a file is written.
     cfg = pretrained_cfg(recipe.model)
@@ -122,13 +124,14 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
     if num_classes < len(splits.classes):
         raise UserError(f"num_classes {num_classes} is below the {len(splits.classes)} classes found in the data")
     if checkpoint is not None and checkpoint["classes"] != splits.classes:
-        raise UserError(f"the classes of {splits.name} differ from those {run_dir} was trained on; resume on the same data")
+        raise UserError(
+            f"the classes of {splits.name} differ from those {run_dir} was trained on; resume on the same data"
+        )
+    pin = device.type == "cuda"
     loader = train_loader(
-        splits.train, recipe.batch_size, procs.rank, procs.world_size, recipe.seed, recipe.workers, device.type == "cuda"
+        splits.train, recipe.batch_size, procs.rank, procs.world_size, recipe.seed, recipe.workers, pin
     )
-    val_loader = eval_loader(
-        splits.val, recipe.batch_size, procs.rank, procs.world_size, recipe.workers, device.type == "cuda"
-    )
+    val_loader = eval_loader(splits.val, recipe.batch_size, procs.rank, procs.world_size, recipe.workers, pin)
     updates_per_epoch = len(loader) // recipe.grad_accum
     if updates_per_epoch == 0:
         raise UserError(
@@ -182,7 +185,8 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
 
     forward: nn.Module = model
     if procs.distributed:
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if recipe.compile:
         forward = torch.compile(forward)
 
@@ -198,7 +202,8 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
         if ema is not None and checkpoint.get("model_ema"):
             ema.module.load_state_dict(checkpoint["model_ema"])
         start_epoch, updates_done = checkpoint["epoch"], checkpoint["updates_done"]
-        global_step, best_top1, best_epoch = checkpoint["global_step"], checkpoint["best_top1"], checkpoint["best_epoch"]
+        global_step, best_top1 = checkpoint["global_step"], checkpoint["best_top1"]
+        best_epoch = checkpoint["best_epoch"]
         stats = EpochStats(**checkpoint["epoch_stats"])
         scheduler.step_update(num_updates=global_step)
 
@@ -281,7 +286,7 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
 
         def on_update(done: int, step: int, loss: float, epoch_stats: EpochStats, epoch: int = epoch, bar=bar) -> None:
             splits.check_bad_images()
-            lr_now = optimizer.param_groups[0]["lr"]
+            lr_now = max(g["lr"] for g in optimizer.param_groups)  # layer decay scales the others down
             records.step(step, loss, lr_now)
             bar.update(1)
             bar.set_postfix_str(f"loss {loss:.4f} lr {lr_now:.2e} {epoch_stats.images_per_s:,.0f} img/s")
@@ -314,7 +319,7 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
             val_loss=metrics["loss"],
             top1=metrics["top1"],
             top5=metrics["top5"],
-            lr=optimizer.param_groups[0]["lr"],
+            lr=max(g["lr"] for g in optimizer.param_groups),
             images_per_s=stats.images_per_s,
             epoch_s=stats.seconds,
         )

@@ -1,0 +1,147 @@
+"""Selective scan, forward + backward: our fused CPU kernel, our torch fallback, the sequential reference and mambapy's
+parallel scan, side by side at batch 8, D 192, N 16, L 4096 (flags change them).
+
+    python benchmarks/bench_scan.py                       # table; --json out.json also writes the numbers
+    python benchmarks/bench_scan.py --seqlen 1024 --methods fused torch
+
+Every method gets the same leaves in mambapy's layout (x, delta: (batch, L, D); A: (D, N); B, C: (batch, L, N);
+D: (D,)), all requiring grad, and computes y = scan(...) then y.sum().backward(); ours read them through transposed
+views, as ``SelectiveSSM`` does. mambapy's time includes building its (batch, L, D, N) deltaA and deltaB·u inputs:
+that is ``mambapy.mamba.MambaBlock.selective_scan``, what a user of its pscan pays.
+
+Time: one process, methods interleaved round by round, median wall time. Peak memory: each method runs once more in
+a fresh subprocess and reports its peak resident set size (getrusage ru_maxrss) minus its resident size right
+before the call: everything the call allocates (tensors, numba scratch, allocator slack). tracemalloc cannot see
+torch's allocations, hence processes.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from mambaout.ssm import selective_scan, selective_scan_ref
+
+
+def make_inputs(batch: int, dim: int, seqlen: int, n_state: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    inputs = {
+        "x": torch.randn(batch, seqlen, dim, generator=g),
+        "delta": torch.rand(batch, seqlen, dim, generator=g) * 0.1 + 1e-3,
+        "A": -torch.arange(1, n_state + 1, dtype=torch.float32).repeat(dim, 1),
+        "B": torch.randn(batch, seqlen, n_state, generator=g),
+        "C": torch.randn(batch, seqlen, n_state, generator=g),
+        "D": torch.ones(dim),
+    }
+    return {k: v.requires_grad_() for k, v in inputs.items()}
+
+
+def ours(backend: str):
+    scan = selective_scan_ref if backend == "ref" else selective_scan
+    kwargs = {} if backend == "ref" else {"backend": backend}
+
+    def run(x, delta, A, B, C, D):
+        t = lambda v: v.transpose(1, 2)  # noqa: E731  (batch, L, X) -> (batch, X, L) views
+        return scan(t(x), t(delta), A, t(B), t(C), D, **kwargs)
+
+    return run
+
+
+def mambapy_pscan(x, delta, A, B, C, D):
+    from mambapy.mamba import MambaBlock
+
+    return MambaBlock.selective_scan(None, x, delta, A, B, C, D)
+
+
+METHODS = {
+    "fused": ("ours, numba kernel (default on CPU)", ours("numba")),
+    "torch": ("ours, chunked torch fallback", ours("torch")),
+    "ref": ("sequential reference loop", ours("ref")),
+    "mambapy": ("mambapy pscan (builds B x L x D x N inputs)", mambapy_pscan),
+}
+
+
+def forward_backward(method: str, inputs: dict[str, torch.Tensor]) -> float:
+    for v in inputs.values():
+        v.grad = None
+    start = time.perf_counter()
+    METHODS[method][1](**inputs).sum().backward()
+    return time.perf_counter() - start
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_child(method: str, args: argparse.Namespace) -> None:
+    """Runs in a fresh process: print the peak RSS growth of one forward + backward, in bytes."""
+    forward_backward(method, make_inputs(2, 8, 64, args.state))  # load numba's cache / import mambapy
+    inputs = make_inputs(args.batch, args.dim, args.seqlen, args.state)
+    before = rss_bytes()
+    forward_backward(method, inputs)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+
+
+def peak_memory(method: str, args: argparse.Namespace) -> int:
+    cmd = [sys.executable, __file__, "--memory-of", method, "--threads", str(args.threads)]
+    for flag in ("batch", "dim", "state", "seqlen"):
+        cmd += [f"--{flag}", str(getattr(args, flag))]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=192)
+    parser.add_argument("--state", type=int, default=16)
+    parser.add_argument("--seqlen", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--memory-of", choices=list(METHODS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_of:
+        return peak_memory_child(args.memory_of, args)
+
+    inputs = make_inputs(args.batch, args.dim, args.seqlen, args.state)
+    times = {m: [] for m in args.methods}
+    for round_ in range(args.repeats + 1):
+        order = args.methods[round_ % len(args.methods) :] + args.methods[: round_ % len(args.methods)]
+        for m in order:
+            elapsed = forward_backward(m, inputs)
+            if round_ > 0:  # round 0 warms up: numba cache load, allocator, thread pools
+                times[m].append(elapsed)
+    results = {m: {"label": METHODS[m][0], "times_s": times[m], "median_s": statistics.median(times[m])} for m in times}
+    if not args.no_memory:
+        for m in results:
+            results[m]["peak_bytes"] = peak_memory(m, args)
+
+    states_mb = args.batch * args.dim * args.seqlen * args.state * 4 / 2**20
+    print(
+        f"selective scan forward + backward, batch {args.batch}, D {args.dim}, N {args.state}, L {args.seqlen}, "
+        f"{args.threads} threads, median of {args.repeats}; one float32 (batch, D, L, N) tensor = {states_mb:.0f} MB"
+    )
+    base = results.get("fused")
+    print(f"{'method':<48} {'time s':>9} {'peak MB':>9} {'fused is x faster':>18}")
+    for r in results.values():
+        peak = f"{r['peak_bytes'] / 2**20:9.0f}" if "peak_bytes" in r else f"{'-':>9}"
+        ratio = f"{r['median_s'] / base['median_s']:18.1f}" if base else ""
+        print(f"{r['label']:<48} {r['median_s']:9.3f} {peak} {ratio}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Training throughput (images/s) of the library's own training step, for any model, batch, precision and device.
+
+Runs `mambaout.train.loop.train_one_epoch` (the loop `mambaout train` uses: Mixup/CutMix, the paper's drop path,
+timm AdamW with weight-decay groups, per-update cosine schedule, the NaN check) on one synthetic batch repeated, so
+data loading is excluded: this measures the model + optimizer step. Warm-up updates (oneDNN/cuDNN autotuning,
+torch.compile) are not timed. Prints one line and, with --json, a JSON object.
+
+    python benchmarks/bench_train.py --model mambaout_femto --batch-size 16 --image-size 224          # CPU
+    python benchmarks/bench_train.py --model mambaout_tiny --batch-size 128 --amp bf16 --channels-last  # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+import mambaout
+from mambaout.data import batch_mixup
+from mambaout.train.distributed import resolve_device
+from mambaout.train.loop import TrainParts, train_one_epoch
+from mambaout.train.recipe import resolve_recipe
+from mambaout.train.trainer import resolve_amp
+
+
+def bench(
+    model_name: str,
+    batch_size: int,
+    image_size: int = 224,
+    amp: str = "none",
+    device: str = "auto",
+    channels_last: bool = False,
+    compile: bool = False,
+    steps: int = 10,
+    warmup: int = 3,
+    num_classes: int = 1000,
+) -> dict:
+    dev = resolve_device(device)
+    amp_dtype = resolve_amp(amp, dev)
+    recipe = resolve_recipe({"model": model_name, "data": "synthetic", "batch_size": batch_size})
+    torch.manual_seed(0)
+    model = mambaout.create_model(model_name, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.resolved_lr(), weight_decay=recipe.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs, warmup_lr=recipe.warmup_lr,
+        min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=1000,
+    )  # fmt: skip
+    parts = TrainParts(
+        model=model,
+        forward=torch.compile(model) if compile else model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=SoftTargetCrossEntropy(),
+        device=dev,
+        mixup=batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing),
+        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+    )
+    images = torch.randn(batch_size, 3, image_size, image_size)
+    targets = torch.randint(0, num_classes, (batch_size,))
+    if dev.type == "cuda":
+        images, targets = images.pin_memory(), targets.pin_memory()
+    batches = [(images, targets)] * (warmup + steps)
+
+    step, _ = train_one_epoch(parts, batches[:warmup], epoch=0, updates_per_epoch=warmup)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_update(*_):  # the loss .item() inside the loop has already synchronised the device
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    train_one_epoch(parts, batches[warmup:], epoch=0, updates_per_epoch=steps, global_step=step, on_update=on_update)
+    median = sorted(times)[len(times) // 2]
+    return dict(
+        model=model_name,
+        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
+        threads=torch.get_num_threads(),
+        batch_size=batch_size,
+        image_size=image_size,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile,
+        steps=steps,
+        step_ms_median=round(1000 * median, 1),
+        images_per_s=round(batch_size / median, 1),
+        images_per_s_mean=round(batch_size * len(times) / sum(times), 1),
+        peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
+        torch=torch.__version__,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mambaout_femto")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16", "auto"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--steps", type=int, default=10, help="timed updates")
+    p.add_argument("--warmup", type=int, default=3, help="untimed updates first")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    r = bench(a.model, a.batch_size, a.image_size, a.amp, a.device, a.channels_last, a.compile, a.steps, a.warmup)
+    print(
+        f"{r['model']} train step, batch {r['batch_size']} at {r['image_size']}px, amp {r['amp']}, "
+        f"channels_last {r['channels_last']}, compile {r['compile']} on {r['device']} ({r['threads']} threads): "
+        f"{r['images_per_s']} images/s (median step {r['step_ms_median']} ms over {r['steps']})"
+        + (f", peak memory {r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "")
+    )
+    if a.json:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

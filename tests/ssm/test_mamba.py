@@ -1,0 +1,137 @@
+"""Mamba and SelectiveSSM: mamba_ssm's names and inits, causal full-sequence forward equal to token-by-token steps."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mambaout.ssm import Mamba, SelectiveSSM
+
+# mamba_ssm.modules.mamba_simple.Mamba(d_model=16).named_parameters(), in order, with shapes
+MAMBA_SSM_PARAMETERS = [
+    ("A_log", (32, 16)),
+    ("D", (32,)),
+    ("in_proj.weight", (64, 16)),
+    ("conv1d.weight", (32, 1, 4)),
+    ("conv1d.bias", (32,)),
+    ("x_proj.weight", (1 + 2 * 16, 32)),
+    ("dt_proj.weight", (32, 1)),
+    ("dt_proj.bias", (32,)),
+    ("out_proj.weight", (16, 32)),
+]
+
+
+def test_parameter_names_shapes_and_order_are_mamba_ssm_s():
+    block = Mamba(d_model=16)
+    assert [(name, tuple(p.shape)) for name, p in block.named_parameters()] == MAMBA_SSM_PARAMETERS
+    assert list(block.state_dict()) == [name for name, _ in MAMBA_SSM_PARAMETERS]
+
+
+def test_a_mamba_state_dict_loads_into_a_fresh_block_and_gives_the_same_output():
+    torch.manual_seed(0)
+    block, other = Mamba(d_model=16), Mamba(d_model=16)
+    other.load_state_dict(block.state_dict())
+    x = torch.randn(2, 9, 16)
+    assert torch.equal(block(x), other(x))
+
+
+def test_output_has_the_input_shape_and_dtype():
+    block = Mamba(d_model=24, d_state=8, expand=2)
+    x = torch.randn(3, 17, 24)
+    y = block(x)
+    assert y.shape == (3, 17, 24) and y.dtype == torch.float32
+    assert y.abs().max() > 0
+
+
+def test_a_log_is_s4d_real_and_stays_float32_outside_weight_decay():
+    block = Mamba(d_model=16, d_state=6, dtype=torch.bfloat16)
+    expected = torch.log(torch.arange(1, 7, dtype=torch.float32)).expand(32, 6)
+    assert block.A_log.dtype == torch.float32 and torch.equal(block.A_log, expected)
+    assert block.D.dtype == torch.float32 and torch.equal(block.D, torch.ones(32))
+    assert block.A_log._no_weight_decay is True and block.D._no_weight_decay is True
+    assert block.in_proj.weight.dtype == torch.bfloat16
+
+
+def test_dt_bias_is_inverse_softplus_of_a_log_uniform_step_in_range():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(4096, dt_min=0.002, dt_max=0.05)
+    dt = F.softplus(ssm.dt_proj.bias.double())
+    assert dt.min() >= 0.002 * (1 - 1e-5) and dt.max() <= 0.05 * (1 + 1e-5)
+    # log-uniform: the mean of log(dt) sits half way between log(dt_min) and log(dt_max)
+    assert abs(dt.log().mean().item() - (math.log(0.002) + math.log(0.05)) / 2) < 0.05
+    assert ssm.dt_proj.weight.abs().max() <= ssm.dt_rank**-0.5
+
+
+def test_stepping_token_by_token_equals_the_full_sequence_forward():
+    torch.manual_seed(0)
+    block = Mamba(d_model=16, d_state=8)
+    x = torch.randn(2, 21, 16)
+    full = block(x)
+    conv_state, ssm_state = block.allocate_inference_cache(batch_size=2)
+    steps = [block.step(x[:, t : t + 1], conv_state, ssm_state)[0] for t in range(21)]
+    assert conv_state.shape == (2, 32, 4) and ssm_state.shape == (2, 32, 8)  # constant size, whatever the length
+    assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
+
+
+def test_mamba_is_causal():
+    torch.manual_seed(0)
+    block = Mamba(d_model=16)
+    x = torch.randn(1, 30, 16)
+    changed = x.clone()
+    changed[:, 12:] += 1.0
+    y, y_changed = block(x), block(changed)
+    assert torch.equal(y[:, :12], y_changed[:, :12])
+    assert (y[:, 12:] - y_changed[:, 12:]).abs().max() > 1e-3
+
+
+def test_gradient_reaches_every_parameter():
+    torch.manual_seed(0)
+    block = Mamba(d_model=16)
+    block(torch.randn(2, 10, 16)).square().mean().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().max() > 0, name
+
+
+@pytest.mark.parametrize("backend", ["torch", "ref"])
+def test_backends_agree_inside_the_block(backend):
+    torch.manual_seed(0)
+    block = Mamba(d_model=16)
+    x = torch.randn(2, 70, 16, requires_grad=True)
+    fused = block(x)
+    (grad_fused,) = torch.autograd.grad(fused.sum(), x)
+    block.backend = backend
+    other = block(x)
+    (grad_other,) = torch.autograd.grad(other.sum(), x)
+    assert (other - fused).abs().max() <= 1e-5 * fused.abs().max()
+    assert (grad_other - grad_fused).abs().max() <= 1e-5 * grad_fused.abs().max()
+
+
+def test_selective_ssm_scans_forward_and_a_flipped_call_scans_backward():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(12, d_state=4)
+    x = torch.randn(2, 20, 12)
+    changed = x.clone()
+    changed[:, 7] += 1.0
+    forward_diff = (ssm(x) - ssm(changed)).abs().amax(dim=(0, 2))
+    backward_diff = (ssm(x.flip(1)).flip(1) - ssm(changed.flip(1)).flip(1)).abs().amax(dim=(0, 2))
+    assert forward_diff[:7].max() == 0 and forward_diff[7:].min() > 0  # step 7 reaches 7 and later
+    assert backward_diff[8:].max() == 0 and backward_diff[:8].min() > 0  # flipped: 7 and earlier
+
+
+def test_selective_ssm_step_and_last_state_match_forward():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(12, d_state=4)
+    x, z = torch.randn(2, 15, 12), torch.randn(2, 15, 12)
+    y, last_state = ssm(x, z, return_last_state=True)
+    state = torch.zeros(2, 12, 4)
+    steps = torch.stack([ssm.step(x[:, t], state, z[:, t]) for t in range(15)], dim=1)
+    assert (steps - y).abs().max() <= 1e-5
+    assert (state - last_state).abs().max() <= 1e-5
+
+
+def test_step_rejects_more_than_one_token():
+    block = Mamba(d_model=16)
+    conv_state, ssm_state = block.allocate_inference_cache(1)
+    with pytest.raises(ValueError, match="one token"):
+        block.step(torch.randn(1, 2, 16), conv_state, ssm_state)
