@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -27,6 +28,14 @@ from mambaout.train.distributed import resolve_device
 from mambaout.train.loop import TrainParts, train_one_epoch
 from mambaout.train.recipe import resolve_recipe
 from mambaout.train.trainer import resolve_amp
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def bench(
@@ -87,7 +96,7 @@ def bench(
     median = sorted(times)[len(times) // 2]
     return dict(
         model=model_name,
-        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
+        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({cpu_name()}, {os.cpu_count()} cores)",
         threads=torch.get_num_threads(),
         batch_size=batch_size,
         image_size=image_size,

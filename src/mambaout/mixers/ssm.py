@@ -111,12 +111,16 @@ class SSMMixer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Restore each SSM's Δ projection init (uniform weight, inverse-softplus bias for Δ in [1e-3, 1e-1]).
+        """Mamba's initialisation of the mixer's insides, which a network-wide init of every conv and Linear overwrites.
 
-        A network-wide init that re-draws every Linear (MambaOut's truncated normal, biases zero) overwrites it;
-        networks call this afterwards.
+        PyTorch's default init for the conv and x_proj (as mamba_ssm leaves them), and each SSM's Δ projection
+        (uniform weight, inverse-softplus bias: Δ log-uniform in [1e-3, 1e-1]). Networks call this after their own
+        init (MambaOut's truncated normal 0.02 shrinks conv -> SiLU -> x_proj so much that B, C and Δ barely
+        depend on the input, and selective copying does not start to learn within 1000 steps).
         """
+        self.conv.conv.reset_parameters()
         for ssm in self.ssms:
+            ssm.x_proj.reset_parameters()
             fresh = SelectiveSSM(ssm.dim, d_state=ssm.d_state, **{**self.ssm_kwargs, "dt_rank": ssm.dt_rank})
             ssm.dt_proj.load_state_dict(fresh.dt_proj.state_dict())
 

@@ -33,28 +33,34 @@ def selective_scan_ref(
     """
     dtype_in = u.dtype
     compute = torch.float64 if dtype_in == torch.float64 else torch.float32
-    u, delta, A = u.to(compute), delta.to(compute), A.to(compute)
     batch, dim, seqlen = u.shape
+    n_state = A.shape[1]
+    B = B if B.dim() == 4 else B[:, None]
+    C = C if C.dim() == 4 else C[:, None]
+    groups = B.shape[1]
+    delta = delta.to(compute)
     if delta_bias is not None:
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    # (batch, G, N, L) -> one (N, L) slice per channel: (batch, D, N, L)
-    B = B.to(compute) if B.dim() == 4 else B.to(compute)[:, None]
-    C = C.to(compute) if C.dim() == 4 else C.to(compute)[:, None]
-    B = B.repeat_interleave(dim // B.shape[1], dim=1)
-    C = C.repeat_interleave(dim // C.shape[1], dim=1)
+    # channel d = g * (D // G) + i: (batch, D, ...) -> (batch, G, D // G, ...), so group g's B and C broadcast
+    us = u.to(compute).reshape(batch, groups, dim // groups, seqlen).unbind(-1)
+    deltas = delta.reshape(batch, groups, dim // groups, seqlen).unbind(-1)
+    A = A.to(compute).reshape(groups, dim // groups, n_state)
+    Bs, Cs = B.to(compute).unbind(-1), C.to(compute).unbind(-1)  # L tensors of (batch, G, N)
+    # unbind splits each input once: indexing [..., t] per step would make autograd's backward O(L^2)
 
-    h = u.new_zeros(batch, dim, A.shape[1])
+    h = A.new_zeros(batch, groups, dim // groups, n_state)
     ys = []
     for t in range(seqlen):
-        dt = delta[:, :, t, None]  # (batch, D, 1)
-        h = torch.exp(dt * A) * h + dt * B[..., t] * u[:, :, t, None]
-        ys.append((h * C[..., t]).sum(-1))
-    out = torch.stack(ys, dim=-1)
+        dt = deltas[t][..., None]  # (batch, G, D // G, 1)
+        h = torch.exp(dt * A) * h + dt * Bs[t][:, :, None] * us[t][..., None]
+        ys.append((h * Cs[t][:, :, None]).sum(-1))
+    out = torch.stack(ys, dim=-1).reshape(batch, dim, seqlen)
     if D is not None:
-        out = out + D.to(compute)[:, None] * u
+        out = out + D.to(compute)[:, None] * u.to(compute)
     if z is not None:
         out = out * F.silu(z.to(compute))
     out = out.to(dtype_in)
+    h = h.reshape(batch, dim, n_state)
     return (out, h) if return_last_state else out

@@ -174,14 +174,18 @@ TASKS = ("digits", "selective_copying")
 def run_study(
     tasks: list[Any],
     seeds: list[int] = (0, 1),
-    budget: str = "default",
+    budget: str | dict[str, Any] = "default",
     mixers: list[str] | None = None,
     output: str | Path = "study_out",
     device: str | torch.device = "cpu",
-    sweep: bool = True,
+    sweep: bool | list[int] = True,
     command: str = "mambaout study",
 ) -> dict[str, Any]:
     """Train every (task, mixer, seed), measure, compare with the paper's prediction, write the report.
+
+    `budget`: "small", "default" or "full" (each task's table), or one dict (steps or epochs, batch_size, lr,
+    warmup_steps) for every task. `sweep`: time blocks over sequence lengths at the sequence task's width (True:
+    6D x 1/8..8, or a list of lengths).
 
     Writes `output`/results.json, report.md, report.html, the plots, and runs/<task>-<mixer>-seed<k>/ with each
     run's config.json and result.json. Prints one line per finished run. Returns the results dict.
@@ -228,7 +232,7 @@ def run_study(
         seq_len, dim = seq_task.mixer_tokens()
         print(f"latency sweep at width {dim}...", file=sys.stderr, flush=True)
         results["sweep"] = latency_sweep(dim=dim, causal=seq_task.causal, device=device,
-                                         seq_lens=_study_sweep_lens(dim))
+                                         seq_lens=sweep if isinstance(sweep, list) else _study_sweep_lens(dim))
     results["meta"]["wall_seconds"] = time.perf_counter() - start
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(results, output)

@@ -79,11 +79,15 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
         >>> result = train(resolve_recipe({"epochs": 2}))  # the built-in digits  # doctest: +SKIP
         >>> result.best_top1, result.run_dir  # doctest: +SKIP
     """
+    threads = torch.get_num_threads()
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
     procs = init_processes(recipe.device)
     try:
         return _train(recipe, procs, Path(resume) if resume else None)
     finally:
         close_processes()
+        torch.set_num_threads(threads)
 
 
 def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
