@@ -18,16 +18,12 @@ import platform
 import time
 
 import torch
-from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 
 import mambaout
-from mambaout.data import batch_mixup
 from mambaout.train.distributed import resolve_device
 from mambaout.train.loop import TrainParts, train_one_epoch
 from mambaout.train.recipe import resolve_recipe
-from mambaout.train.trainer import resolve_amp
+from mambaout.train.trainer import build_optimization, resolve_amp
 
 
 def cpu_name() -> str:
@@ -57,19 +53,15 @@ def bench(
     model = mambaout.create_model(model_name, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.resolved_lr(), weight_decay=recipe.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs, warmup_lr=recipe.warmup_lr,
-        min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=1000,
-    )  # fmt: skip
+    optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, num_classes, 1000, recipe.resolved_lr())
     parts = TrainParts(
         model=model,
         forward=torch.compile(model) if compile else model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=SoftTargetCrossEntropy(),
+        loss_fn=loss_fn,
         device=dev,
-        mixup=batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing),
+        mixup=mixup,
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
@@ -123,8 +115,11 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed updates")
     p.add_argument("--warmup", type=int, default=3, help="untimed updates first")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     r = bench(a.model, a.batch_size, a.image_size, a.amp, a.device, a.channels_last, a.compile, a.steps, a.warmup)
     print(
         f"{r['model']} train step, batch {r['batch_size']} at {r['image_size']}px, amp {r['amp']}, "

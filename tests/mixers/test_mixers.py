@@ -68,10 +68,20 @@ def _perturb_after(x, layout, t):
     return flat.reshape(x.shape)
 
 
-CAUSAL = [("conv", "1d", {}), ("ssm", "1d", {}), ("attn_causal", "1d", {}), ("attn_causal", "2d", {}),
-          ("ssm", "2d", {"scan": "causal"})]
-VISIBLE = [("conv", "2d", {}), ("attn", "1d", {}), ("attn", "2d", {}), ("ssm", "2d", {}),
-           ("ssm", "1d", {"scan": "bidi"})]
+CAUSAL = [
+    ("conv", "1d", {}),
+    ("ssm", "1d", {}),
+    ("attn_causal", "1d", {}),
+    ("attn_causal", "2d", {}),
+    ("ssm", "2d", {"scan": "causal"}),
+]
+VISIBLE = [
+    ("conv", "2d", {}),
+    ("attn", "1d", {}),
+    ("attn", "2d", {}),
+    ("ssm", "2d", {}),
+    ("ssm", "1d", {"scan": "bidi"}),
+]
 
 
 @pytest.mark.parametrize("name, layout, kw", CAUSAL)

@@ -169,8 +169,9 @@ def analyze(
         rows = [LongSequenceTest(f"D={dim}", seq_len, dim, causal)]
     else:
         rows = [LongSequenceTest(name, seq_len, d, causal) for name, d in PAPER_WIDTHS.items()]
-    return dict(task=task, seq_len=rows[headline].seq_len, causal=causal, headline=headline,
-                rows=[r.as_dict() for r in rows])
+    return dict(
+        task=task, seq_len=rows[headline].seq_len, causal=causal, headline=headline, rows=[r.as_dict() for r in rows]
+    )
 
 
 def _flops(n: float) -> str:

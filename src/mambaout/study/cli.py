@@ -21,13 +21,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accuracy, parameters, MACs, training time, latency and memory next to the paper's prediction. "
         "With no arguments it takes about 10 minutes on 2 CPU cores.",
     )
-    p.add_argument("--tasks", help="comma-separated: digits, selective_copying, images (default: the first two, "
-                   "or images when --data is given)")
+    p.add_argument(
+        "--tasks",
+        help="comma-separated: digits, selective_copying, images (default: the first two, "
+        "or images when --data is given)",
+    )
     p.add_argument("--data", metavar="DIR", help="your images: DIR/train + DIR/val, or DIR/<class>/* (split 80/20)")
     p.add_argument("--mixers", help="comma-separated subset of conv, ssm, attn, attn_causal (default: per task)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2; 3 with --full)")
-    p.add_argument("--budget", choices=("small", "default", "full"), default="default",
-                   help="training steps per run (see docs/study.md): small is a smoke test")
+    p.add_argument(
+        "--budget",
+        choices=("small", "default", "full"),
+        default="default",
+        help="training steps per run (see docs/study.md): small is a smoke test",
+    )
     p.add_argument("--full", action="store_true", help="same as --budget full --seeds 3")
     p.add_argument("--model", default="mambaout_pico", help="MambaOut variant for the image tasks")
     p.add_argument("--image-size", type=int, help="input side for image tasks (default 32 digits, 64 --data)")
@@ -44,8 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print L, 6D, r_L = L/6D, the attention FLOPs split (24·D²·L vs 4·D·L², half for causal) and "
         "the paper's verdicts. Without a width, the paper's ViT-S (384) and ViT-B (768) rows.",
     )
-    a.add_argument("preset", nargs="?", choices=("imagenet", "coco", "ade20k"),
-                   help="imagenet 224x224, coco 800x1280, ade20k 512x2048 (16x16 patches)")
+    a.add_argument(
+        "preset",
+        nargs="?",
+        choices=("imagenet", "coco", "ade20k"),
+        help="imagenet 224x224, coco 800x1280, ade20k 512x2048 (16x16 patches)",
+    )
     a.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="an image task of H x W pixels")
     a.add_argument("--patch-size", type=int, default=16, help="patch size (tokens = H/P x W/P), default 16")
     a.add_argument("--seq-len", type=int, metavar="L", help="a sequence task of L tokens")
@@ -53,8 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--model", help="a MambaOut variant: one row per stage (its tokens and width)")
     a.add_argument("--causal", action="store_true", help="the task must mix tokens causally")
     a.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    a.add_argument("--measure", action="store_true",
-                   help="time one block per mixer over a sweep of L on this machine and plot it (about a minute)")
+    a.add_argument(
+        "--measure",
+        action="store_true",
+        help="time one block per mixer over a sweep of L on this machine and plot it (about a minute)",
+    )
     a.add_argument("--seq-lens", type=int, nargs="+", metavar="L", help="lengths for --measure (default 6D x 1/8..2)")
     a.add_argument("--output", default="study_out", help="where --measure writes sweep.json and its plot")
     a.set_defaults(func=run_analyze_command)
@@ -77,11 +91,19 @@ def run_study_command(args: argparse.Namespace) -> int:
     seeds = args.seeds or (3 if args.full else 2)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    tasks = build_tasks(_split(args.tasks), data=args.data, model=args.model, image_size=args.image_size,
-                        scan=args.scan)
-    results = run_study(tasks, seeds=list(range(seeds)), budget=budget, mixers=_split(args.mixers),
-                        output=args.output, device=args.device, sweep=not args.no_sweep,
-                        command="mambaout " + shlex.join(sys.argv[1:]))
+    tasks = build_tasks(
+        _split(args.tasks), data=args.data, model=args.model, image_size=args.image_size, scan=args.scan
+    )
+    results = run_study(
+        tasks,
+        seeds=list(range(seeds)),
+        budget=budget,
+        mixers=_split(args.mixers),
+        output=args.output,
+        device=args.device,
+        sweep=not args.no_sweep,
+        command="mambaout " + shlex.join(sys.argv[1:]),
+    )
     print(f"report: {Path(args.output) / 'report.html'} (and report.md, results.json)")
     for name, task in results["tasks"].items():
         for line in (task["verdict"]["prediction"], *task["verdict"]["measured"]):

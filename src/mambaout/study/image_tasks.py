@@ -99,11 +99,12 @@ class DigitsTask(_ImageTask):
     """
 
     name = "digits"
-    # Epochs over the 1437 training images; batch 64 gives 23 steps an epoch.
+    # Epochs over the 1437 training images; batch 64 gives 23 steps an epoch. At 8 epochs every mixer is at
+    # 97.8-98.1 % (seed 0), so the default budget compares converged models.
     budgets = {
-        "small": dict(epochs=2, batch_size=64, lr=2e-3, warmup_steps=5),
-        "default": dict(epochs=12, batch_size=64, lr=2e-3, warmup_steps=20),
-        "full": dict(epochs=40, batch_size=64, lr=2e-3, warmup_steps=50),
+        "small": dict(epochs=1, batch_size=64, lr=2e-3, warmup_steps=5),
+        "default": dict(epochs=8, batch_size=64, lr=2e-3, warmup_steps=20),
+        "full": dict(epochs=30, batch_size=64, lr=2e-3, warmup_steps=50),
     }
 
     def __init__(self, model: str = "mambaout_pico", image_size: int = 32, mixer_kwargs: dict | None = None):
@@ -122,8 +123,15 @@ class DigitsTask(_ImageTask):
         self.in_chans, self.num_classes = 1, 10
 
     def config(self) -> dict[str, Any]:
-        return dict(task=self.name, model=self.model_name, image_size=self.image_size, train_images=len(self.y_train),
-                    test_images=len(self.y_test), split="stratified 80/20, random_state 0", causal=self.causal)
+        return dict(
+            task=self.name,
+            model=self.model_name,
+            image_size=self.image_size,
+            train_images=len(self.y_train),
+            test_images=len(self.y_test),
+            split="stratified 80/20, random_state 0",
+            causal=self.causal,
+        )
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self.y_train) / batch_size)
@@ -200,9 +208,16 @@ class ImageFolderTask(_ImageTask):
         self.in_chans, self.num_classes = 3, len(self.classes)
 
     def config(self) -> dict[str, Any]:
-        return dict(task=self.name, data=str(self.root), model=self.model_name, image_size=self.image_size,
-                    classes=self.classes, train_images=len(self.train_set), test_images=len(self.test_set),
-                    causal=self.causal)
+        return dict(
+            task=self.name,
+            data=str(self.root),
+            model=self.model_name,
+            image_size=self.image_size,
+            classes=self.classes,
+            train_images=len(self.train_set),
+            test_images=len(self.test_set),
+            causal=self.causal,
+        )
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self.train_set) / batch_size)

@@ -67,7 +67,9 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
     return mem.peak
 
 
-def latency_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu") -> float:
+def latency_ms(
+    fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
+) -> float:
     """Median milliseconds of `fn()` over `repeats` calls after `warmup` untimed ones."""
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)

@@ -37,11 +37,15 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _delta_sentence(name_a: str, name_b: str, c: dict[str, Any]) -> str:
     cost = ""
     if "latency_ms_b1_ratio" in c:
-        cost = (f" at {c['latency_ms_b1_ratio']:.1f}x the latency (batch 1; {c.get('latency_ms_bN_ratio', 0):.1f}x at "
-                f"batch N), {c.get('macs_ratio', 0):.2f}x the MACs and {c['train_seconds_ratio']:.1f}x the training time")
+        cost = (
+            f" at {c['latency_ms_b1_ratio']:.1f}x the latency (batch 1; {c.get('latency_ms_bN_ratio', 0):.1f}x at "
+            f"batch N), {c.get('macs_ratio', 0):.2f}x the MACs and {c['train_seconds_ratio']:.1f}x the training time"
+        )
     if not c["significant"]:
-        return (f"{name_a} vs {name_b}: within noise (Δ = {c['delta_points']:+.1f} points, |Δ| < 2σ = "
-                f"{c['noise_2sigma']:.1f}){cost}")
+        return (
+            f"{name_a} vs {name_b}: within noise (Δ = {c['delta_points']:+.1f} points, |Δ| < 2σ = "
+            f"{c['noise_2sigma']:.1f}){cost}"
+        )
     return f"{name_a} vs {name_b}: {c['delta_points']:+.1f} points (2σ = {c['noise_2sigma']:.1f}){cost}"
 
 
@@ -50,10 +54,14 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
     mixers, pred = task["mixers"], task["prediction"]
     expected = pred["ssm_expected_to_help"]
     lines = []
-    verdict = dict(expected_to_help=expected, prediction=(
-        f"L = {pred['seq_len']} tokens at width D = {pred['dim']}: r_L = L/6D = {pred['r_L']:.2f} "
-        f"({'long' if pred['long'] else 'short'}), {'causal' if pred['causal'] else 'not causal'}: "
-        f"{pred['verdict']}. SSM {'expected' if expected else 'not expected'} to help."))
+    verdict = dict(
+        expected_to_help=expected,
+        prediction=(
+            f"L = {pred['seq_len']} tokens at width D = {pred['dim']}: r_L = L/6D = {pred['r_L']:.2f} "
+            f"({'long' if pred['long'] else 'short'}), {'causal' if pred['causal'] else 'not causal'}: "
+            f"{pred['verdict']}. SSM {'expected' if expected else 'not expected'} to help."
+        ),
+    )
     if "ssm" in mixers and "conv" in mixers:
         c = compare(mixers["ssm"], mixers["conv"])
         verdict["ssm_vs_conv"] = c
@@ -64,8 +72,13 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
             agree = "contradicts the paper" if helped else "agrees with the paper (Hypothesis 1)"
         verdict["agreement"] = agree
         lines.append(f"{_delta_sentence('SSM', 'conv', c)}: {agree}.")
-    for a, b, note in (("attn_causal", "conv", ""), ("attn", "conv", ""), ("ssm", "attn_causal", ""),
-                       ("ssm", "attn", ""), ("attn_causal", "attn", f" ({PAPER_CAUSAL_ATTENTION})")):
+    for a, b, note in (
+        ("attn_causal", "conv", ""),
+        ("attn", "conv", ""),
+        ("ssm", "attn_causal", ""),
+        ("ssm", "attn", ""),
+        ("attn_causal", "attn", f" ({PAPER_CAUSAL_ATTENTION})"),
+    ):
         if a in mixers and b in mixers and not (a == "attn_causal" and b == "conv" and "attn" in mixers):
             c = compare(mixers[a], mixers[b])
             verdict[f"{a}_vs_{b}"] = c
@@ -90,17 +103,19 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for task_name, task in results["tasks"].items():
         for mixer, s in task["mixers"].items():
-            rows.append([
-                task_name,
-                mixer,
-                f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_std']:.1f}",
-                _fmt_int(s.get("params")),
-                _fmt_int(s.get("macs")),
-                f"{s['train_seconds_mean']:.0f}",
-                f"{s['latency_ms_b1']:.1f}" if "latency_ms_b1" in s else "-",
-                f"{s['latency_ms_bN']:.1f}" if "latency_ms_bN" in s else "-",
-                f"{s['peak_train_mem_mb']:.0f}" if "peak_train_mem_mb" in s else "-",
-            ])
+            rows.append(
+                [
+                    task_name,
+                    mixer,
+                    f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_std']:.1f}",
+                    _fmt_int(s.get("params")),
+                    _fmt_int(s.get("macs")),
+                    f"{s['train_seconds_mean']:.0f}",
+                    f"{s['latency_ms_b1']:.1f}" if "latency_ms_b1" in s else "-",
+                    f"{s['latency_ms_bN']:.1f}" if "latency_ms_bN" in s else "-",
+                    f"{s['peak_train_mem_mb']:.0f}" if "peak_train_mem_mb" in s else "-",
+                ]
+            )
     return rows
 
 
@@ -111,10 +126,12 @@ def format_table(results: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     meta = results["meta"]
-    lines.append(f"{len(meta['seeds'])} seeds ({', '.join(map(str, meta['seeds']))}), budget {meta['budget']!r}, "
-                 f"{meta['environment']['device']}, {meta['environment']['threads']} threads, "
-                 f"wall time {meta['wall_seconds'] / 60:.1f} min. ms bN = latency at the training batch size "
-                 "(digits 64, copying 32); train MB = peak activation memory of one training step.")
+    lines.append(
+        f"{len(meta['seeds'])} seeds ({', '.join(map(str, meta['seeds']))}), budget {meta['budget']!r}, "
+        f"{meta['environment']['device']}, {meta['environment']['threads']} threads, "
+        f"wall time {meta['wall_seconds'] / 60:.1f} min. ms bN = latency at the training batch size "
+        "(digits 64, copying 32); train MB = peak activation memory of one training step."
+    )
     return "\n".join(lines)
 
 
@@ -136,10 +153,21 @@ def plot_accuracy_vs_macs(results: dict[str, Any]) -> bytes:
     for ax, (name, task) in zip(axes[0], tasks.items()):
         for mixer, s in task["mixers"].items():
             if s.get("macs"):
-                ax.errorbar(s["macs"] / 1e6, 100 * s["accuracy_mean"], yerr=100 * s["accuracy_std"], fmt="o",
-                            capsize=3, label=mixer)
-                ax.annotate(mixer, (s["macs"] / 1e6, 100 * s["accuracy_mean"]), textcoords="offset points",
-                            xytext=(5, 4), fontsize=8)
+                ax.errorbar(
+                    s["macs"] / 1e6,
+                    100 * s["accuracy_mean"],
+                    yerr=100 * s["accuracy_std"],
+                    fmt="o",
+                    capsize=3,
+                    label=mixer,
+                )
+                ax.annotate(
+                    mixer,
+                    (s["macs"] / 1e6, 100 * s["accuracy_mean"]),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=8,
+                )
         ax.set_xlabel("MACs per sample (M)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(name)
@@ -162,22 +190,33 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """Report content as (heading, paragraphs), shared by the Markdown and HTML writers."""
     meta = results["meta"]
     env = meta["environment"]
-    out = [("Setup", [
-        f"Command: `{meta['command']}`. Budget {meta['budget']!r}, seeds {meta['seeds']}, {env['device']}, "
-        f"{env['threads']} threads, torch {env['torch']}; wall time {meta['wall_seconds'] / 60:.1f} min.",
-        "Every model of a task has the same macro-architecture, depth, width and training budget (AdamW, "
-        "cosine schedule); only the token mixer differs. Accuracy is mean ± sample std over seeds. A difference "
-        "counts when |Δ| ≥ 2σ, σ = the larger seed std or the test set's sampling error sqrt(p(1-p)/n).",
-    ])]
+    out = [
+        (
+            "Setup",
+            [
+                f"Command: `{meta['command']}`. Budget {meta['budget']!r}, seeds {meta['seeds']}, {env['device']}, "
+                f"{env['threads']} threads, torch {env['torch']}; wall time {meta['wall_seconds'] / 60:.1f} min.",
+                "Every model of a task has the same macro-architecture, depth, width and training budget (AdamW, "
+                "cosine schedule); only the token mixer differs. Accuracy is mean ± sample std over seeds. "
+                "A difference counts when |Δ| ≥ 2σ, σ = the larger seed std or the test set's sampling error "
+                "sqrt(p(1-p)/n).",
+            ],
+        )
+    ]
     for name, task in results["tasks"].items():
         v = task["verdict"]
         cfg = task["config"]
         desc = ", ".join(f"{k}={val}" for k, val in cfg.items() if k not in ("task", "classes"))
-        out.append((f"Task: {name}", [
-            f"Setup: {desc}; {task['budget']['steps']} steps of batch {task['budget']['batch_size']}.",
-            f"**Paper's prediction:** {v['prediction']}",
-            "**Measured:** " + " ".join(v["measured"]),
-        ]))
+        out.append(
+            (
+                f"Task: {name}",
+                [
+                    f"Setup: {desc}; {task['budget']['steps']} steps of batch {task['budget']['batch_size']}.",
+                    f"**Paper's prediction:** {v['prediction']}",
+                    "**Measured:** " + " ".join(v["measured"]),
+                ],
+            )
+        )
     if results.get("sweep"):
         from mambaout.study.sweep import format_sweep
 
@@ -221,11 +260,15 @@ def write_html(results: dict[str, Any], path: Path, pngs: dict[str, bytes]) -> N
     for title, png in pngs.items():
         b64 = base64.b64encode(png).decode()
         body.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-             "pre{background:#f4f4f4;padding:8px;overflow-x:auto}img{max-width:100%}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>mambaout study</title>"
-                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "pre{background:#f4f4f4;padding:8px;overflow-x:auto}img{max-width:100%}"
+    )
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>mambaout study</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:

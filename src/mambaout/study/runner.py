@@ -37,22 +37,28 @@ def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def train(task: Any, model: torch.nn.Module, budget: dict[str, Any], seed: int, device: torch.device,
-          desc: str = "") -> dict[str, Any]:
+def train(
+    task: Any, model: torch.nn.Module, budget: dict[str, Any], seed: int, device: torch.device, desc: str = ""
+) -> dict[str, Any]:
     """Train `model` on `task` for `budget["steps"]` updates; returns the final loss and the wall time."""
     optimizer = create_optimizer_v2(model, "adamw", lr=budget["lr"], weight_decay=budget.get("weight_decay", 0.05))
     # One scheduler "epoch" per update: timm's cosine then counts in steps, warm-up included.
     scheduler, _ = create_scheduler_v2(
-        optimizer, "cosine", num_epochs=budget["steps"], warmup_epochs=budget["warmup_steps"], warmup_lr=1e-6,
-        min_lr=budget["lr"] * 1e-2, step_on_epochs=False, updates_per_epoch=1,
+        optimizer,
+        "cosine",
+        num_epochs=budget["steps"],
+        warmup_epochs=budget["warmup_steps"],
+        warmup_lr=1e-6,
+        min_lr=budget["lr"] * 1e-2,
+        step_on_epochs=False,
+        updates_per_epoch=1,
     )
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
     batches = task.train_batches(budget["steps"], budget["batch_size"], generator)
-    bar = tqdm(batches, total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
-               disable=None)
+    bar = tqdm(batches, total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0, disable=None)
     for step, (x, y) in enumerate(bar):
         loss = task.loss(model, x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -103,15 +109,31 @@ def environment(device: torch.device) -> dict[str, Any]:
     )
 
 
-def run_one(task: Any, mixer: str, seed: int, budget: dict[str, Any], device: torch.device, out_dir: Path,
-            measure: bool = True, desc: str = "") -> dict[str, Any]:
+def run_one(
+    task: Any,
+    mixer: str,
+    seed: int,
+    budget: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    measure: bool = True,
+    desc: str = "",
+) -> dict[str, Any]:
     """Train one (task, mixer, seed), evaluate it, optionally measure its cost; write config.json / result.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = task.build_model(mixer).to(device)
-    config = dict(task=task.config(), mixer=mixer, mixer_kwargs=task.mixer_kwargs.get(mixer, {}), seed=seed,
-                  budget=budget, optimizer="adamw (timm create_optimizer_v2)", scheduler="cosine (timm)",
-                  model=repr(model).splitlines()[0], environment=environment(device))
+    config = dict(
+        task=task.config(),
+        mixer=mixer,
+        mixer_kwargs=task.mixer_kwargs.get(mixer, {}),
+        seed=seed,
+        budget=budget,
+        optimizer="adamw (timm create_optimizer_v2)",
+        scheduler="cosine (timm)",
+        model=repr(model).splitlines()[0],
+        environment=environment(device),
+    )
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     result = dict(task=task.name, mixer=mixer, seed=seed)
     result.update(train(task, model, budget, seed, device, desc=desc))
@@ -128,9 +150,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
     measured = [r for r in runs if "params" in r]
-    out = dict(accuracy_mean=mean, accuracy_std=std, accuracies=accs, seeds=[r["seed"] for r in runs],
-               eval_count=runs[0]["eval_count"], train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
-               steps=runs[0]["steps"])
+    out = dict(
+        accuracy_mean=mean,
+        accuracy_std=std,
+        accuracies=accs,
+        seeds=[r["seed"] for r in runs],
+        eval_count=runs[0]["eval_count"],
+        train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
+        steps=runs[0]["steps"],
+    )
     if measured:
         for key in ("params", "macs", "latency_ms_b1", "latency_ms_bN", "latency_batch", "peak_train_mem_mb"):
             out[key] = measured[0][key]
@@ -216,23 +244,42 @@ def run_study(
                 done += 1
                 tag = f"[{done}/{total}] {task.name} {mixer} seed {seed}"
                 print(f"{tag}: training {row['steps']} steps...", file=sys.stderr, flush=True)
-                r = run_one(task, mixer, seed, row, device, output / "runs" / f"{task.name}-{mixer}-seed{seed}",
-                            measure=seed == seeds[0], desc=tag)
+                r = run_one(
+                    task,
+                    mixer,
+                    seed,
+                    row,
+                    device,
+                    output / "runs" / f"{task.name}-{mixer}-seed{seed}",
+                    measure=seed == seeds[0],
+                    desc=tag,
+                )
                 runs[mixer].append(r)
-                print(f"{tag}: accuracy {100 * r['accuracy']:.1f}% in {r['train_seconds']:.0f} s "
-                      f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)", file=sys.stderr, flush=True)
+                print(
+                    f"{tag}: accuracy {100 * r['accuracy']:.1f}% in {r['train_seconds']:.0f} s "
+                    f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         seq_len, dim = task.mixer_tokens()
-        entry = dict(config=task.config(), budget=row,
-                     prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
-                     mixers={m: summarize(rs) for m, rs in runs.items()})
+        entry = dict(
+            config=task.config(),
+            budget=row,
+            prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
+            mixers={m: summarize(rs) for m, rs in runs.items()},
+        )
         entry["verdict"] = task_verdict(entry)
         results["tasks"][task.name] = entry
     if sweep:
         seq_task = next((t for t in tasks if getattr(t, "dim", None)), tasks[0])
         seq_len, dim = seq_task.mixer_tokens()
         print(f"latency sweep at width {dim}...", file=sys.stderr, flush=True)
-        results["sweep"] = latency_sweep(dim=dim, causal=seq_task.causal, device=device,
-                                         seq_lens=sweep if isinstance(sweep, list) else _study_sweep_lens(dim))
+        results["sweep"] = latency_sweep(
+            dim=dim,
+            causal=seq_task.causal,
+            device=device,
+            seq_lens=sweep if isinstance(sweep, list) else _study_sweep_lens(dim),
+        )
     results["meta"]["wall_seconds"] = time.perf_counter() - start
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(results, output)

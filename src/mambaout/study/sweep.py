@@ -85,8 +85,8 @@ def latency_sweep(
             t0 = time.perf_counter()
             block(x)  # warm-up, and the cut-off test
             first = time.perf_counter() - t0
-            ms = latency_ms(lambda: block(x), repeats=repeats, warmup=0, device=device)
-            peak = peak_memory_bytes(lambda: block(x), device) / 2**20
+            ms = latency_ms(lambda b=block, x=x: b(x), repeats=repeats, warmup=0, device=device)
+            peak = peak_memory_bytes(lambda b=block, x=x: b(x), device) / 2**20
             rows.append(dict(mixer=name, seq_len=seq_len, ms=ms, peak_mb=peak))
             if log:
                 print(f"  {name:<12} L={seq_len:<6} {ms:9.1f} ms {peak:8.1f} MB", file=sys.stderr, flush=True)
@@ -95,7 +95,7 @@ def latency_sweep(
     heads = num_heads_for(dim)
     for seq_len in [r["seq_len"] for r in rows if r["mixer"] == attn_name]:
         q = torch.randn(batch, heads, seq_len, dim // heads, device=device)
-        ms = latency_ms(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=causal), repeats, 1, device)
+        ms = latency_ms(lambda q=q: F.scaled_dot_product_attention(q, q, q, is_causal=causal), repeats, 1, device)
         sdpa.append(dict(seq_len=seq_len, ms=ms))
     attn_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == attn_name}
     ratios = [s["ms"] / max(attn_ms[s["seq_len"]] - s["ms"], 1e-9) for s in sdpa]
@@ -120,8 +120,11 @@ def format_sweep(result: dict[str, Any]) -> str:
     by = {(r["mixer"], r["seq_len"]): r for r in result["rows"]}
     kernel = {s["seq_len"]: s for s in result["attention_kernel"]}
     head = f"{'L':>7}" + "".join(f"{m + ' ms':>16}" for m in mixers) + f"{'attn kernel ms':>16}{'kernel/rest':>13}"
-    lines = [f"block forward latency, width D={result['dim']}, batch {result['batch']}, {result['device']}, "
-             f"{result['threads']} threads ({result['seconds']:.0f} s)", head]
+    lines = [
+        f"block forward latency, width D={result['dim']}, batch {result['batch']}, {result['device']}, "
+        f"{result['threads']} threads ({result['seconds']:.0f} s)",
+        head,
+    ]
     for L in result["seq_lens"]:
         cells = "".join(f"{by[(m, L)]['ms']:>16.1f}" if (m, L) in by else f"{'-':>16}" for m in mixers)
         k = kernel.get(L)
@@ -130,8 +133,10 @@ def format_sweep(result: dict[str, Any]) -> str:
     pred = result["predicted_crossover"]
     meas = result["measured_crossover"]
     rule = "12·D (causal: half the quadratic term)" if result["causal"] else "6·D"
-    lines.append(f"attention kernel = rest of the block: predicted at L = {rule} = {pred}, measured at "
-                 + (f"L ≈ {meas:.0f}" if meas else f"L > {result['seq_lens'][-1]} (not reached in this sweep)"))
+    lines.append(
+        f"attention kernel = rest of the block: predicted at L = {rule} = {pred}, measured at "
+        + (f"L ≈ {meas:.0f}" if meas else f"L > {result['seq_lens'][-1]} (not reached in this sweep)")
+    )
     return "\n".join(lines)
 
 
@@ -149,10 +154,16 @@ def plot_sweep(result: dict[str, Any], path) -> None:
     if result["attention_kernel"]:
         pts = [(s["seq_len"], s["ms"]) for s in result["attention_kernel"]]
         ax.plot(*zip(*pts), ls=":", marker=".", color="gray", label="attention kernel alone")
-    ax.axvline(result["predicted_crossover"], color="red", ls="--", label=f"predicted L = {result['predicted_crossover']}")
+    ax.axvline(
+        result["predicted_crossover"], color="red", ls="--", label=f"predicted L = {result['predicted_crossover']}"
+    )
     if result["measured_crossover"]:
-        ax.axvline(result["measured_crossover"], color="black", ls="-.",
-                   label=f"measured L ≈ {result['measured_crossover']:.0f}")
+        ax.axvline(
+            result["measured_crossover"],
+            color="black",
+            ls="-.",
+            label=f"measured L ≈ {result['measured_crossover']:.0f}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L (tokens)")

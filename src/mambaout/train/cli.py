@@ -43,7 +43,7 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a MambaOut (no arguments: the built-in digits, minutes on a CPU)",
+        help="train a MambaOut (no arguments: the built-in digits, about a minute on a CPU)",
         description="Train with the paper's recipe (or a preset), on one CPU, one GPU or many with torchrun. "
         "With no --data: scikit-learn's digits, mambaout_pico, 32x32.",
     )

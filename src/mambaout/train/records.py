@@ -2,7 +2,8 @@
 
 `summary.csv` has one row per finished epoch: epoch, train_loss, val_loss, top1, top5, lr (at the end of the epoch),
 images_per_s (training throughput over all processes), epoch_s, and ema_top1 when an EMA is kept. A resumed run
-first drops rows of epochs it will train again, so the file always describes one uninterrupted run.
+first drops rows of epochs it will train again, so the file always describes one uninterrupted run. TensorBoard
+gets loss and lr per update and the epoch rows, all against the update count.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ class RunRecords:
     """Console lines, summary.csv and TensorBoard for one run; every method is a no-op when `enabled` is False.
 
     Example:
-        >>> records = RunRecords(Path("runs/x"), enabled=True, tensorboard=False, start_epoch=0)  # doctest: +SKIP
+        >>> records = RunRecords(Path("runs/x"), enabled=True, tensorboard=True, start_epoch=0)  # doctest: +SKIP
         >>> records.epoch(dict(epoch=1, train_loss=2.1, val_loss=1.9, top1=41.0, top5=88.0, lr=1e-3,
         ...                    images_per_s=900.0, epoch_s=2.0), epochs=30)  # doctest: +SKIP
     """
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, start_epoch: int, ema: bool = False):
+    def __init__(
+        self, run_dir: Path, enabled: bool, tensorboard: bool, start_epoch: int, start_step: int = 0, ema: bool = False
+    ):
         self.run_dir, self.enabled = run_dir, enabled
         self.columns = SUMMARY_COLUMNS + (["ema_top1"] if ema else [])
         self.writer = None
@@ -42,7 +45,10 @@ class RunRecords:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=None)
+            # A resumed run drops the events a killed run wrote past its checkpoint (all tags use the update count).
+            self.writer = SummaryWriter(
+                log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
+            )
 
     def _keep_rows_before(self, start_epoch: int) -> None:
         path = self.run_dir / "summary.csv"
@@ -64,7 +70,7 @@ class RunRecords:
             self.writer.add_scalar("train/loss_step", loss, global_step)
             self.writer.add_scalar("train/lr", lr, global_step)
 
-    def epoch(self, row: dict[str, Any], epochs: int) -> None:
+    def epoch(self, row: dict[str, Any], epochs: int, global_step: int = 0) -> None:
         """Append one epoch to summary.csv and TensorBoard, and print its line."""
         if not self.enabled:
             return
@@ -75,7 +81,7 @@ class RunRecords:
         if self.writer is not None:
             for key, value in row.items():
                 if key != "epoch":
-                    self.writer.add_scalar(f"epoch/{key}", value, row["epoch"])
+                    self.writer.add_scalar(f"epoch/{key}", value, global_step)
             self.writer.flush()
         ema = f"  ema top-1 {row['ema_top1']:5.1f}%" if "ema_top1" in row else ""
         self.print(

@@ -71,6 +71,47 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_optimization(
+    recipe: Recipe, model: nn.Module, num_classes: int, updates_per_epoch: int, lr: float
+) -> tuple[torch.optim.Optimizer, Any, Any, nn.Module]:
+    """The recipe's timm optimizer (weight decay off for 1-D and `no_weight_decay()` parameters, optional layer
+    decay via `group_matcher`), per-update cosine schedule, Mixup/CutMix and loss.
+
+    Example:
+        >>> optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, 1000, 312, 4e-3)  # doctest: +SKIP
+    """
+    adam_like = "adam" in recipe.opt.lower() or recipe.opt.lower() in ("lamb", "lambw", "lion")
+    try:
+        optimizer = create_optimizer_v2(
+            model,
+            opt=recipe.opt,
+            lr=lr,
+            weight_decay=recipe.weight_decay,
+            layer_decay=recipe.layer_decay,
+            **(dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}),
+        )
+    except (AssertionError, ValueError) as e:
+        raise UserError(f"optimizer {recipe.opt!r} could not be created ({e}); use a timm name such as adamw") from e
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=recipe.epochs,
+        warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr,
+        min_lr=recipe.min_lr,
+        step_on_epochs=False,  # per update: smooth warm-up even when an epoch is a handful of updates
+        updates_per_epoch=updates_per_epoch,
+    )
+    mixup = batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing)
+    if mixup is not None:
+        loss_fn: nn.Module = SoftTargetCrossEntropy()  # Mixup makes smoothed soft targets itself
+    elif recipe.smoothing > 0:
+        loss_fn = LabelSmoothingCrossEntropy(recipe.smoothing)
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+    return optimizer, scheduler, mixup, loss_fn
+
+
 def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
     """Train as the recipe says (one process, or every process of a torchrun launch); `resume` is a run folder.
 
@@ -155,35 +196,7 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     lr = recipe.resolved_lr(procs.world_size)
-    adam_like = "adam" in recipe.opt.lower() or recipe.opt.lower() in ("lamb", "lambw", "lion")
-    try:
-        optimizer = create_optimizer_v2(
-            model,
-            opt=recipe.opt,
-            lr=lr,
-            weight_decay=recipe.weight_decay,
-            layer_decay=recipe.layer_decay,
-            **(dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}),
-        )
-    except (AssertionError, ValueError) as e:
-        raise UserError(f"optimizer {recipe.opt!r} could not be created ({e}); use a timm name such as adamw") from e
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=recipe.epochs,
-        warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.warmup_lr,
-        min_lr=recipe.min_lr,
-        step_on_epochs=False,
-        updates_per_epoch=updates_per_epoch,
-    )
-    mixup = batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing)
-    if mixup is not None:
-        loss_fn: nn.Module = SoftTargetCrossEntropy()  # Mixup makes smoothed soft targets itself
-    elif recipe.smoothing > 0:
-        loss_fn = LabelSmoothingCrossEntropy(recipe.smoothing)
-    else:
-        loss_fn = nn.CrossEntropyLoss()
+    optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, num_classes, updates_per_epoch, lr)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
 
@@ -200,7 +213,8 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        # The cosine lr is a function of the update count alone, so the schedule is rebuilt from the recipe rather
+        # than loaded: `--resume RUN --epochs 400` then stretches it instead of keeping the old end point.
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         if ema is not None and checkpoint.get("model_ema"):
@@ -213,7 +227,7 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    records = RunRecords(run_dir, main, recipe.tensorboard, start_epoch, ema=ema is not None)
+    records = RunRecords(run_dir, main, recipe.tensorboard, start_epoch, global_step, ema=ema is not None)
     if main:
         (run_dir / "config.yaml").write_text(
             recipe.to_yaml(procs.world_size, device=str(device), amp=AMP_NAMES.get(amp_dtype, "none"))
@@ -332,7 +346,7 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
         improved = metrics["top1"] > best_top1
         if improved:
             best_top1, best_epoch = metrics["top1"], epoch + 1
-        records.epoch(row, recipe.epochs)
+        records.epoch(row, recipe.epochs, global_step)
         snapshot = state(epoch + 1, 0, global_step, EpochStats())
         if main:
             meta = dict(weights_meta, epoch=epoch + 1, top1=f"{metrics['top1']:.3f}")

@@ -1,0 +1,148 @@
+"""`mambaout study`: the tasks, the sequence models, the verdicts, and a micro study end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mambaout.cli import main
+from mambaout.study.image_tasks import DigitsTask
+from mambaout.study.report import compare, task_verdict
+from mambaout.study.runner import build_tasks, run_study
+from mambaout.study.selective_copying import selective_copying_batch
+from mambaout.study.sequence_model import SequenceModel
+
+
+def test_selective_copying_hides_the_data_tokens_in_blanks_and_asks_for_them_in_order():
+    x, y = selective_copying_batch(64, data_len=32, num_tokens=4, vocab=8, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (64, 36) and y.shape == (64, 4)
+    data = x[:, :32]
+    assert ((data > 0).sum(1) == 4).all()  # exactly the 4 data tokens are not blank
+    assert torch.equal(data[data > 0].reshape(64, 4) - 1, y)  # targets are the data tokens in order
+    assert (x[:, 32:] == 9).all()  # then the markers
+    assert 0 <= y.min() and y.max() <= 7
+
+
+@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_causal"])
+def test_causal_sequence_models_give_the_same_prediction_whatever_comes_later(mixer):
+    torch.manual_seed(0)
+    model = SequenceModel(vocab_size=10, num_classes=8, dim=32, depth=2, mixer=mixer).eval()
+    x = torch.randint(0, 10, (2, 40))
+    x2 = x.clone()
+    x2[:, 21:] = torch.randint(0, 10, (2, 19))
+    y1, y2 = model(x), model(x2)
+    assert torch.equal(y1[:, :21], y2[:, :21])
+    assert (y1[:, 21:] - y2[:, 21:]).abs().max() > 1e-4
+
+
+def test_a_local_conv_model_cannot_see_further_back_than_depth_times_kernel_minus_one():
+    torch.manual_seed(0)
+    depth, k = 2, 4
+    model = SequenceModel(vocab_size=10, num_classes=8, dim=32, depth=depth, mixer="conv", kernel_size=k).eval()
+    x = torch.randint(1, 10, (1, 40))
+    reach = depth * (k - 1)  # 6 tokens
+    at_reach, beyond = x.clone(), x.clone()
+    at_reach[0, 39 - reach] = 0
+    beyond[0, 39 - reach - 1] = 0
+    last = model(x)[0, 39]
+    assert not torch.equal(model(at_reach)[0, 39], last)  # tiny at init (0.02 weights), but not zero
+    assert torch.equal(model(beyond)[0, 39], last)
+
+
+def test_digits_are_a_fixed_stratified_split_of_1437_and_360_images():
+    task = DigitsTask()
+    assert task.x_train.shape == (1437, 1, 32, 32) and task.x_test.shape == (360, 1, 32, 32)
+    assert torch.bincount(task.y_test).tolist() == [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]  # 20 % of each class
+    assert task.mixer_tokens() == (64, 16)  # stage 1 of mambaout_pico at 32x32: 8x8 tokens, width 16
+    assert task.steps_per_epoch(64) == 23
+
+
+def _summary(mean, std, n=360, **cost):
+    return dict(accuracy_mean=mean, accuracy_std=std, eval_count=n, train_seconds_mean=10.0, **cost)
+
+
+def test_verdicts_say_within_noise_helped_or_contradicts():
+    cost = dict(latency_ms_b1=2.0, latency_ms_bN=10.0, macs=100)
+    within = compare(_summary(0.95, 0.01, latency_ms_b1=5.0, macs=120), _summary(0.94, 0.01, **cost))
+    # σ = max(seed std 1.0, sampling sqrt(.945·.055/360) = 1.2 points): Δ = 1.0 < 2σ = 2.4
+    assert within["delta_points"] == pytest.approx(1.0) and within["noise_2sigma"] == pytest.approx(2.403, abs=1e-3)
+    assert not within["significant"] and within["latency_ms_b1_ratio"] == 2.5
+    short = dict(seq_len=64, dim=16, r_L=0.67, long=False, causal=False, ssm_expected_to_help=False, verdict="short")
+    task = dict(prediction=short, mixers=dict(conv=_summary(0.94, 0.01, **cost), ssm=_summary(0.95, 0.01, **cost)))
+    v = task_verdict(task)
+    assert v["agreement"] == "agrees with the paper (Hypothesis 1)" and "within noise" in v["measured"][0]
+    task["mixers"]["ssm"] = _summary(0.99, 0.002, **cost)
+    assert task_verdict(task)["agreement"] == "contradicts the paper"
+    causal = dict(short, causal=True, ssm_expected_to_help=True)
+    task = dict(
+        prediction=causal, mixers=dict(conv=_summary(0.12, 0.01, 2048, **cost), ssm=_summary(0.80, 0.05, 2048, **cost))
+    )
+    v = task_verdict(task)
+    assert v["agreement"] == "agrees with the paper" and v["measured"][0].startswith("SSM vs conv: +68.0 points")
+
+
+def test_micro_study_writes_results_report_and_each_runs_config(tmp_path):
+    tasks = build_tasks(["digits", "selective_copying"])
+    budget = dict(steps=2, batch_size=8, lr=1e-3, warmup_steps=1)
+    results = run_study(tasks, seeds=[0, 1], budget=budget, mixers=["conv", "ssm"], output=tmp_path, sweep=[16, 32])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tasks"].keys() == {"digits", "selective_copying"} == results["tasks"].keys()
+    for task in saved["tasks"].values():
+        assert task["mixers"].keys() == {"conv", "ssm"}
+        s = task["mixers"]["ssm"]
+        assert len(s["accuracies"]) == 2 and 0 <= s["accuracy_mean"] <= 1
+        for key in (
+            "accuracy_std",
+            "params",
+            "macs",
+            "train_seconds_mean",
+            "latency_ms_b1",
+            "latency_ms_bN",
+            "peak_train_mem_mb",
+        ):
+            assert s[key] >= 0, key
+        assert s["params"] > task["mixers"]["conv"]["params"] and s["macs"] > task["mixers"]["conv"]["macs"]
+        assert {"prediction", "measured", "agreement"} <= task["verdict"].keys()
+    assert saved["tasks"]["selective_copying"]["prediction"]["causal"] is True
+    assert saved["tasks"]["digits"]["prediction"]["ssm_expected_to_help"] is False
+    assert [r["seq_len"] for r in saved["sweep"]["rows"] if r["mixer"] == "ssm"] == [16, 32]
+    config = json.loads((tmp_path / "runs" / "digits-ssm-seed1" / "config.json").read_text())
+    assert config["seed"] == 1 and config["budget"]["steps"] == 2 and config["mixer_kwargs"] == {}
+    report = (tmp_path / "report.md").read_text()
+    assert "Paper's prediction" in report and "SSM vs conv" in report and "accuracy_vs_macs.png" in report
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+
+
+def test_study_on_your_own_image_folder(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for cls, colour in (("cats", 0), ("dogs", 2)):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(10):
+            img = rng.integers(0, 80, (20, 20, 3), dtype=np.uint8)
+            img[..., colour] += 150
+            Image.fromarray(img).save(tmp_path / "data" / cls / f"{i}.png")
+    out = tmp_path / "out"
+    args = [
+        "study",
+        "--data",
+        str(tmp_path / "data"),
+        "--mixers",
+        "conv,attn",
+        "--budget",
+        "small",
+        "--image-size",
+        "16",
+        "--no-sweep",
+        "--output",
+        str(out),
+    ]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    task = results["tasks"]["images:data"]
+    assert task["config"]["classes"] == ["cats", "dogs"] and task["config"]["test_images"] == 4
+    assert task["mixers"].keys() == {"conv", "attn"} and len(task["mixers"]["attn"]["accuracies"]) == 2
+    assert "images:data" in capsys.readouterr().out
+    assert main(["study", "--data", str(tmp_path / "missing"), "--output", str(out)]) == 2
