@@ -10,15 +10,14 @@ views, as ``SelectiveSSM`` does. mambapy's time includes building its (batch, L,
 that is ``mambapy.mamba.MambaBlock.selective_scan``, what a user of its pscan pays.
 
 Time: one process, methods interleaved round by round, median wall time. Peak memory: each method runs once more in
-a fresh subprocess and reports its peak resident set size (getrusage ru_maxrss) minus its resident size right
-before the call: everything the call allocates (tensors, numba scratch, allocator slack). tracemalloc cannot see
-torch's allocations, hence processes.
+a fresh subprocess and reports its peak resident set size (VmHWM) minus its resident size right before the call:
+everything the call allocates (tensors, numba scratch, allocator slack). tracemalloc cannot see torch's
+allocations, hence processes. Linux only (reads /proc/self/status).
 """
 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -75,18 +74,20 @@ def forward_backward(method: str, inputs: dict[str, torch.Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def memory_kb(field: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, from /proc (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def peak_memory_child(method: str, args: argparse.Namespace) -> None:
     """Runs in a fresh process: print the peak RSS growth of one forward + backward, in bytes."""
     forward_backward(method, make_inputs(2, 8, 64, args.state))  # load numba's cache / import mambapy
     inputs = make_inputs(args.batch, args.dim, args.seqlen, args.state)
-    before = rss_bytes()
+    before = memory_kb("VmRSS")
     forward_backward(method, inputs)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    # VmHWM, not getrusage's ru_maxrss: the latter survives exec and would report the parent's peak
+    print((memory_kb("VmHWM") - before) * 1024)
 
 
 def peak_memory(method: str, args: argparse.Namespace) -> int:

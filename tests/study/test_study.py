@@ -80,7 +80,7 @@ def test_verdicts_say_within_noise_helped_or_contradicts():
         prediction=causal, mixers=dict(conv=_summary(0.12, 0.01, 2048, **cost), ssm=_summary(0.80, 0.05, 2048, **cost))
     )
     v = task_verdict(task)
-    assert v["agreement"] == "agrees with the paper" and v["measured"][0].startswith("SSM vs conv: +68.0 points")
+    assert v["agreement"] == "agrees with the paper" and v["measured"][0].startswith("ssm vs conv: +68.0 points")
 
 
 def test_micro_study_writes_results_report_and_each_runs_config(tmp_path):
@@ -111,9 +111,9 @@ def test_micro_study_writes_results_report_and_each_runs_config(tmp_path):
     config = json.loads((tmp_path / "runs" / "digits-ssm-seed1" / "config.json").read_text())
     assert config["seed"] == 1 and config["budget"]["steps"] == 2 and config["mixer_kwargs"] == {}
     report = (tmp_path / "report.md").read_text()
-    assert "Paper's prediction" in report and "SSM vs conv" in report and "accuracy_vs_macs.png" in report
+    assert "Paper's prediction" in report and "- ssm vs conv" in report and "accuracy_vs_macs.png" in report
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html and "<li>ssm vs conv" in html
 
 
 def test_study_on_your_own_image_folder(tmp_path, capsys):

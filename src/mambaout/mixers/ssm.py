@@ -114,9 +114,10 @@ class SSMMixer(nn.Module):
         """Mamba's initialisation of the mixer's insides, which a network-wide init of every conv and Linear overwrites.
 
         PyTorch's default init for the conv and x_proj (as mamba_ssm leaves them), and each SSM's Δ projection
-        (uniform weight, inverse-softplus bias: Δ log-uniform in [1e-3, 1e-1]). Networks call this after their own
-        init (MambaOut's truncated normal 0.02 shrinks conv -> SiLU -> x_proj so much that B, C and Δ barely
-        depend on the input, and selective copying does not start to learn within 1000 steps).
+        (uniform weight, inverse-softplus bias: Δ log-uniform in [dt_min, dt_max], by default [1e-3, 1e-1]). Networks
+        call this after their own
+        init (MambaOut's truncated normal 0.02 shrinks conv -> SiLU -> x_proj so much that B, C and Δ barely depend
+        on the input, and selective copying does not start to learn within 1000 steps).
         """
         self.conv.conv.reset_parameters()
         for ssm in self.ssms:

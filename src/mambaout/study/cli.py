@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -78,6 +79,20 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _warn_if_busy(threads: int) -> None:
+    """Say so when other jobs already use the cores: torch's OpenMP threads then spin against them and every step
+    slows down many times (measured on a shared 2-core machine: a mambaout_pico forward took 180 ms with 2 threads,
+    8 ms with 1)."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads > 1 and load > cores - threads + 0.5:
+        print(
+            f"mambaout study: note: this machine is busy (load {load:.1f} on {cores} cores); with {threads} torch "
+            "threads timings and wall time will suffer, --threads 1 avoids the oversubscription",
+            file=sys.stderr,
+        )
+
+
 def run_study_command(args: argparse.Namespace) -> int:
     import torch
 
@@ -85,6 +100,7 @@ def run_study_command(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    _warn_if_busy(torch.get_num_threads())
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device} asked for a GPU but torch sees none; use --device cpu")
     budget = "full" if args.full else args.budget

@@ -1,8 +1,9 @@
 """What a run costs: parameters, MACs, latency and peak memory, measured the same way for every mixer.
 
 - MACs: `mambaout.bench.cost.count_macs` (FlopCounterMode plus each mixer's declared `extra_macs`), per sample.
-- Latency: median wall time of `repeats` calls after `warmup` calls, in inference mode, on the model's device
-  (synchronised on CUDA).
+- Latency: the best (minimum) wall time of `repeats` calls after `warmup` calls, in inference mode, on the model's
+  device (synchronised on CUDA). On a shared machine background load only ever adds time, so the minimum is the
+  estimate of the call's own cost that moves least (timeit's advice).
 - Peak memory: on CUDA the allocator's peak; on CPU the peak of live tensor storage that PyTorch's dispatcher
   sees while the call runs (`PeakMemory`): activations, gradients and temporaries, not the inputs and weights
   that existed before, nor scratch a fused kernel allocates outside PyTorch (the scan's per-thread L×N buffer).
@@ -11,7 +12,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -70,7 +70,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
 def latency_ms(
     fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
 ) -> float:
-    """Median milliseconds of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    """Best (minimum) milliseconds of `fn()` over `repeats` calls after `warmup` untimed ones."""
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
     for _ in range(warmup):
@@ -82,11 +82,11 @@ def latency_ms(
         fn()
         sync(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def inference_latency_ms(model: torch.nn.Module, inputs: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
-    """Median forward latency of `model(inputs)` in eval and inference mode."""
+    """Best forward latency of `model(inputs)` in eval and inference mode (see `latency_ms`)."""
     was_training = model.training
     model.eval()
     try:

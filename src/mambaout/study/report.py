@@ -71,7 +71,7 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
         else:
             agree = "contradicts the paper" if helped else "agrees with the paper (Hypothesis 1)"
         verdict["agreement"] = agree
-        lines.append(f"{_delta_sentence('SSM', 'conv', c)}: {agree}.")
+        lines.append(f"{_delta_sentence('ssm', 'conv', c)}: {agree}.")
     for a, b, note in (
         ("attn_causal", "conv", ""),
         ("attn", "conv", ""),
@@ -213,7 +213,8 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
                 [
                     f"Setup: {desc}; {task['budget']['steps']} steps of batch {task['budget']['batch_size']}.",
                     f"**Paper's prediction:** {v['prediction']}",
-                    "**Measured:** " + " ".join(v["measured"]),
+                    "**Measured:**",
+                    "\n".join(f"- {line}" for line in v["measured"]),
                 ],
             )
         )
@@ -236,15 +237,21 @@ def write_markdown(results: dict[str, Any], path: Path, plots: dict[str, str]) -
     path.write_text("\n".join(lines))
 
 
-def _html_paragraph(p: str) -> str:
-    if p.startswith("```"):
-        return f"<pre>{html.escape(p.strip('`').strip())}</pre>"
+def _html_inline(p: str) -> str:
     text = html.escape(p)
     while "**" in text:
         text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
     while "`" in text:
         text = text.replace("`", "<code>", 1).replace("`", "</code>", 1)
-    return f"<p>{text}</p>"
+    return text
+
+
+def _html_paragraph(p: str) -> str:
+    if p.startswith("```"):
+        return f"<pre>{html.escape(p.strip('`').strip())}</pre>"
+    if p.startswith("- "):
+        return "<ul>" + "".join(f"<li>{_html_inline(item[2:])}</li>" for item in p.splitlines()) + "</ul>"
+    return f"<p>{_html_inline(p)}</p>"
 
 
 def write_html(results: dict[str, Any], path: Path, pngs: dict[str, bytes]) -> None:

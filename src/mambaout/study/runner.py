@@ -75,28 +75,36 @@ def train(
     return dict(steps=len(losses), train_seconds=seconds, final_loss=sum(tail) / len(tail))
 
 
-def measure_cost(task: Any, model: torch.nn.Module, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """Parameters, MACs per sample, latency at batch 1 and at the training batch, peak memory of a training step."""
+def measure_costs(
+    task: Any, models: dict[str, torch.nn.Module], batch_size: int, device: torch.device, rounds: int = 3
+) -> dict[str, dict[str, Any]]:
+    """Per mixer: parameters, MACs per sample, latency at batch 1 and at the training batch, training-step memory.
+
+    Latency is the best of `rounds` rounds that each time every mixer in turn (best of 3 calls at batch 1, of 1 at
+    batch N), so background load on a shared machine hits all mixers alike and only ever adds time.
+    """
     x1 = task.sample_input(1).to(device)
     xn = task.sample_input(batch_size).to(device)
-    model.train()
-
-    def train_step() -> None:
-        x, y = xn, None
-        loss = model(x).float().mean()  # a stand-in loss: the backward pass is what costs memory
-        loss.backward()
-        del x, y
-
-    peak = peak_memory_bytes(train_step, device)
-    model.zero_grad(set_to_none=True)
-    return dict(
-        params=count_params(model),
-        macs=count_macs(model, inputs=x1),
-        latency_ms_b1=inference_latency_ms(model, x1, repeats=7, warmup=2),
-        latency_ms_bN=inference_latency_ms(model, xn, repeats=3, warmup=1),
-        latency_batch=batch_size,
-        peak_train_mem_mb=peak / 2**20,
-    )
+    costs: dict[str, dict[str, Any]] = {}
+    for mixer, model in models.items():
+        model.train()
+        # a stand-in loss: the backward pass is what costs memory
+        peak = peak_memory_bytes(lambda m=model: m(xn).float().mean().backward(), device)
+        model.zero_grad(set_to_none=True)
+        costs[mixer] = dict(
+            params=count_params(model),
+            macs=count_macs(model, inputs=x1),
+            latency_batch=batch_size,
+            peak_train_mem_mb=peak / 2**20,
+            latency_ms_b1=math.inf,
+            latency_ms_bN=math.inf,
+        )
+    for _ in range(rounds):
+        for mixer, model in models.items():
+            c = costs[mixer]
+            c["latency_ms_b1"] = min(c["latency_ms_b1"], inference_latency_ms(model, x1, repeats=3, warmup=1))
+            c["latency_ms_bN"] = min(c["latency_ms_bN"], inference_latency_ms(model, xn, repeats=1, warmup=1))
+    return costs
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -116,10 +124,9 @@ def run_one(
     budget: dict[str, Any],
     device: torch.device,
     out_dir: Path,
-    measure: bool = True,
     desc: str = "",
-) -> dict[str, Any]:
-    """Train one (task, mixer, seed), evaluate it, optionally measure its cost; write config.json / result.json."""
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train one (task, mixer, seed) and evaluate it; writes config.json and result.json, returns (result, model)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = task.build_model(mixer).to(device)
@@ -131,25 +138,23 @@ def run_one(
         budget=budget,
         optimizer="adamw (timm create_optimizer_v2)",
         scheduler="cosine (timm)",
-        model=repr(model).splitlines()[0],
+        model=getattr(model, "variant", type(model).__name__),
+        params=count_params(model),
         environment=environment(device),
     )
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     result = dict(task=task.name, mixer=mixer, seed=seed)
     result.update(train(task, model, budget, seed, device, desc=desc))
     result["accuracy"], result["eval_count"] = task.evaluate(model, device)
-    if measure:
-        result.update(measure_cost(task, model, budget["batch_size"], device))
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return result, model
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation of accuracy over seeds; cost numbers from the measured runs."""
+def summarize(runs: list[dict[str, Any]], cost: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Mean and sample standard deviation of accuracy over seeds, with the mixer's measured cost."""
     accs = [r["accuracy"] for r in runs]
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
-    measured = [r for r in runs if "params" in r]
     out = dict(
         accuracy_mean=mean,
         accuracy_std=std,
@@ -159,9 +164,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
         steps=runs[0]["steps"],
     )
-    if measured:
-        for key in ("params", "macs", "latency_ms_b1", "latency_ms_bN", "latency_batch", "peak_train_mem_mb"):
-            out[key] = measured[0][key]
+    out.update(cost or {})
     return out
 
 
@@ -239,34 +242,32 @@ def run_study(
     for task, task_mixers in plan:
         row = resolve_budget(task, budget)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in task_mixers}
+        first_models: dict[str, torch.nn.Module] = {}
         for seed in seeds:
             for mixer in task_mixers:
                 done += 1
                 tag = f"[{done}/{total}] {task.name} {mixer} seed {seed}"
                 print(f"{tag}: training {row['steps']} steps...", file=sys.stderr, flush=True)
-                r = run_one(
-                    task,
-                    mixer,
-                    seed,
-                    row,
-                    device,
-                    output / "runs" / f"{task.name}-{mixer}-seed{seed}",
-                    measure=seed == seeds[0],
-                    desc=tag,
+                r, model = run_one(
+                    task, mixer, seed, row, device, output / "runs" / f"{task.name}-{mixer}-seed{seed}", desc=tag
                 )
                 runs[mixer].append(r)
+                if seed == seeds[0]:
+                    first_models[mixer] = model
                 print(
                     f"{tag}: accuracy {100 * r['accuracy']:.1f}% in {r['train_seconds']:.0f} s "
                     f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)",
                     file=sys.stderr,
                     flush=True,
                 )
+        print(f"{task.name}: measuring parameters, MACs, latency and memory...", file=sys.stderr, flush=True)
+        costs = measure_costs(task, first_models, row["batch_size"], device)
         seq_len, dim = task.mixer_tokens()
         entry = dict(
             config=task.config(),
             budget=row,
             prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
-            mixers={m: summarize(rs) for m, rs in runs.items()},
+            mixers={m: summarize(rs, costs[m]) for m, rs in runs.items()},
         )
         entry["verdict"] = task_verdict(entry)
         results["tasks"][task.name] = entry
