@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mambaout import UserError
 from mambaout.cli import main
-from mambaout.study.image_tasks import DigitsTask
+from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
 from mambaout.study.report import compare, task_verdict
 from mambaout.study.runner import build_tasks, run_study
 from mambaout.study.selective_copying import selective_copying_batch
@@ -146,3 +147,21 @@ def test_study_on_your_own_image_folder(tmp_path, capsys):
     assert task["mixers"].keys() == {"conv", "attn"} and len(task["mixers"]["attn"]["accuracies"]) == 2
     assert "images:data" in capsys.readouterr().out
     assert main(["study", "--data", str(tmp_path / "missing"), "--output", str(out)]) == 2
+
+
+def _images(folder, n):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_image_folder_takes_train_and_val_folders_or_explains_why_it_cannot_split(tmp_path):
+    for part, n in (("train", 3), ("val", 2)):
+        for cls in ("a", "b"):
+            _images(tmp_path / "tv" / part / cls, n)
+    task = ImageFolderTask(tmp_path / "tv", image_size=16)
+    assert (task.config()["train_images"], task.config()["test_images"], task.classes) == (6, 4, ["a", "b"])
+    _images(tmp_path / "tiny" / "a", 5)
+    _images(tmp_path / "tiny" / "b", 1)
+    with pytest.raises(UserError, match="cannot be split 80/20 by class"):
+        ImageFolderTask(tmp_path / "tiny")

@@ -72,11 +72,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--seq-lens", type=int, nargs="+", metavar="L", help="lengths for --measure (default 6D x 1/8..2)")
     a.add_argument("--output", default="study_out", help="where --measure writes sweep.json and its plot")
+    a.add_argument("--threads", type=int, help="torch CPU threads for --measure (default: torch's choice)")
     a.set_defaults(func=run_analyze_command)
 
 
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _quiet_numba_threads() -> None:
+    """Numba's default "omp" threading layer spins between scan calls and slowed the study's SSM runs 7x on a shared
+    2-core machine (digits, seed 0: 349 s vs 49 s with "workqueue"). Chosen here before anything imports numba; it
+    belongs in `mambaout.ssm` (docs/study.md, "Requests"), and an explicit NUMBA_THREADING_LAYER still wins."""
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 
 def _warn_if_busy(threads: int) -> None:
@@ -98,6 +106,7 @@ def run_study_command(args: argparse.Namespace) -> int:
 
     from mambaout.study.runner import build_tasks, run_study
 
+    _quiet_numba_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     _warn_if_busy(torch.get_num_threads())
@@ -140,8 +149,13 @@ def run_analyze_command(args: argparse.Namespace) -> int:
         causal=args.causal,
     )
     if args.measure:
+        import torch
+
         from mambaout.study.sweep import format_sweep, latency_sweep, plot_sweep
 
+        _quiet_numba_threads()
+        if args.threads:
+            torch.set_num_threads(args.threads)
         dim = result["rows"][result["headline"]]["dim"]
         sweep = latency_sweep(dim=dim, seq_lens=args.seq_lens, causal=args.causal)
         out = Path(args.output)

@@ -186,22 +186,27 @@ class ImageFolderTask(_ImageTask):
                 transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ]
         )
+        split = (root / "train").is_dir() and (root / "val").is_dir()
         try:
-            if (root / "train").is_dir() and (root / "val").is_dir():
+            if split:
                 self.train_set = datasets.ImageFolder(str(root / "train"), transform=tf)
                 self.test_set = datasets.ImageFolder(str(root / "val"), transform=tf)
-                if self.test_set.classes != self.train_set.classes:
-                    raise UserError(f"{root}/train and {root}/val have different class folders; make them match")
             else:
                 full = datasets.ImageFolder(str(root), transform=tf)
-                train, test = _stratified_split(full.targets)
-                self.train_set = torch.utils.data.Subset(full, train)
-                self.test_set = torch.utils.data.Subset(full, test)
-                self.train_set.classes = full.classes
-        except (FileNotFoundError, ValueError) as e:
-            if isinstance(e, UserError):
-                raise
+        except FileNotFoundError as e:
             raise UserError(f"--data {root} holds no images in class subfolders ({e}); use DIR/<class>/*.jpg") from e
+        if split and self.test_set.classes != self.train_set.classes:
+            raise UserError(f"{root}/train and {root}/val have different class folders; make them match")
+        if not split:
+            try:
+                train, test = _stratified_split(full.targets)
+            except ValueError as e:
+                raise UserError(
+                    f"--data {root} cannot be split 80/20 by class ({e}); add images or give DIR/train and DIR/val"
+                ) from e
+            self.train_set = torch.utils.data.Subset(full, train)
+            self.test_set = torch.utils.data.Subset(full, test)
+            self.train_set.classes = full.classes
         self.classes = self.train_set.classes
         if len(self.classes) < 2:
             raise UserError(f"--data {root} has {len(self.classes)} class folder; a classifier needs at least two")

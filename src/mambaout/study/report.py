@@ -57,8 +57,7 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
     verdict = dict(
         expected_to_help=expected,
         prediction=(
-            f"L = {pred['seq_len']} tokens at width D = {pred['dim']}: r_L = L/6D = {pred['r_L']:.2f} "
-            f"({'long' if pred['long'] else 'short'}), {'causal' if pred['causal'] else 'not causal'}: "
+            f"L = {pred['seq_len']} tokens at width D = {pred['dim']}, r_L = L/6D = {pred['r_L']:.2f}; "
             f"{pred['verdict']}. SSM {'expected' if expected else 'not expected'} to help."
         ),
     )
@@ -151,7 +150,7 @@ def plot_accuracy_vs_macs(results: dict[str, Any]) -> bytes:
     tasks = results["tasks"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
     for ax, (name, task) in zip(axes[0], tasks.items()):
-        for mixer, s in task["mixers"].items():
+        for i, (mixer, s) in enumerate(task["mixers"].items()):
             if s.get("macs"):
                 ax.errorbar(
                     s["macs"] / 1e6,
@@ -165,7 +164,7 @@ def plot_accuracy_vs_macs(results: dict[str, Any]) -> bytes:
                     mixer,
                     (s["macs"] / 1e6, 100 * s["accuracy_mean"]),
                     textcoords="offset points",
-                    xytext=(5, 4),
+                    xytext=(5, 4 if i % 2 == 0 else -12),  # alternate, so equal points stay readable
                     fontsize=8,
                 )
         ax.set_xlabel("MACs per sample (M)")

@@ -3,7 +3,7 @@
 A task (`image_tasks`, `selective_copying`) supplies data, a model per mixer, a loss and an accuracy; this file owns
 what is common: AdamW from timm's `create_optimizer_v2` (weight decay 0.05, none on biases, norms and the SSM's
 A_log / D), timm's cosine schedule stepped per update (`create_scheduler_v2`, linear warm-up from 1e-6, down to
-1e-5 x lr), seeded initialisation and data order, then the cost measurements of `measure.py`. Each run writes
+1 % of lr), seeded initialisation and data order, then the cost measurements of `measure.py`. Each run writes
 its resolved configuration (`config.json`) and its numbers (`result.json`) into its own folder.
 """
 
@@ -24,8 +24,6 @@ from tqdm import tqdm
 
 from mambaout.bench.cost import count_macs, count_params
 from mambaout.study.measure import inference_latency_ms, peak_memory_bytes
-
-BUDGETS = ("small", "default", "full")
 
 
 def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ With the attention mixer that block has the linear cost of a Transformer block (
 proj 4·D²·L: 24·D²·L FLOPs in all), so the paper's test applies to it as is: its attention kernel (q k^T and
 the weighted sum of v, 4·D·L² FLOPs) should cost as much as the rest of the block at L = 6·D. The sweep also
 times that kernel alone (`F.scaled_dot_product_attention` on the block's q, k, v shapes), and the measured
-crossover is where the kernel's time equals the rest of the block's (interpolated between grid points).
+crossover is where the kernel's time equals the rest of the block's (block minus kernel, interpolated in log-log
+between grid points); the sweep also reports from which L the attention block is slower than the SSM block.
 
 The default grid is 6·D x (1/8, 1/4, 1/2, 1, 2); a mixer whose call takes longer than `max_call_s` is not timed at
 longer lengths.
@@ -99,6 +100,8 @@ def latency_sweep(
         sdpa.append(dict(seq_len=seq_len, ms=ms))
     attn_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == attn_name}
     ratios = [s["ms"] / max(attn_ms[s["seq_len"]] - s["ms"], 1e-9) for s in sdpa]
+    ssm_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == "ssm"}
+    both = [L for L in seq_lens if L in ssm_ms and L in attn_ms]
     return dict(
         dim=dim,
         causal=causal,
@@ -110,6 +113,7 @@ def latency_sweep(
         attention_kernel=[dict(s, ratio_to_rest=r) for s, r in zip(sdpa, ratios)],
         predicted_crossover=6 * dim * (2 if causal else 1),
         measured_crossover=_crossover([s["seq_len"] for s in sdpa], ratios),
+        attention_slower_than_ssm_from=_crossover(both, [attn_ms[L] / ssm_ms[L] for L in both]),
         seconds=time.perf_counter() - start,
     )
 
@@ -136,6 +140,11 @@ def format_sweep(result: dict[str, Any]) -> str:
     lines.append(
         f"attention kernel = rest of the block: predicted at L = {rule} = {pred}, measured at "
         + (f"L ≈ {meas:.0f}" if meas else f"L > {result['seq_lens'][-1]} (not reached in this sweep)")
+    )
+    over = result.get("attention_slower_than_ssm_from")
+    lines.append(
+        "the attention block is slower than the SSM block from "
+        + (f"L ≈ {over:.0f}" if over else f"beyond L = {result['seq_lens'][-1]} (not reached in this sweep)")
     )
     return "\n".join(lines)
 
