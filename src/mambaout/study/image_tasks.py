@@ -2,8 +2,9 @@
 
 - `DigitsTask`: scikit-learn's 1797 handwritten digits (8x8, bundled with scikit-learn, no download) upscaled
   bilinearly to 32x32, a fixed stratified 80/20 split (random_state 0): 1437 training and 360 test images.
-- `ImageFolderTask`: your images (`--data DIR`): DIR/train and DIR/val class folders, or one set of class folders
-  that is split 80/20 stratified, resized to a square.
+- `ImageFolderTask`: your images (`--data DIR`): DIR/train and DIR/val class folders (read and checked by
+  `mambaout.data.image_folder_splits`, as `mambaout train` does), or one set of class folders that is split 80/20
+  stratified; resized to a square, ImageNet normalisation.
 
 Both train a small MambaOut (default `mambaout_pico`: depths 1,1,3,1, dims 16,32,64,96) that differs between runs
 only in its token mixer. At 32x32 its first stage mixes (32/4)² = 64 tokens at width 16, r_L = 64 / 96 = 0.67: the
@@ -170,8 +171,9 @@ class ImageFolderTask(_ImageTask):
         self, root: str | Path, model: str = "mambaout_pico", image_size: int = 64, mixer_kwargs: dict | None = None
     ):
         super().__init__(model, image_size, mixer_kwargs)
-        from torchvision import datasets, transforms
+        from torchvision import transforms
 
+        from mambaout.data.folder import ClassFolder, check_classes, image_folder_splits
         from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
 
         root = Path(root)
@@ -186,18 +188,11 @@ class ImageFolderTask(_ImageTask):
                 transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ]
         )
-        split = (root / "train").is_dir() and (root / "val").is_dir()
-        try:
-            if split:
-                self.train_set = datasets.ImageFolder(str(root / "train"), transform=tf)
-                self.test_set = datasets.ImageFolder(str(root / "val"), transform=tf)
-            else:
-                full = datasets.ImageFolder(str(root), transform=tf)
-        except FileNotFoundError as e:
-            raise UserError(f"--data {root} holds no images in class subfolders ({e}); use DIR/<class>/*.jpg") from e
-        if split and self.test_set.classes != self.train_set.classes:
-            raise UserError(f"{root}/train and {root}/val have different class folders; make them match")
-        if not split:
+        if (root / "train").is_dir() or (root / "val").is_dir():  # ImageNet layout: mambaout.data checks it
+            self.train_set, self.test_set = image_folder_splits(root, tf, tf)
+        else:
+            full = ClassFolder(root, transform=tf)
+            check_classes(full, root)
             try:
                 train, test = _stratified_split(full.targets)
             except ValueError as e:

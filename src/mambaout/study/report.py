@@ -82,7 +82,7 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
             c = compare(mixers[a], mixers[b])
             verdict[f"{a}_vs_{b}"] = c
             lines.append(_delta_sentence(a, b, c) + note + ".")
-    verdict["measured"] = lines
+    verdict["measured"] = lines or ["one mixer only: nothing to compare"]
     return verdict
 
 
