@@ -110,7 +110,8 @@ class GatedCNNBlock(nn.Module):
         self.norm = _norm(dim)
         self.fc1 = nn.Linear(dim, 2 * hidden)
         self.act = _act(act)
-        if mixer == "conv":
+        layout = (mixer_kwargs or {}).get("layout", "2d")
+        if mixer == "conv" and layout == "2d":  # MambaOut's own mixer, under the checkpoints' name `conv`
             self.conv = nn.Conv2d(
                 conv_channels, conv_channels, kernel_size, padding=kernel_size // 2, groups=conv_channels
             )
@@ -356,6 +357,9 @@ class MambaOut(nn.Module):
         )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
+        for m in self.modules():  # mixers with a design-specific init (the SSM's A_log and Δ bias) apply it last
+            if m is not self and callable(getattr(m, "init_weights", None)):
+                m.init_weights()
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

@@ -17,22 +17,16 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from mambaout.mixers import build_mixer, check_mixer
+from mambaout.mixers import check_mixer
 from mambaout.models.mambaout import GatedCNNBlock
 
 
 def _sequence_block(
     dim: int, mixer: str, kernel_size: int, expansion_ratio: float, mixer_kwargs: dict[str, Any]
 ) -> GatedCNNBlock:
-    block = GatedCNNBlock(
+    return GatedCNNBlock(
         dim, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=dict(layout="1d", **mixer_kwargs)
     )
-    if hasattr(block, "conv"):
-        # The block builds mixer="conv" as its own 2-D conv (the checkpoint's `conv` weights); sequences need the
-        # 1-D one, so swap it for build_mixer's, which the block's forward then uses.
-        del block.conv
-        block.mixer = build_mixer("conv", block.split_indices[2], kernel_size, layout="1d", **mixer_kwargs)
-    return block
 
 
 class SequenceModel(nn.Module):
