@@ -5,7 +5,7 @@
   device (synchronised on CUDA). On a shared machine background load only ever adds time, so the minimum is the
   estimate of the call's own cost that moves least (timeit's advice).
 - Peak memory: on CUDA the allocator's peak; on CPU the peak of live tensor storage that PyTorch's dispatcher
-  sees while the call runs (`PeakMemory`): activations, gradients and temporaries, not the inputs and weights
+  sees while the call runs (`mambaout.bench.memory`): activations, gradients and temporaries, not the inputs and weights
   that existed before, nor scratch a fused kernel allocates outside PyTorch (the scan's per-thread L×N buffer).
   Resident-set counters would mostly show the allocator's caching instead.
 """
@@ -16,55 +16,10 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
+from mambaout.bench.memory import peak_memory_bytes
 
-class PeakMemory(TorchDispatchMode):
-    """Track the bytes of tensor storage created inside the `with` block and still alive; `peak` is the maximum.
-
-    Example:
-        >>> with PeakMemory() as mem:
-        ...     y = torch.ones(1024, 256) * 2
-        >>> mem.peak
-        2097152
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.current = 0
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-            self.current -= self.live.pop(key)[1]
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                ref = StorageWeakRef(storage)
-                if ref.cdata not in self.live:
-                    self.live[ref.cdata] = (ref, storage.nbytes())
-                    self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
-        return out
-
-
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes of tensor memory `fn()` allocates (see the module docstring for what is counted)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    with PeakMemory() as mem:
-        fn()
-    return mem.peak
+__all__ = ["inference_latency_ms", "latency_ms", "peak_memory_bytes"]
 
 
 def latency_ms(
