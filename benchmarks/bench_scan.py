@@ -11,8 +11,9 @@ that is ``mambapy.mamba.MambaBlock.selective_scan``, what a user of its pscan pa
 
 Time: one process, methods interleaved round by round, median wall time. Peak memory: each method runs once more in
 a fresh subprocess and reports its peak resident set size (VmHWM) minus its resident size right before the call:
-everything the call allocates (tensors, numba scratch, allocator slack). tracemalloc cannot see torch's
-allocations, hence processes. Linux only (reads /proc/self/status).
+everything the call keeps live at once (tensors, numba scratch). tracemalloc cannot see torch's allocations, hence
+processes; glibc is told to return freed blocks at once (MALLOC_MMAP_THRESHOLD_), else RSS also counts dead
+temporaries. Linux only (reads /proc/self/status).
 """
 
 import argparse
@@ -94,7 +95,10 @@ def peak_memory(method: str, args: argparse.Namespace) -> int:
     cmd = [sys.executable, __file__, "--memory-of", method, "--threads", str(args.threads)]
     for flag in ("batch", "dim", "state", "seqlen"):
         cmd += [f"--{flag}", str(getattr(args, flag))]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    # glibc keeps freed blocks under its adaptive mmap threshold in the heap, so RSS would count dead temporaries
+    # (4 GB of them for the torch path); a fixed 64 KiB threshold returns every freed tensor, for every method alike
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return int(result.stdout.strip().splitlines()[-1])
 
 

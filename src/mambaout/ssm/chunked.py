@@ -32,7 +32,8 @@ def _scan_chunk(
         a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
         shift *= 2
     h = x + a * h0  # a is now the decay since the chunk start
-    return (h * C).sum(-1), h[-1]
+    # clone: a view would keep this chunk's whole (K, b, G, H, N) h alive as the next checkpoint's saved input
+    return (h * C).sum(-1), h[-1].clone()
 
 
 def selective_scan_chunked(
@@ -81,9 +82,10 @@ def selective_scan_chunked(
     chunk = chunk or (CHUNK_CPU if u.device.type == "cpu" else CHUNK_GPU)
     h = u_t.new_zeros(batch, groups, per_group, n_state)
     ys = []
-    for t0 in range(0, seqlen, chunk):
-        t = slice(t0, t0 + chunk)
-        args = (h, u_t[t], dt_t[t], A_g, B_t[t], C_t[t])
+    # split, not per-chunk slicing: autograd then concatenates the chunks' gradients once, instead of adding one
+    # zero-padded full-length gradient per chunk (O(L^2) time, and gigabytes at L = 4096)
+    for u_c, dt_c, B_c, C_c in zip(*(t.split(chunk) for t in (u_t, dt_t, B_t, C_t))):
+        args = (h, u_c, dt_c, A_g, B_c, C_c)
         if torch.is_grad_enabled() and any(a.requires_grad for a in args):
             y, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
         else:

@@ -80,13 +80,6 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _quiet_numba_threads() -> None:
-    """Numba's default "omp" threading layer spins between scan calls and slowed the study's SSM runs 7x on a shared
-    2-core machine (digits, seed 0: 349 s vs 49 s with "workqueue"). Chosen here before anything imports numba; it
-    belongs in `mambaout.ssm` (docs/study.md, "Requests"), and an explicit NUMBA_THREADING_LAYER still wins."""
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-
-
 def _warn_if_busy(threads: int) -> None:
     """Say so when other jobs already use the cores: torch's OpenMP threads then spin against them and every step
     slows down many times (measured on a shared 2-core machine: a mambaout_pico forward took 180 ms with 2 threads,
@@ -106,7 +99,6 @@ def run_study_command(args: argparse.Namespace) -> int:
 
     from mambaout.study.runner import build_tasks, run_study
 
-    _quiet_numba_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     _warn_if_busy(torch.get_num_threads())
@@ -153,7 +145,6 @@ def run_analyze_command(args: argparse.Namespace) -> int:
 
         from mambaout.study.sweep import format_sweep, latency_sweep, plot_sweep
 
-        _quiet_numba_threads()
         if args.threads:
             torch.set_num_threads(args.threads)
         dim = result["rows"][result["headline"]]["dim"]
