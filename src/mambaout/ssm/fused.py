@@ -31,7 +31,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 _F = np.float32
 # Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
-# inf/nan semantics or swaps in approximate functions: the exp below is our own and accurate to 1 ulp.
+# inf/nan semantics or swaps in approximate functions: the exp below is our own and accurate to 1.5 ulp.
 _FASTMATH = {"reassoc", "contract"}
 # Steps between saved states: the backward's scratch is BLOCK x N x W floats (L2-sized), the checkpoints cost
 # N / BLOCK floats per input element.
@@ -52,21 +52,23 @@ def _bits_as_float32(typingctx, bits):
 _LOG2E = _F(1.4426950408889634)
 _LN2_HI = _F(0.693359375)
 _LN2_LO = _F(-2.12194440e-4)
-_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
-_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+# exp(r) ~ 1 + r + r^2 P(r) on |r| <= ln2 / 2, P of degree 4 fitted at Chebyshev nodes: 1e-8 relative in exact
+# arithmetic, max 8.8e-8 (1.5 ulp) in float32 over [-87, 88]; one term shorter than Cephes' and as accurate.
+_P0, _P1, _P2 = _F(1.3933643523720638e-3), _F(8.363175565467498e-3), _F(4.166646497610916e-2)
+_P3, _P4 = _F(1.6666577003160285e-1), _F(5.000000013462222e-1)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _expf(x):
-    """float32 exp that LLVM can vectorise (libm's expf is a call it cannot), max error ~1 ulp.
+    """float32 exp that LLVM can vectorise (libm's expf is a call it cannot), max error 1.5 ulp.
 
-    Cephes' range reduction x = k ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for exp(r), and 2^k built from
+    Cephes' range reduction x = k ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for exp(r), and 2^k built from
     exponent bits in two halves so that denormal results and overflow to inf both come out right.
     """
     xc = min(max(x, _F(-104.0)), _F(89.0))  # beyond these exp is 0 or inf in float32 anyway
     k = np.floor(xc * _LOG2E + _F(0.5))
     r = xc - k * _LN2_HI - k * _LN2_LO
-    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    p = (((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4
     p = p * r * r + r + _F(1.0)
     ki = np.int32(k)
     k1 = ki >> np.int32(1)
