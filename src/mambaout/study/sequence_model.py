@@ -24,9 +24,7 @@ from mambaout.models.mambaout import GatedCNNBlock
 def _sequence_block(
     dim: int, mixer: str, kernel_size: int, expansion_ratio: float, mixer_kwargs: dict[str, Any]
 ) -> GatedCNNBlock:
-    return GatedCNNBlock(
-        dim, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=dict(layout="1d", **mixer_kwargs)
-    )
+    return GatedCNNBlock(dim, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=dict(layout="1d", **mixer_kwargs))
 
 
 class SequenceModel(nn.Module):
