@@ -19,9 +19,8 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.cocoeval import COCOeval
 from timm.optim import create_optimizer_v2
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, MultiStepLR
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader, Subset
 
 from mambaout.dense.coco import CocoInstances, collate
 from mambaout.dense.mask_rcnn import mask_rcnn
@@ -32,6 +31,7 @@ from mambaout.dense.runtime import (
     load_checkpoint,
     save_checkpoint,
     setup_runtime,
+    with_warmup,
     write_json,
 )
 from mambaout.errors import UserError
@@ -112,28 +112,12 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
     model_args = cfg.model_args(num_classes)
     model = mask_rcnn(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
     model.to(rt.device)
-    net = (
-        DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-        if rt.distributed
-        else model
-    )
-
-    sampler = DistributedSampler(train_set, seed=cfg.seed) if rt.distributed else RandomSampler(train_set)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size // rt.world_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        collate_fn=collate,
-        pin_memory=rt.device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
-    )
+    net = rt.wrap(model)
+    loader = rt.train_loader(train_set, cfg.batch_size, cfg.seed, cfg.workers, collate_fn=collate)
     iters_per_epoch = len(loader)
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedules = [MultiStepLR(optimizer, [e * iters_per_epoch for e in cfg.lr_steps], gamma=0.1)]
-    if cfg.warmup_iters > 0:
-        schedules.insert(0, LinearLR(optimizer, cfg.warmup_ratio, 1.0, total_iters=cfg.warmup_iters))
-    scheduler = ChainedScheduler(schedules)
+    decay = MultiStepLR(optimizer, [e * iters_per_epoch for e in cfg.lr_steps], gamma=0.1)
+    scheduler = with_warmup(optimizer, decay, cfg.warmup_iters, cfg.warmup_ratio)
     scaler = rt.grad_scaler()
 
     output = Path(cfg.output)
@@ -161,8 +145,8 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
 
     losses, metrics, done = [], {}, False
     for epoch in range(start_epoch, cfg.epochs):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         net.train()
         for images, targets in loader:
             terms = train_step(net, images, targets, optimizer, scaler, rt)

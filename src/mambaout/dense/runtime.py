@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from mambaout.errors import UserError
 from mambaout.train.checkpoint import load_checkpoint as _load_checkpoint
@@ -28,6 +31,7 @@ from mambaout.train.trainer import AMP_NAMES, resolve_amp
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
 __all__ = [
     "Runtime",
+    "with_warmup",
     "setup_runtime",
     "gather",
     "save_checkpoint",
@@ -36,6 +40,13 @@ __all__ = [
     "write_json",
     "infinite",
 ]
+
+
+def with_warmup(optimizer: torch.optim.Optimizer, main: LRScheduler, warmup_iters: int, ratio: float) -> LRScheduler:
+    """`main` preceded by a linear warm-up from `ratio` x lr over `warmup_iters` steps (mmcv's 'linear' warm-up)."""
+    if warmup_iters <= 0:
+        return ChainedScheduler([main])
+    return ChainedScheduler([LinearLR(optimizer, ratio, 1.0, total_iters=warmup_iters), main])
 
 
 @dataclass
@@ -73,6 +84,25 @@ class Runtime:
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling for fp16 (a pass-through otherwise)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel around `model` in a multi-process run, the model itself otherwise."""
+        if not self.distributed:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+    def train_loader(self, dataset: Dataset, global_batch: int, seed: int, workers: int, **kwargs: Any) -> DataLoader:
+        """Shuffled loader giving each process its share of the global batch (DistributedSampler under torchrun)."""
+        sampler = DistributedSampler(dataset, seed=seed) if self.distributed else RandomSampler(dataset)
+        return DataLoader(
+            dataset,
+            batch_size=global_batch // self.world_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            **kwargs,
+        )
 
     def log(self, message: str) -> None:
         if self.is_main:

@@ -19,9 +19,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, PolynomialLR
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.optim.lr_scheduler import PolynomialLR
 from torchvision.transforms import v2
 
 from mambaout.dense.ade20k import ADE20K, IGNORE_INDEX, TrainTransform, normalize, rescaled_size
@@ -33,6 +31,7 @@ from mambaout.dense.runtime import (
     load_checkpoint,
     save_checkpoint,
     setup_runtime,
+    with_warmup,
     write_json,
 )
 from mambaout.dense.upernet import upernet
@@ -115,27 +114,17 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(rt.device)
     torch.backends.cudnn.benchmark = rt.device.type == "cuda"  # fixed 512x512 crops: let cuDNN pick its kernels
-    net = (
-        DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-        if rt.distributed
-        else model
-    )
-
-    sampler = DistributedSampler(train_set, seed=cfg.seed) if rt.distributed else RandomSampler(train_set)
-    loader = DataLoader(
+    net = rt.wrap(model)
+    loader = rt.train_loader(
         train_set,
-        batch_size=cfg.batch_size // rt.world_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=rt.device.type == "cuda",
+        cfg.batch_size,
+        cfg.seed,
+        cfg.workers,
         drop_last=len(train_set) >= cfg.batch_size,  # a last batch of one would break BatchNorm
-        persistent_workers=cfg.workers > 0,
     )
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedules = [PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)]
-    if cfg.warmup_iters > 0:
-        schedules.insert(0, LinearLR(optimizer, cfg.warmup_ratio, 1.0, total_iters=cfg.warmup_iters))
-    scheduler = ChainedScheduler(schedules)
+    poly = PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)
+    scheduler = with_warmup(optimizer, poly, cfg.warmup_iters, cfg.warmup_ratio)
     scaler = rt.grad_scaler()
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
 
