@@ -25,8 +25,8 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from mambaout.dense.detect import train_step
-from mambaout.dense.mask_rcnn import mask_rcnn
-from mambaout.dense.runtime import AMP_CHOICES, setup_runtime
+from mambaout.dense.maskrcnn import mask_rcnn
+from mambaout.engine.runtime import AMP_CHOICES, setup_runtime
 
 
 def synthetic_batch(batch: int, height: int, width: int, objects: int, num_classes: int, seed: int):

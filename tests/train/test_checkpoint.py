@@ -8,7 +8,7 @@ import torch
 
 import mambaout
 from mambaout.errors import UserError
-from mambaout.train.checkpoint import (
+from mambaout.engine.checkpoint import (
     atomic_write,
     export_weights,
     load_checkpoint,

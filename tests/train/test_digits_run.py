@@ -5,7 +5,7 @@ import json
 import yaml
 
 from mambaout.cli import main
-from mambaout.train.records import SUMMARY_COLUMNS, read_summary
+from mambaout.engine.records import SUMMARY_COLUMNS, read_summary
 
 
 def test_default_recipe_learns_digits_and_leaves_a_complete_run_folder(tmp_path, capsys):

@@ -8,8 +8,8 @@ from train_helpers import assert_same_weights, tiny_recipe, weights
 from mambaout.cli import main
 from mambaout.errors import UserError
 from mambaout.train import train
-from mambaout.train.checkpoint import load_checkpoint
-from mambaout.train.records import read_summary
+from mambaout.engine.checkpoint import load_checkpoint
+from mambaout.engine.records import read_summary
 
 # Everything random switched on: drop path, RandAugment, random erasing, Mixup/CutMix, flips.
 RANDOM = dict(
@@ -50,7 +50,7 @@ def test_one_epoch_then_resume_then_one_more_equals_two_epochs_straight(straight
 
 
 def test_killed_while_writing_last_pt_leaves_the_previous_one_which_resumes_mid_epoch(straight, tmp_path, monkeypatch):
-    import mambaout.train.checkpoint as checkpoint
+    import mambaout.engine.checkpoint as checkpoint
 
     run, real_save, calls = tmp_path / "run", torch.save, []
 

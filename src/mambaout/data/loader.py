@@ -10,6 +10,7 @@ split into strided shards with no padding, so summed counts give exact metrics.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -42,8 +43,9 @@ def train_loader(
     seed: int = 0,
     workers: int = 0,
     pin_memory: bool = False,
+    **kwargs: Any,
 ) -> DataLoader:
-    """Shuffled, sharded, full batches only (Mixup needs even, equal-size batches)."""
+    """Shuffled, sharded, full batches only (Mixup needs even, equal-size batches). `kwargs`: e.g. collate_fn."""
     sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
     return DataLoader(
         dataset,
@@ -56,11 +58,18 @@ def train_loader(
         # Its own generator: starting an iterator must not draw from the global one (drop path, Mixup), or a
         # mid-epoch restart, which starts one at another moment, would shift those streams.
         generator=torch.Generator().manual_seed(seed),
+        **kwargs,
     )
 
 
 def eval_loader(
-    dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, pin_memory: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 0,
+    pin_memory: bool = False,
+    **kwargs: Any,
 ) -> DataLoader:
     """Process r scores images r, r + N, r + 2N, ... (no padding, no duplicates)."""
     shard = Subset(dataset, range(rank, len(dataset), world_size)) if world_size > 1 else dataset
@@ -71,4 +80,5 @@ def eval_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(0),  # as above: leave the global generator alone
+        **kwargs,
     )

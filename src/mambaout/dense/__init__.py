@@ -8,14 +8,30 @@ Example:
     >>> m = d.upernet("mambaout_tiny", num_classes=150)  # doctest: +SKIP
 """
 
-from mambaout.dense.ade20k import ADE20K
-from mambaout.dense.backbone import MambaOutBackbone
-from mambaout.dense.coco import CocoInstances
-from mambaout.dense.cost import PAPER_COST, cost_table, detection_cost, segmentation_cost
-from mambaout.dense.detect import DetectConfig, evaluate_detector, load_detector, train_detector
-from mambaout.dense.mask_rcnn import BackboneFPN, mask_rcnn
-from mambaout.dense.segment import SegmentConfig, evaluate_segmenter, load_segmenter, train_segmenter
-from mambaout.dense.upernet import UperNet, upernet
+import importlib
+
+# name -> module; loaded on first use so that `mambaout --help` does not import torchvision's detection models
+_WHERE = {
+    "ADE20K": "ade20k",
+    "MambaOutBackbone": "backbone",
+    "CocoInstances": "coco",
+    "PAPER_COST": "cost",
+    "cost_table": "cost",
+    "detection_cost": "cost",
+    "segmentation_cost": "cost",
+    "DetectConfig": "configs",
+    "SegmentConfig": "configs",
+    "evaluate_detector": "detect",
+    "load_detector": "detect",
+    "train_detector": "detect",
+    "BackboneFPN": "maskrcnn",
+    "mask_rcnn": "maskrcnn",
+    "evaluate_segmenter": "segment",
+    "load_segmenter": "segment",
+    "train_segmenter": "segment",
+    "UperNet": "uperhead",
+    "upernet": "uperhead",
+}
 
 __all__ = [
     "ADE20K",
@@ -38,3 +54,9 @@ __all__ = [
     "train_segmenter",
     "upernet",
 ]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mambaout.dense.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mambaout.dense' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """`mambaout detect ...` and `mambaout segment ...`: train, eval, predict and cost of the dense models.
 
-Thin: every flag maps onto a field of `DetectConfig` / `SegmentConfig` or an argument of a library function.
+Thin: the train flags are generated from `DetectConfig` / `SegmentConfig` (each default stated once, there; `--config
+x.yaml` and `--print-config` too); the other flags are the arguments of a library function.
 Many GPUs: `torchrun --nproc_per_node 8 -m mambaout detect train ...` (the batch size is global).
 """
 
@@ -9,55 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from mambaout.dense.runtime import AMP_CHOICES
-from mambaout.train.distributed import close_processes
-
-
-def _common_train_flags(p: argparse.ArgumentParser, batch: int, lr: float, wd: float) -> None:
-    p.add_argument("--backbone", default="mambaout_tiny", help="MambaOut variant (default: %(default)s)")
-    p.add_argument("--backbone-weights", help="ImageNet weights for the backbone: .pth/.safetensors, URL or hf-hub:id")
-    p.add_argument("--output", default=None, help="run folder for config.json, log.jsonl, last.pt, metrics.json")
-    p.add_argument(
-        "--batch-size", type=int, default=batch, help="global batch over all processes (default: %(default)s)"
-    )
-    p.add_argument("--lr", type=float, default=lr, help="AdamW learning rate (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=wd, help="(default: %(default)s)")
-    p.add_argument("--drop-path", type=float, default=None, help="backbone drop-path rate (default: its ImageNet rate)")
-    p.add_argument("--mixer", default="conv", help="token mixer of the backbone blocks (the study's mixers)")
-    p.add_argument(
-        "--amp", default="auto", choices=AMP_CHOICES, help="mixed precision (auto: bf16 on GPUs that have it)"
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
-    p.add_argument("--workers", type=int, default=4, help="data loader processes per GPU")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--max-images", type=int, default=None, help="use only the first N images of each split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from <output>/last.pt if it exists")
+from mambaout.dense.configs import DetectConfig, SegmentConfig
+from mambaout.engine.config import AMP_CHOICES, add_config_flags, flags_of, resolve_config, to_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     det = sub.add_parser("detect", help="Mask R-CNN + FPN with a MambaOut backbone on COCO-format data")
     dsub = det.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = dsub.add_parser("train", help="train with the paper's 1x schedule (12 epochs, AdamW 1e-4, batch 16)")
-    p.add_argument("--coco", required=True, help="folder with annotations/instances_<split>.json and <split>/ images")
-    _common_train_flags(p, batch=16, lr=1e-4, wd=0.05)
-    p.add_argument("--num-classes", type=int, default=None, help="incl. background (default: categories + 1)")
-    p.add_argument("--train-split", default="train2017")
-    p.add_argument("--val-split", default="val2017")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--lr-steps", type=int, nargs="+", default=[8, 11], help="epochs after which lr drops x0.1")
-    p.add_argument("--warmup-iters", type=int, default=500)
-    p.add_argument("--min-size", type=int, nargs="+", default=[800], help="shorter side; several: multi-scale")
-    p.add_argument("--max-size", type=int, default=1333, help="longer side at most")
-    p.add_argument("--fpn-channels", type=int, default=256)
-    p.add_argument("--box-fc-channels", type=int, default=1024)
-    p.add_argument("--mask-channels", type=int, default=256)
-    p.add_argument(
-        "--eval-every", type=int, default=1, help="epochs between COCO evaluations (0: at the end, -1: never)"
+    p = dsub.add_parser(
+        "train", help="train with the paper's 1x schedule (12 epochs, AdamW 1e-4, batch 16)", allow_abbrev=False
     )
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N iterations (smoke runs)")
-    p.set_defaults(func=run_detect_train)
+    add_config_flags(p, DetectConfig, metavars=dict(coco="DIR", output="DIR"), grouped=True)
+    p.set_defaults(func=run_dense_train, config_class=DetectConfig)
 
     p = dsub.add_parser("eval", help="COCO box and mask AP of a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="last.pt written by `mambaout detect train`")
@@ -82,21 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = seg.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = ssub.add_parser(
-        "train", help="train with the paper's schedule (160k iterations, AdamW 1e-4, batch 16, 512 crops)"
+        "train",
+        help="train with the paper's schedule (160k iterations, AdamW 1e-4, batch 16, 512 crops)",
+        allow_abbrev=False,
     )
-    p.add_argument("--ade20k", required=True, help="the ADEChallengeData2016 folder (images/, annotations/)")
-    _common_train_flags(p, batch=16, lr=1e-4, wd=0.01)
-    p.add_argument("--num-classes", type=int, default=150)
-    p.add_argument("--iterations", type=int, default=160_000)
-    p.add_argument("--warmup-iters", type=int, default=1500)
-    p.add_argument("--crop-size", type=int, default=512)
-    p.add_argument("--scale", type=int, nargs=2, default=[2048, 512], help="rescale target before the random ratio")
-    p.add_argument("--channels", type=int, default=512, help="UperNet decode head width")
-    p.add_argument("--aux-channels", type=int, default=256, help="auxiliary FCN head width (0: no auxiliary head)")
-    p.add_argument("--eval-every", type=int, default=16_000, help="iterations between evaluations (-1: never)")
-    p.add_argument("--checkpoint-every", type=int, default=16_000, help="iterations between writes of last.pt")
-    p.add_argument("--eval-mode", default="whole", choices=["whole", "slide"])
-    p.set_defaults(func=run_segment_train)
+    add_config_flags(p, SegmentConfig, metavars=dict(ade20k="DIR", output="DIR"), grouped=True)
+    p.set_defaults(func=run_dense_train, config_class=SegmentConfig)
 
     p = ssub.add_parser("eval", help="mIoU of a trained checkpoint, single- or multi-scale")
     p.add_argument("--checkpoint", required=True, help="last.pt written by `mambaout segment train`")
@@ -134,46 +90,25 @@ def _cost_flags(p: argparse.ArgumentParser, height: int, width: int) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def run_detect_train(args: argparse.Namespace) -> int:
-    from mambaout.dense.detect import DetectConfig, train_detector
+def run_dense_train(args: argparse.Namespace) -> int:
+    cls = args.config_class
+    cfg = resolve_config(cls, flags_of(args, cls), args.config)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    if cls is DetectConfig:
+        from mambaout.dense.detect import train_detector as train  # noqa: F401
+    else:
+        from mambaout.dense.segment import train_segmenter as train
+    from mambaout.engine.distributed import close_processes
 
-    cfg = DetectConfig(
-        backbone=args.backbone,
-        coco=args.coco,
-        output=args.output or "runs/det",
-        backbone_weights=args.backbone_weights,
-        num_classes=args.num_classes,
-        train_split=args.train_split,
-        val_split=args.val_split,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        lr_steps=tuple(args.lr_steps),
-        warmup_iters=args.warmup_iters,
-        min_size=tuple(args.min_size),
-        max_size=args.max_size,
-        fpn_channels=args.fpn_channels,
-        box_fc_channels=args.box_fc_channels,
-        mask_channels=args.mask_channels,
-        drop_path_rate=args.drop_path,
-        mixer=args.mixer,
-        amp=args.amp,
-        device=args.device,
-        workers=args.workers,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        max_steps=args.max_steps,
-        max_images=args.max_images,
-        seed=args.seed,
-        resume=args.resume,
-    )
     try:
-        result = train_detector(cfg)
+        result = train(cfg)
     finally:
         close_processes()
     if result["metrics"]:
-        print(_format_detection(result["metrics"]))
+        fmt = _format_detection if cls is DetectConfig else _format_segmentation
+        print(fmt(result["metrics"]))
     if result["checkpoint"]:  # the main process
         print(f"checkpoint: {result['checkpoint']}")
     return 0
@@ -195,48 +130,6 @@ def run_detect_predict(args: argparse.Namespace) -> int:
 
     for path, count in predict_detection(args.checkpoint, args.images, args.output, args.score_threshold, args.device):
         print(f"{path}: {count} objects")
-    return 0
-
-
-def run_segment_train(args: argparse.Namespace) -> int:
-    from mambaout.dense.segment import SegmentConfig, train_segmenter
-
-    cfg = SegmentConfig(
-        backbone=args.backbone,
-        ade20k=args.ade20k,
-        output=args.output or "runs/seg",
-        backbone_weights=args.backbone_weights,
-        num_classes=args.num_classes,
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_iters=args.warmup_iters,
-        crop_size=args.crop_size,
-        scale=tuple(args.scale),
-        channels=args.channels,
-        aux_channels=args.aux_channels,
-        drop_path_rate=args.drop_path,
-        mixer=args.mixer,
-        amp=args.amp,
-        device=args.device,
-        workers=args.workers,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        eval_mode=args.eval_mode,
-        log_every=args.log_every,
-        max_images=args.max_images,
-        seed=args.seed,
-        resume=args.resume,
-    )
-    try:
-        result = train_segmenter(cfg)
-    finally:
-        close_processes()
-    if result["metrics"]:
-        print(_format_segmentation(result["metrics"]))
-    if result["checkpoint"]:  # the main process
-        print(f"checkpoint: {result['checkpoint']}")
     return 0
 
 

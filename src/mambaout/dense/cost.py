@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from mambaout.bench.cost import count_macs, count_params
-from mambaout.dense.mask_rcnn import mask_rcnn
-from mambaout.dense.upernet import upernet
+from mambaout.dense.maskrcnn import mask_rcnn
+from mambaout.dense.uperhead import upernet
 
 # Paper Tables 2 and 3: (params M, GMACs).
 PAPER_COST: dict[str, dict[str, tuple[float, float]]] = {

@@ -11,80 +11,23 @@ the original resolution; multi-scale averages the softmax over ratios 0.5..1.75 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.optim.lr_scheduler import PolynomialLR
 from torchvision.transforms import v2
 
 from mambaout.dense.ade20k import ADE20K, IGNORE_INDEX, TrainTransform, normalize, rescaled_size
-from mambaout.dense.runtime import (
-    RunLog,
-    Runtime,
-    gather,
-    infinite,
-    load_checkpoint,
-    save_checkpoint,
-    setup_runtime,
-    with_warmup,
-    write_json,
-)
-from mambaout.dense.upernet import upernet
+from mambaout.dense.configs import SegmentConfig
+from mambaout.dense.run import DenseTask, load_dense_checkpoint, setup, train_dense
+from mambaout.dense.uperhead import upernet
+from mambaout.engine.distributed import gather_objects
+from mambaout.engine.runtime import Runtime, setup_runtime
 from mambaout.errors import UserError
 
 MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-@dataclass
-class SegmentConfig:
-    """Everything a segmentation run depends on; written to <output>/config.json and into every checkpoint."""
-
-    backbone: str = "mambaout_tiny"
-    ade20k: str = ""
-    output: str = "runs/seg"
-    backbone_weights: str | None = None
-    num_classes: int = 150
-    train_split: str = "training"
-    val_split: str = "validation"
-    iterations: int = 160_000
-    batch_size: int = 16  # global, over all processes
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_iters: int = 1500
-    warmup_ratio: float = 1e-6
-    power: float = 1.0
-    crop_size: int = 512
-    scale: tuple[int, int] = (2048, 512)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
-    channels: int = 512
-    aux_channels: int = 256
-    aux_weight: float = 0.4
-    drop_path_rate: float | None = None  # None: the variant's ImageNet rate
-    mixer: str = "conv"
-    amp: str = "auto"
-    device: str | None = None
-    workers: int = 4
-    eval_every: int = 16_000  # iterations (and always after the last); 0: only after the last, -1: never
-    checkpoint_every: int = 16_000  # iterations between writes of last.pt (and after the last)
-    eval_mode: str = "whole"
-    log_every: int = 50
-    max_images: int | None = None  # first N images of each split
-    seed: int = 0
-    resume: bool = False
-
-    def model_args(self) -> dict[str, Any]:
-        return dict(
-            backbone=self.backbone,
-            num_classes=self.num_classes,
-            mixer=self.mixer,
-            channels=self.channels,
-            aux_channels=self.aux_channels,
-        )
 
 
 def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
@@ -96,14 +39,13 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
     Example:
         >>> train_segmenter(SegmentConfig(ade20k="/datasets/ADEChallengeData2016", output="runs/seg"))  # doctest: +SKIP
     """
-    rt = setup_runtime(cfg.device, cfg.amp)
-    torch.manual_seed(cfg.seed + rt.rank)
-    if cfg.batch_size % rt.world_size:
-        raise UserError(f"batch size {cfg.batch_size} does not split over {rt.world_size} processes; use a multiple")
+    if not cfg.ade20k:
+        raise UserError("segmentation needs ADE20K-layout data: pass --ade20k DIR (images/, annotations/)")
     if cfg.batch_size < 2:
         raise UserError("UperNet's BatchNorm needs at least 2 images per batch; use --batch-size 2 or more")
     if cfg.eval_mode not in ("whole", "slide"):
         raise UserError(f"eval mode must be 'whole' or 'slide', got {cfg.eval_mode!r}")
+    rt = setup(cfg)
     transform = TrainTransform(cfg.crop_size, cfg.scale, cfg.ratio_range)
     train_set = ADE20K(cfg.ade20k, cfg.train_split, transform, cfg.num_classes, cfg.max_images)
     val_set = ADE20K(cfg.ade20k, cfg.val_split, None, cfg.num_classes, cfg.max_images) if cfg.eval_every >= 0 else None
@@ -112,91 +54,35 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
     model = upernet(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
     if rt.distributed and rt.device.type == "cuda":  # SyncBN is GPU-only; CPU/gloo runs keep per-process BN
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(rt.device)
     torch.backends.cudnn.benchmark = rt.device.type == "cuda"  # fixed 512x512 crops: let cuDNN pick its kernels
-    net = rt.wrap(model)
-    loader = rt.train_loader(
-        train_set,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.workers,
-        drop_last=len(train_set) >= cfg.batch_size,  # a last batch of one would break BatchNorm
-    )
-    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    poly = PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)
-    scheduler = with_warmup(optimizer, poly, cfg.warmup_iters, cfg.warmup_ratio)
-    scaler = rt.grad_scaler()
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
 
-    output = Path(cfg.output)
-    step = 0
-    if cfg.resume and (output / "last.pt").is_file():
-        ckpt = load_checkpoint(output / "last.pt", "segment")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step = ckpt["step"]
-        rt.log(f"resumed from {output / 'last.pt'} at iteration {step}")
-    if rt.is_main:
-        write_json(asdict(cfg) | dict(world_size=rt.world_size, precision=rt.precision), output / "config.json")
-    log = RunLog(output, rt)
-    rt.log(
-        f"UperNet {cfg.backbone}: {len(train_set)} training images, {cfg.iterations} iterations, "
-        f"{rt.world_size} process(es), {rt.precision} on {rt.device}"
-    )
-    if not cfg.backbone_weights:
-        rt.log("no --backbone-weights: the backbone starts from random weights (the paper starts from ImageNet ones)")
+    def loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, labels = (t.to(rt.device, non_blocking=True) for t in batch)
+        out = forward(images)
+        terms = dict(decode=criterion(out["out"], labels))
+        if "aux" in out:
+            terms["aux"] = cfg.aux_weight * criterion(out["aux"], labels)
+        return terms
 
-    losses, metrics = [], {}
-    net.train()
-    batches = infinite(loader)
-    while step < cfg.iterations:
-        images, labels = next(batches)
-        images, labels = images.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
-        with rt.autocast():
-            out = net(images)
-            loss = criterion(out["out"], labels)
-            if "aux" in out:
-                loss = loss + cfg.aux_weight * criterion(out["aux"], labels)
-        if not torch.isfinite(loss):
-            raise UserError(f"the loss became {loss.item()} at iteration {step}; lower --lr or train with --amp none")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step += 1
-        losses.append(loss.item())
-        if step % cfg.log_every == 0 or step == 1:
-            log(step=step, loss=round(loss.item(), 4), lr=optimizer.param_groups[0]["lr"])
-            rt.log(
-                f"iteration {step}/{cfg.iterations}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}"
-            )
-        last = step == cfg.iterations
-        if rt.is_main and (last or step % cfg.checkpoint_every == 0):
-            save_checkpoint(
-                output / "last.pt",
-                dict(
-                    task="segment",
-                    model_args=model_args,
-                    config=asdict(cfg),
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(),
-                    step=step,
-                ),
-            )
-        if val_set is not None and (last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)):
-            metrics = evaluate_segmenter(
-                model, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
-            )
-            log(step=step, **{k: v for k, v in metrics.items() if k != "IoU"})
-            if rt.is_main:
-                write_json(metrics, output / "metrics.json")
-            net.train()
-    return dict(losses=losses, metrics=metrics, checkpoint=str(output / "last.pt") if rt.is_main else None)
+    task = DenseTask(
+        name="segment",
+        title="UperNet",
+        train_set=train_set,
+        val_set=val_set,
+        model=model,
+        model_args=model_args,
+        loss=loss,
+        decay=lambda opt, per_epoch: PolynomialLR(opt, total_iters=cfg.iterations, power=cfg.power),
+        total_updates=lambda per_epoch: cfg.iterations,
+        evaluate=lambda m, rt: evaluate_segmenter(
+            m, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
+        ),
+        unit="update",
+        checkpoint_extra={},
+        drop_log_keys=("IoU",),
+    )
+    return train_dense(cfg, rt, task)
 
 
 def slide_logits(model: nn.Module, x: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:
@@ -303,7 +189,7 @@ def evaluate_segmenter(
         probs = predict_probs(model, image, scale, ratios, flip, mode, crop_size, rt=rt)
         cm += confusion_matrix(probs.argmax(0).cpu(), label, num_classes)
     model.train(was_training)
-    cms = gather(cm, rt)
+    cms = gather_objects(cm)
     if not rt.is_main:
         return {}
     return segmentation_metrics(sum(cms))
@@ -311,7 +197,7 @@ def evaluate_segmenter(
 
 def load_segmenter(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the UperNet a `mambaout segment train` checkpoint holds; returns (model in eval mode, checkpoint)."""
-    ckpt = load_checkpoint(checkpoint, "segment")
+    ckpt = load_dense_checkpoint(checkpoint, "segment")
     model = upernet(**ckpt["model_args"], drop_path_rate=0.0)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

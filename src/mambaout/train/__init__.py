@@ -7,6 +7,13 @@ Example:
 """
 
 from mambaout.train.recipe import PRESETS, Recipe, resolve_recipe
-from mambaout.train.trainer import RunResult, train
 
 __all__ = ["PRESETS", "Recipe", "RunResult", "resolve_recipe", "train"]
+
+
+def __getattr__(name: str):
+    if name in ("RunResult", "train"):  # torch and timm load with the trainer, not with the recipe
+        from mambaout.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'mambaout.train' has no attribute {name!r}")

@@ -97,8 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     recipe = resolve_from_args(args)
     if args.print_config:
-        from mambaout.train.distributed import resolve_device
-        from mambaout.train.trainer import AMP_NAMES, resolve_amp
+        from mambaout.engine.distributed import resolve_device
+        from mambaout.engine.runtime import AMP_NAMES, resolve_amp
 
         device = resolve_device(recipe.device, int(os.environ.get("LOCAL_RANK", "0")))
         amp = AMP_NAMES.get(resolve_amp(recipe.amp, device), "none")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from mambaout.engine.records import read_summary
 from mambaout.errors import UserError
-from mambaout.train.records import read_summary
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:

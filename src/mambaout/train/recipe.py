@@ -15,29 +15,30 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from mambaout.engine.config import check_keys, coerce, fields_of, load_yaml, option, to_dict
 from mambaout.errors import UserError
-from mambaout.models.factory import check_model_name
-from mambaout.models.variants import VARIANTS
 
 
-def _f(default: Any, help: str, group: str) -> Any:
-    return field(default=default, metadata=dict(help=help, group=group))
+def _f(default: Any, help: str, group: str, choices: tuple | None = None) -> Any:
+    return option(default, help, group, choices)
 
 
 @dataclass
 class Recipe:
     """Every setting of a training run. Defaults are the paper's ImageNet-1k recipe (MambaOut, Table 5)."""
 
-    preset: str = _f("imagenet", "imagenet (the paper), finetune (own data), digits (built-in)", "recipe")
+    preset: str = _f(
+        "imagenet",
+        "imagenet (the paper), finetune (own data), digits (built-in)",
+        "recipe",
+        ("imagenet", "finetune", "digits"),
+    )
     # model
     model: str = _f("mambaout_tiny", "variant to train (`mambaout models` lists them)", "model")
     pretrained: str | None = _f(None, "weights to start from: .pth/.safetensors path, URL or hf-hub:id", "model")
@@ -82,7 +83,12 @@ class Recipe:
     model_ema_decay: float = _f(0.9999, "EMA decay per update", "ema")
     # hardware
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:1", "hardware")
-    amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA, none on CPU), bf16, fp16, none", "hardware")
+    amp: str = _f(
+        "auto",
+        "mixed precision: auto (bf16 on CUDA, none on CPU), bf16, fp16, none",
+        "hardware",
+        ("auto", "bf16", "fp16", "none"),
+    )
     channels_last: bool = _f(False, "channels-last memory format", "hardware")
     compile: bool = _f(False, "torch.compile the model", "hardware")
     threads: int = _f(0, "CPU threads for tensor ops per process (0: torch's default, one per core)", "hardware")
@@ -115,7 +121,7 @@ class Recipe:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return to_dict(self)
 
     def to_yaml(self, world_size: int = 1, **extra: Any) -> str:
         """The resolved recipe as YAML, with the derived global batch and lr under `derived:` (ignored on load)."""
@@ -171,67 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-_CHOICES = dict(preset=tuple(PRESETS), amp=("auto", "bf16", "fp16", "none"))
-FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Recipe values from a YAML file (a saved config.yaml works; its `derived:` block is ignored)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"config file {str(path)!r} does not exist; give a YAML file of recipe keys (see --print-config)"
-        )
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from e
-    if not isinstance(values, dict):
-        raise UserError(f"config file {path} must hold `key: value` lines, not a {type(values).__name__}")
-    values.pop("derived", None)
-    return {str(k).replace("-", "_"): v for k, v in values.items()}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Check one value against the field's type (YAML gives ints for floats, lists for tuples, 'none' for None)."""
-    kind = str(FIELDS[name].type)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        if "None" not in kind:
-            raise UserError(f"recipe key {name!r} cannot be empty; give a value (default {FIELDS[name].default!r})")
-        return None
-    try:
-        if kind.startswith("tuple"):
-            value = tuple(float(v) for v in value)
-            if len(value) != 2:
-                raise ValueError
-        elif kind.startswith("bool"):
-            if not isinstance(value, bool):
-                raise ValueError
-        elif kind.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(value):
-                raise ValueError
-            value = int(value)
-        elif kind.startswith("float"):
-            value = float(value)
-        else:
-            value = str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"recipe key {name!r} got {value!r}, which is not a valid {kind}") from None
-    if name in _CHOICES and value not in _CHOICES[name]:
-        raise UserError(f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
-    return value
-
-
-def _check_keys(values: dict[str, Any], where: str) -> None:
-    for key in values:
-        if key not in FIELDS:
-            close = difflib.get_close_matches(key, list(FIELDS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"unknown recipe key {key!r} in {where}{hint}; --print-config lists the keys")
+FIELDS = fields_of(Recipe)
 
 
 def resolve_recipe(
@@ -249,14 +195,19 @@ def resolve_recipe(
         30
     """
     from_file = load_yaml(config) if isinstance(config, (str, os.PathLike)) else dict(config or {})
-    _check_keys(from_file, f"config file {config}" if isinstance(config, (str, os.PathLike)) else "the config")
+    check_keys(
+        Recipe, from_file, f"config file {config}" if isinstance(config, (str, os.PathLike)) else "the config", "recipe"
+    )
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}  # argparse leaves unset flags at None
-    _check_keys(flags, "the arguments")
-    given = {k: _coerce(k, v) for k, v in {**from_file, **flags}.items()}
+    check_keys(Recipe, flags, "the arguments", "recipe")
+    given = {k: coerce(Recipe, k, v, "recipe") for k, v in {**from_file, **flags}.items()}
     preset = given.get("preset") or (
         "digits" if not given.get("data") else "finetune" if given.get("pretrained") else "imagenet"
     )
     recipe = Recipe(**{"preset": preset, **PRESETS[preset], **given})
+    from mambaout.models.factory import check_model_name
+    from mambaout.models.variants import VARIANTS
+
     recipe.model = check_model_name(recipe.model)
     if recipe.drop_path is None:
         recipe.drop_path = VARIANTS[recipe.model].drop_path

@@ -13,30 +13,31 @@ restored from the checkpoint for a mid-epoch restart. A resumed run therefore re
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
-from mambaout.data import batch_mixup, build_splits, eval_loader, eval_transform, train_loader, train_transform
+from mambaout.data import batch_mixup, build_splits, eval_transform, train_transform
+from mambaout.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from mambaout.engine.distributed import broadcast_object, close_processes
+from mambaout.engine.fit import Progress, fit, restore_training_state, training_state
+from mambaout.engine.loop import TrainingDiverged, TrainParts
+from mambaout.engine.records import RunRecords
+from mambaout.engine.runtime import AMP_NAMES, Runtime, intra_op_threads, seed_all, setup_runtime
+from mambaout.engine.schedule import cosine_per_update
 from mambaout.errors import UserError
 from mambaout.models.factory import create_model
 from mambaout.models.variants import pretrained_cfg
-from mambaout.train.checkpoint import export_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from mambaout.train.distributed import Processes, broadcast_object, close_processes, gather_objects, init_processes
-from mambaout.train.loop import EpochStats, TrainingDiverged, TrainParts, evaluate, train_one_epoch
+from mambaout.train.evaluation import evaluate
 from mambaout.train.recipe import Recipe
-from mambaout.train.records import RunRecords
 
 
 @dataclass
@@ -51,24 +52,6 @@ class RunResult:
 
 def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """'auto' -> bf16 on a CUDA device that supports it, else full precision."""
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if amp == "fp16" and device.type != "cuda":
-        raise UserError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 or --amp none")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
-
-
-AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_optimization(
@@ -92,15 +75,8 @@ def build_optimization(
         )
     except (AssertionError, ValueError) as e:
         raise UserError(f"optimizer {recipe.opt!r} could not be created ({e}); use a timm name such as adamw") from e
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=recipe.epochs,
-        warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.warmup_lr,
-        min_lr=recipe.min_lr,
-        step_on_epochs=False,  # per update: smooth warm-up even when an epoch is a handful of updates
-        updates_per_epoch=updates_per_epoch,
+    scheduler = cosine_per_update(
+        optimizer, recipe.epochs, recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr, updates_per_epoch
     )
     mixup = batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing)
     if mixup is not None:
@@ -120,21 +96,17 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
         >>> result = train(resolve_recipe({"epochs": 2}))  # the built-in digits  # doctest: +SKIP
         >>> result.best_top1, result.run_dir  # doctest: +SKIP
     """
-    threads = torch.get_num_threads()
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    procs = init_processes(recipe.device)
-    try:
-        return _train(recipe, procs, Path(resume) if resume else None)
-    finally:
-        close_processes()
-        torch.set_num_threads(threads)
+    with intra_op_threads(recipe.threads):
+        rt = setup_runtime(recipe.device, recipe.amp)
+        try:
+            return _train(recipe, rt, Path(resume) if resume else None)
+        finally:
+            close_processes()
 
 
-def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
+def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
     started = time.perf_counter()
-    device, main = procs.device, procs.is_main
-    amp_dtype = resolve_amp(recipe.amp, device)
+    device, main = rt.device, rt.is_main
     checkpoint = load_checkpoint(resume / "last.pt") if resume else None
     run_dir = resume or Path(broadcast_object(str(recipe.output or default_run_dir(recipe.model))))
     if checkpoint is None and (run_dir / "last.pt").exists():
@@ -165,6 +137,8 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
         train_images=recipe.train_images,
         val_images=recipe.val_images,
     )
+    if len(splits.classes) < 2:
+        raise UserError(f"{splits.name} has {len(splits.classes)} class; a classifier needs at least 2 class folders")
     num_classes = recipe.num_classes or len(splits.classes)
     if num_classes < len(splits.classes):
         raise UserError(f"num_classes {num_classes} is below the {len(splits.classes)} classes found in the data")
@@ -172,16 +146,13 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
         raise UserError(
             f"the classes of {splits.name} differ from those {run_dir} was trained on; resume on the same data"
         )
-    pin = device.type == "cuda"
-    loader = train_loader(
-        splits.train, recipe.batch_size, procs.rank, procs.world_size, recipe.seed, recipe.workers, pin
-    )
-    val_loader = eval_loader(splits.val, recipe.batch_size, procs.rank, procs.world_size, recipe.workers, pin)
+    loader = rt.train_loader(splits.train, recipe.batch_size, recipe.seed, recipe.workers)
+    val_loader = rt.eval_loader(splits.val, recipe.batch_size, recipe.workers)
     updates_per_epoch = len(loader) // recipe.grad_accum
     if updates_per_epoch == 0:
         raise UserError(
             f"the {len(splits.train)} training images do not fill one global batch of "
-            f"{recipe.global_batch(procs.world_size)}; lower --batch-size or --grad-accum"
+            f"{recipe.global_batch(rt.world_size)}; lower --batch-size or --grad-accum"
         )
 
     # Model and optimisation, all from timm's factories.
@@ -195,172 +166,169 @@ def _train(recipe: Recipe, procs: Processes, resume: Path | None) -> RunResult:
     ).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    lr = recipe.resolved_lr(procs.world_size)
+    lr = recipe.resolved_lr(rt.world_size)
     optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, num_classes, updates_per_epoch, lr)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler("cuda") if rt.amp == torch.float16 else None
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
 
-    forward: nn.Module = model
-    if procs.distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if recipe.compile:
-        forward = torch.compile(forward)
+    def classification_loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, targets = batch
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        return loss_fn(forward(images), targets)
+
+    parts = TrainParts(
+        model=model,
+        forward=rt.wrap(model, compile=recipe.compile),
+        optimizer=optimizer,
+        loss=classification_loss,
+        schedule=lambda step: scheduler.step_update(num_updates=step),
+        scaler=scaler,
+        amp_dtype=rt.amp,
+        device=device,
+        grad_accum=recipe.grad_accum,
+        ema=ema,
+        clip_grad=recipe.clip_grad,
+        world_size=rt.world_size,
+    )
 
     # Where to start: a fresh run, or the state of the checkpoint.
-    start_epoch, updates_done, global_step, best_top1, best_epoch = 0, 0, 0, -1.0, 0
-    stats = EpochStats()
+    progress, best = Progress(), dict(top1=-1.0, epoch=0)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        # The cosine lr is a function of the update count alone, so the schedule is rebuilt from the recipe rather
-        # than loaded: `--resume RUN --epochs 400` then stretches it instead of keeping the old end point.
-        if scaler is not None and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        if ema is not None and checkpoint.get("model_ema"):
-            ema.module.load_state_dict(checkpoint["model_ema"])
-        start_epoch, updates_done = checkpoint["epoch"], checkpoint["updates_done"]
-        global_step, best_top1 = checkpoint["global_step"], checkpoint["best_top1"]
-        best_epoch = checkpoint["best_epoch"]
-        stats = EpochStats(**checkpoint["epoch_stats"])
-        scheduler.step_update(num_updates=global_step)
+        progress = restore_training_state(parts, scheduler, checkpoint)
+        best = dict(top1=checkpoint["best_top1"], epoch=checkpoint["best_epoch"])
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    records = RunRecords(run_dir, main, recipe.tensorboard, start_epoch, global_step, ema=ema is not None)
+    records = RunRecords(run_dir, main, recipe.tensorboard, progress.epoch, progress.global_step, ema=ema is not None)
     if main:
         (run_dir / "config.yaml").write_text(
-            recipe.to_yaml(procs.world_size, device=str(device), amp=AMP_NAMES.get(amp_dtype, "none"))
+            recipe.to_yaml(rt.world_size, device=str(device), amp=AMP_NAMES.get(rt.amp, "none"))
         )
         (run_dir / "classes.txt").write_text("\n".join(splits.classes) + "\n")
-    parts = TrainParts(
-        model=model,
-        forward=forward,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loss_fn=loss_fn,
-        device=device,
-        grad_accum=recipe.grad_accum,
-        mixup=mixup,
-        scaler=scaler,
-        ema=ema,
-        amp_dtype=amp_dtype,
-        channels_last=recipe.channels_last,
-        clip_grad=recipe.clip_grad,
-        world_size=procs.world_size,
-    )
 
-    def state(epoch: int, done: int, step: int, epoch_stats: EpochStats) -> dict[str, Any]:
-        rngs = gather_objects(rng_state())  # every process's generators, for an exact mid-epoch restart
-        return dict(
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict() if scaler is not None else None,
-            model_ema=ema.module.state_dict() if ema is not None else None,
-            epoch=epoch,
-            updates_done=done,
-            global_step=step,
-            best_top1=best_top1,
-            best_epoch=best_epoch,
-            epoch_stats=vars(epoch_stats).copy(),
-            rng=rngs,
-            world_size=procs.world_size,
-            config=recipe.to_dict(),
-            classes=splits.classes,
-        )
+    def state(p: Progress) -> dict[str, Any]:
+        extra = dict(best_top1=best["top1"], best_epoch=best["epoch"], config=recipe.to_dict(), classes=splits.classes)
+        return training_state(parts, scheduler, p, **extra)
 
     weights_meta = dict(model=recipe.model, num_classes=num_classes, input_size=recipe.input_size)
     params = sum(p.numel() for p in model.parameters())
     records.print(
         f"{'resuming' if checkpoint else 'training'} {recipe.model} ({params / 1e6:.2f}M params) on {splits.name}: "
-        f"{len(splits.train)} train / {len(splits.val)} val images, {len(splits.classes)} classes, "
-        f"{recipe.epochs} epochs of {updates_per_epoch} updates, global batch {recipe.global_batch(procs.world_size)} "
-        f"({recipe.batch_size} x {procs.world_size} process(es) x {recipe.grad_accum}), lr {lr:.3g}, {device}"
-        f"{', ' + AMP_NAMES[amp_dtype] if amp_dtype else ''}"
-        f"{f', from epoch {start_epoch + 1} update {updates_done}' if checkpoint else ''} -> {run_dir}"
+        f"{len(splits.train)} train / {len(splits.val)} val images, {_plural(len(splits.classes), 'class')}, "
+        f"{_plural(recipe.epochs, 'epoch')} of {_plural(updates_per_epoch, 'update')}, global batch "
+        f"{recipe.global_batch(rt.world_size)} ({recipe.batch_size} x {rt.world_size} process(es) x "
+        f"{recipe.grad_accum}), lr {lr:.3g}, {device}{', ' + rt.precision if rt.amp else ''}"
+        f"{f', from epoch {progress.epoch + 1} update {progress.updates_done}' if checkpoint else ''} -> {run_dir}"
     )
-
-    last: dict[str, float] = {}
-    if start_epoch >= recipe.epochs:
-        records.print(f"{run_dir} already finished its {recipe.epochs} epochs; pass --epochs N to train longer")
-    for epoch in range(start_epoch, recipe.epochs):
-        splits.train.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)
-        loader.sampler.skip = updates_done * recipe.grad_accum * recipe.batch_size
-        if updates_done and checkpoint is not None and len(checkpoint["rng"]) == procs.world_size:
-            set_rng_state(checkpoint["rng"][procs.rank])
-        else:
-            seed_all(recipe.seed * 1_000_003 + epoch * 1_009 + procs.rank)
-        bar = tqdm(
-            total=updates_per_epoch,
-            initial=updates_done,
-            desc=f"epoch {epoch + 1}/{recipe.epochs}",
-            unit="update",
-            leave=False,
-            dynamic_ncols=True,
-            disable=True if not main else None,  # None: only on a terminal
+    if recipe.warmup_epochs >= recipe.epochs - 1 and recipe.epochs > 1 and recipe.preset != "digits":
+        records.print(
+            f"warning: {recipe.warmup_epochs} warm-up epochs of {recipe.epochs} leave the cosine almost no room; "
+            "set --warmup-epochs lower (the ImageNet preset warms up for 20 of 300)"
         )
+    if progress.epoch >= recipe.epochs:
+        records.print(f"{run_dir} already finished its {recipe.epochs} epochs; pass --epochs N to train longer")
 
-        def on_update(done: int, step: int, loss: float, epoch_stats: EpochStats, epoch: int = epoch, bar=bar) -> None:
-            splits.check_bad_images()
-            lr_now = max(g["lr"] for g in optimizer.param_groups)  # layer decay scales the others down
-            records.step(step, loss, lr_now)
-            bar.update(1)
-            bar.set_postfix_str(f"loss {loss:.4f} lr {lr_now:.2e} {epoch_stats.images_per_s:,.0f} img/s")
-            if recipe.save_every_steps and step % recipe.save_every_steps == 0 and done < updates_per_epoch:
-                snapshot = state(epoch, done, step, epoch_stats)
+    bar = None
+
+    def on_update(p: Progress, loss: float, terms: dict[str, float]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(
+                total=updates_per_epoch,
+                initial=p.updates_done - 1,
+                desc=f"epoch {p.epoch + 1}/{recipe.epochs}",
+                unit="update",
+                leave=False,
+                dynamic_ncols=True,
+                disable=True if not main else None,  # None: only on a terminal
+            )
+        splits.check_bad_images()
+        lr_now = max(g["lr"] for g in optimizer.param_groups)  # layer decay scales the others down
+        records.step(p.global_step, loss, lr_now)
+        bar.update(1)
+        bar.set_postfix_str(f"loss {loss:.4f} lr {lr_now:.2e} {p.stats.images_per_s:,.0f} img/s")
+        if recipe.save_every_steps and p.global_step % recipe.save_every_steps == 0:
+            if p.updates_done < updates_per_epoch:
+                snapshot = state(p)
                 if main:
                     save_checkpoint(run_dir / "last.pt", snapshot)
 
-        try:
-            global_step, stats = train_one_epoch(
-                parts, loader, epoch, updates_per_epoch, updates_done, global_step, stats, on_update
-            )
-        except TrainingDiverged as e:
-            kept = (
-                f"the last good checkpoint {run_dir / 'last.pt'} is kept"
-                if (run_dir / "last.pt").exists()
-                else "no checkpoint had been written yet"
-            )
-            raise UserError(
-                f"{e}: training stopped and {kept}; lower --lr/--base-lr, set --clip-grad 1.0 or use --amp bf16, "
-                f"then --resume {run_dir}"
-            ) from None
-        finally:
-            bar.close()
+    last: dict[str, float] = {}
 
-        metrics = evaluate(model, val_loader, device, amp_dtype, recipe.channels_last)
+    def on_epoch_end(p: Progress) -> None:
+        nonlocal bar, last
+        if bar is not None:
+            bar.close()
+            bar = None
+        metrics = evaluate(model, val_loader, device, rt.amp, recipe.channels_last)
         row = dict(
-            epoch=epoch + 1,
-            train_loss=stats.loss,
+            epoch=p.epoch,
+            train_loss=p.stats.loss,
             val_loss=metrics["loss"],
             top1=metrics["top1"],
             top5=metrics["top5"],
             lr=max(g["lr"] for g in optimizer.param_groups),
-            images_per_s=stats.images_per_s,
-            epoch_s=stats.seconds,
+            images_per_s=p.stats.images_per_s,
+            epoch_s=p.stats.seconds,
         )
         if ema is not None:
-            row["ema_top1"] = evaluate(ema.module, val_loader, device, amp_dtype, recipe.channels_last)["top1"]
-        improved = metrics["top1"] > best_top1
+            row["ema_top1"] = evaluate(ema.module, val_loader, device, rt.amp, recipe.channels_last)["top1"]
+        improved = metrics["top1"] > best["top1"]
         if improved:
-            best_top1, best_epoch = metrics["top1"], epoch + 1
-        records.epoch(row, recipe.epochs, global_step)
-        snapshot = state(epoch + 1, 0, global_step, EpochStats())
+            best.update(top1=metrics["top1"], epoch=p.epoch)
+        records.epoch(row, recipe.epochs, p.global_step)
+        snapshot = state(Progress(p.epoch, 0, p.global_step))
         if main:
-            meta = dict(weights_meta, epoch=epoch + 1, top1=f"{metrics['top1']:.3f}")
+            meta = dict(weights_meta, epoch=p.epoch, top1=f"{metrics['top1']:.3f}")
             export_weights(run_dir / "last.safetensors", snapshot["model"], meta)
             if improved:
                 export_weights(run_dir / "best.safetensors", snapshot["model"], meta)
             if ema is not None:
                 export_weights(run_dir / "ema.safetensors", snapshot["model_ema"], dict(meta, ema="true"))
             save_checkpoint(run_dir / "last.pt", snapshot)
-        last, updates_done, stats = row, 0, EpochStats()
+        last = row
+
+    try:
+        fit(
+            parts,
+            loader,
+            total_updates=recipe.epochs * updates_per_epoch,
+            updates_per_epoch=updates_per_epoch,
+            seed=recipe.seed,
+            rank=rt.rank,
+            progress=progress,
+            on_update=on_update,
+            on_epoch_end=on_epoch_end,
+        )
+    except TrainingDiverged as e:
+        epoch, update = divmod(e.global_step - 1, updates_per_epoch)
+        kept = (
+            f"the last good checkpoint {run_dir / 'last.pt'} is kept"
+            if (run_dir / "last.pt").exists()
+            else "no checkpoint had been written yet"
+        )
+        raise UserError(
+            f"the loss became {e.value} at epoch {epoch + 1}, update {update + 1}: training stopped and {kept}; "
+            f"lower --lr/--base-lr, set --clip-grad 1.0 or use --amp bf16, then --resume {run_dir}"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
 
     records.close()
     if main and recipe.plot:
         from mambaout.train.plot import plot_run
 
         plot_run(run_dir)
-    return RunResult(run_dir, recipe.epochs, best_top1, best_epoch, last, time.perf_counter() - started)
+    return RunResult(run_dir, recipe.epochs, best["top1"], best["epoch"], last, time.perf_counter() - started)
+
+
+def _plural(n: int, word: str) -> str:
+    """'1 class', '2 classes', '1 epoch', '12 epochs'."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word}es" if word.endswith(("s", "ss", "sh", "ch", "x")) else f"{n} {word}s"

@@ -1,4 +1,5 @@
-"""What a run leaves to read: per-epoch lines on the console, `summary.csv`, and TensorBoard logs (rank 0 only).
+"""What a run leaves to read (rank 0 only): console lines, `summary.csv` per epoch, `log.jsonl` per logged step, and
+TensorBoard logs.
 
 `summary.csv` has one row per finished epoch: epoch, train_loss, val_loss, top1, top5, lr (at the end of the epoch),
 images_per_s (training throughput over all processes), epoch_s, and ema_top1 when an EMA is kept. A resumed run
@@ -9,6 +10,9 @@ gets loss and lr per update and the epoch rows, all against the update count.
 from __future__ import annotations
 
 import csv
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,31 @@ class RunRecords:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class RunLog:
+    """Appends JSON lines to <output>/log.jsonl (when `enabled`) and keeps them for the caller.
+
+    A resumed run first drops the lines past the step it resumes from, so the file describes one uninterrupted run.
+    """
+
+    def __init__(self, output: str | os.PathLike | None, enabled: bool = True, start_step: int = 0):
+        self.path = Path(output) / "log.jsonl" if output and enabled else None
+        self.records: list[dict[str, Any]] = []
+        self.start = time.time()
+        if self.path is not None and self.path.exists():
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def __call__(self, **record: Any) -> None:
+        record = {"time": round(time.time() - self.start, 2), **record}
+        self.records.append(record)
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
