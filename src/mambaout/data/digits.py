@@ -38,14 +38,27 @@ class DigitsDataset(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
-def digits_images(size: int = 32) -> tuple[list[Image.Image], np.ndarray]:
-    """All 1,797 digits as `size`x`size` RGB PIL images (grey levels 0..16 -> 0..255, bicubic upscale)."""
+def digits_scans() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 raw scans as (1797, 8, 8) float grey levels 0..16, and their labels."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    pixels = np.clip(digits.images * (255 / 16), 0, 255).round().astype(np.uint8)  # (1797, 8, 8)
+    return digits.images, digits.target
+
+
+def digits_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified split of the digits: (train indices, val indices), 1,437 / 360 with the defaults."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(targets)), test_size=val_fraction, stratify=targets, random_state=seed)
+
+
+def digits_images(size: int = 32) -> tuple[list[Image.Image], np.ndarray]:
+    """All 1,797 digits as `size`x`size` RGB PIL images (grey levels 0..16 -> 0..255, bicubic upscale)."""
+    scans, targets = digits_scans()
+    pixels = np.clip(scans * (255 / 16), 0, 255).round().astype(np.uint8)  # (1797, 8, 8)
     images = [Image.fromarray(p, mode="L").resize((size, size), Image.BICUBIC).convert("RGB") for p in pixels]
-    return images, digits.target
+    return images, targets
 
 
 def digits_splits(
@@ -56,12 +69,8 @@ def digits_splits(
     val_transform: Callable | None = None,
 ) -> tuple[DigitsDataset, DigitsDataset]:
     """The deterministic stratified train/val split (1,437 / 360 images with the defaults)."""
-    from sklearn.model_selection import train_test_split
-
     images, targets = digits_images(size)
-    train_idx, val_idx = train_test_split(
-        np.arange(len(targets)), test_size=val_fraction, stratify=targets, random_state=seed
-    )
+    train_idx, val_idx = digits_split(targets, val_fraction, seed)
     train = DigitsDataset([images[i] for i in train_idx], [int(targets[i]) for i in train_idx], train_transform)
     val = DigitsDataset([images[i] for i in val_idx], [int(targets[i]) for i in val_idx], val_transform)
     return train, val

@@ -12,48 +12,28 @@ import os
 import sys
 from pathlib import Path
 
+from mambaout.engine.config import add_config_flags
 from mambaout.errors import UserError
+from mambaout.train.recipe import Recipe
 
-_METAVARS = dict(data="DIR", output="DIR", pretrained="WEIGHTS", auto_augment="POLICY", amp="{auto,bf16,fp16,none}")
-
-
-def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    from mambaout.train.recipe import FIELDS, PRESETS
-
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, f in FIELDS.items():
-        group = groups.setdefault(f.metadata["group"], p.add_argument_group(f"{f.metadata['group']}"))
-        flag = "--" + name.replace("_", "-")
-        kind = str(f.type)
-        shown = f.default if f.default is not None else "-"
-        helptext = f"{f.metadata['help']} [{shown}]"
-        if name == "preset":
-            group.add_argument(flag, choices=list(PRESETS), default=None, help=helptext)
-        elif kind.startswith("bool"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
-        elif kind.startswith("tuple"):
-            group.add_argument(flag, nargs=2, metavar=("A", "B"), default=None, help=helptext)
-        else:
-            metavar = _METAVARS.get(name) or (
-                "N" if kind.startswith("int") else "X" if kind.startswith("float") else "NAME"
-            )
-            group.add_argument(flag, default=None, metavar=metavar, help=helptext)
+_METAVARS = dict(data="DIR", output="DIR", pretrained="WEIGHTS", auto_augment="POLICY")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
+        allow_abbrev=False,
         help="train a MambaOut (no arguments: the built-in digits, about a minute on a CPU)",
         description="Train with the paper's recipe (or a preset), on one CPU, one GPU or many with torchrun. "
         "With no --data: scikit-learn's digits, mambaout_pico, 32x32.",
     )
-    p.add_argument("--config", metavar="YAML", help="recipe values from a YAML file (flags still win)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
-    _add_recipe_flags(p)
+    add_config_flags(p, Recipe, metavars=_METAVARS, grouped=True)
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser("eval", help="top-1/top-5 of weights on a validation folder (or the built-in digits)")
+    e = sub.add_parser(
+        "eval", allow_abbrev=False, help="top-1/top-5 of weights on a validation folder (or the built-in digits)"
+    )
     e.add_argument("--pretrained", required=True, help="weights: .safetensors/.pth path, URL or hf-hub:id")
     e.add_argument("--model", help="variant name (default: from config.yaml beside the weights)")
     e.add_argument("--data", help="folder with val/<class>/ images, or <class>/ folders itself (default: digits val)")
@@ -65,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--output", metavar="JSON", help="also write the results to this JSON file")
     e.set_defaults(func=run_eval)
 
-    pl = sub.add_parser("plot", help="draw a run's curves (loss, accuracy, lr) to RUN/curves.png")
+    pl = sub.add_parser("plot", allow_abbrev=False, help="draw a run's curves (loss, accuracy, lr) to RUN/curves.png")
     pl.add_argument("run", metavar="RUN", help="run folder written by mambaout train")
     pl.add_argument("--output", help="image file (default RUN/curves.png)")
     pl.set_defaults(func=run_plot)
@@ -76,20 +56,14 @@ _NOT_RECIPE = {"command", "func", "config", "print_config", "resume"}
 
 def resolve_from_args(args: argparse.Namespace):
     """The recipe the flags ask for (a resumed run starts from its own config.yaml)."""
-    from mambaout.train.recipe import resolve_recipe
+    from mambaout.train.recipe import resolve_recipe, resume_recipe
 
     flags = {k: v for k, v in vars(args).items() if k not in _NOT_RECIPE}
-    config = args.config
     if args.resume:
-        if config:
+        if args.config:
             raise UserError("--resume continues a run with its own config.yaml; drop --config (flags still apply)")
-        run = Path(args.resume)
-        if not (run / "last.pt").is_file():
-            raise UserError(
-                f"{run} holds no last.pt to resume from; give the run folder of an earlier `mambaout train`"
-            )
-        config, flags["output"] = run / "config.yaml", str(run)
-    return resolve_recipe(flags, config)
+        return resume_recipe(args.resume, flags)
+    return resolve_recipe(flags, args.config)
 
 
 def run_train(args: argparse.Namespace) -> int:

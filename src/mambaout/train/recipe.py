@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -215,6 +216,18 @@ def resolve_recipe(
         recipe.warmup_epochs = recipe.epochs - 1  # a short run asked for with --epochs keeps one epoch of decay
     validate(recipe)
     return recipe
+
+
+def resume_recipe(run: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe of the run in folder `run` (its config.yaml), with `overrides` (e.g. {"epochs": 400}) on top.
+
+    Example:
+        >>> train(resume_recipe("runs/s"), resume="runs/s")  # `mambaout train --resume runs/s`  # doctest: +SKIP
+    """
+    run = Path(run)
+    if not (run / "last.pt").is_file():
+        raise UserError(f"{run} holds no last.pt to resume from; give the run folder of an earlier `mambaout train`")
+    return resolve_recipe({**(overrides or {}), "output": str(run)}, run / "config.yaml")
 
 
 def validate(recipe: Recipe) -> None:

@@ -95,7 +95,10 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
         >>> from mambaout.train import resolve_recipe, train
         >>> result = train(resolve_recipe({"epochs": 2}))  # the built-in digits  # doctest: +SKIP
         >>> result.best_top1, result.run_dir  # doctest: +SKIP
+        >>> train(resume_recipe(result.run_dir, {"epochs": 4}), resume=result.run_dir)  # two more  # doctest: +SKIP
     """
+    if resume is not None and recipe.output and Path(recipe.output) != Path(resume):
+        raise UserError(f"resuming {resume} writes into it; drop --output {recipe.output} (or give the same folder)")
     with intra_op_threads(recipe.threads):
         rt = setup_runtime(recipe.device, recipe.amp)
         try:
