@@ -1,9 +1,9 @@
 """Training throughput (images/s) of the library's own training step, for any model, batch, precision and device.
 
-Runs `mambaout.train.loop.train_one_epoch` (the loop `mambaout train` uses: Mixup/CutMix, the paper's drop path,
-timm AdamW with weight-decay groups, per-update cosine schedule, the NaN check) on one synthetic batch repeated, so
-data loading is excluded: this measures the model + optimizer step. Warm-up updates (oneDNN/cuDNN autotuning,
-torch.compile) are not timed. Prints one line and, with --json, a JSON object.
+Runs `mambaout.engine.loop.train_updates` (the step every pipeline uses) with `mambaout train`'s loss (Mixup/CutMix,
+the paper's drop path, timm AdamW with weight-decay groups, per-update cosine schedule, the NaN check) on one
+synthetic batch repeated, so data loading is excluded: this measures the model + optimizer step. Warm-up updates
+(oneDNN/cuDNN autotuning, torch.compile) are not timed. Prints one line and, with --json, a JSON object.
 
     python benchmarks/bench_train.py --model mambaout_femto --batch-size 16 --image-size 224          # CPU
     python benchmarks/bench_train.py --model mambaout_tiny --batch-size 128 --amp bf16 --channels-last  # one GPU
@@ -20,10 +20,11 @@ import time
 import torch
 
 import mambaout
-from mambaout.train.distributed import resolve_device
-from mambaout.train.loop import TrainParts, train_one_epoch
+from mambaout.engine.distributed import resolve_device
+from mambaout.engine.loop import TrainParts, train_updates
+from mambaout.engine.runtime import resolve_amp
 from mambaout.train.recipe import resolve_recipe
-from mambaout.train.trainer import build_optimization, resolve_amp
+from mambaout.train.trainer import build_optimization, classification_loss
 
 
 def cpu_name() -> str:
@@ -58,13 +59,11 @@ def bench(
         model=model,
         forward=torch.compile(model) if compile else model,
         optimizer=optimizer,
-        scheduler=scheduler,
-        loss_fn=loss_fn,
+        loss=classification_loss(loss_fn, mixup, dev, channels_last),
+        schedule=lambda step: scheduler.step_update(num_updates=step),
         device=dev,
-        mixup=mixup,
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         amp_dtype=amp_dtype,
-        channels_last=channels_last,
     )
     images = torch.randn(batch_size, 3, image_size, image_size)
     targets = torch.randint(0, num_classes, (batch_size,))
@@ -72,7 +71,7 @@ def bench(
         images, targets = images.pin_memory(), targets.pin_memory()
     batches = [(images, targets)] * (warmup + steps)
 
-    step, _ = train_one_epoch(parts, batches[:warmup], epoch=0, updates_per_epoch=warmup)
+    step, _ = train_updates(parts, iter(batches[:warmup]), updates=warmup)
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -84,7 +83,7 @@ def bench(
         times.append(now - last[0])
         last[0] = now
 
-    train_one_epoch(parts, batches[warmup:], epoch=0, updates_per_epoch=steps, global_step=step, on_update=on_update)
+    train_updates(parts, iter(batches[warmup:]), updates=steps, global_step=step, on_update=on_update)
     median = sorted(times)[len(times) // 2]
     return dict(
         model=model_name,
@@ -123,7 +122,7 @@ def main() -> None:
     r = bench(a.model, a.batch_size, a.image_size, a.amp, a.device, a.channels_last, a.compile, a.steps, a.warmup)
     print(
         f"{r['model']} train step, batch {r['batch_size']} at {r['image_size']}px, amp {r['amp']}, "
-        f"channels_last {r['channels_last']}, compile {r['compile']} on {r['device']} ({r['threads']} threads): "
+        f"channels_last {r['channels_last']}, compile {r['compile']} on {r['device']} ({r['threads']} thread(s)): "
         f"{r['images_per_s']} images/s (median step {r['step_ms_median']} ms over {r['steps']})"
         + (f", peak memory {r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "")
     )

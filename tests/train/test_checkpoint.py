@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import mambaout
-from mambaout.errors import UserError
 from mambaout.engine.checkpoint import (
     atomic_write,
     export_weights,
@@ -16,6 +15,7 @@ from mambaout.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from mambaout.errors import UserError
 
 
 def test_a_write_that_dies_halfway_leaves_the_previous_file_whole(tmp_path):

@@ -7,8 +7,8 @@ import torch.multiprocessing as mp
 from train_helpers import assert_same_weights, tiny_recipe, weights
 
 from mambaout.cli import main
-from mambaout.train import train
 from mambaout.engine.records import read_summary
+from mambaout.train import train
 
 # Main-process randomness (drop path, Mixup) differs per process by design; augmentation does not (it is seeded by
 # sample), so crops stay on.

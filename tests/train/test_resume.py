@@ -6,10 +6,10 @@ from timm.loss import LabelSmoothingCrossEntropy
 from train_helpers import assert_same_weights, tiny_recipe, weights
 
 from mambaout.cli import main
-from mambaout.errors import UserError
-from mambaout.train import train
 from mambaout.engine.checkpoint import load_checkpoint
 from mambaout.engine.records import read_summary
+from mambaout.errors import UserError
+from mambaout.train import train
 
 # Everything random switched on: drop path, RandAugment, random erasing, Mixup/CutMix, flips.
 RANDOM = dict(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ def build_optimization(
     else:
         loss_fn = nn.CrossEntropyLoss()
     return optimizer, scheduler, mixup, loss_fn
+
+
+def classification_loss(
+    loss_fn: nn.Module, mixup: Any, device: torch.device, channels_last: bool = False
+) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The training step's loss for an (images, targets) batch: to the device, Mixup/CutMix, forward, loss."""
+
+    def loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, targets = batch
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        return loss_fn(forward(images), targets)
+
+    return loss
 
 
 def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
@@ -174,20 +192,11 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
     scaler = torch.amp.GradScaler("cuda") if rt.amp == torch.float16 else None
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
 
-    def classification_loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, targets = batch
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if recipe.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if mixup is not None:
-            images, targets = mixup(images, targets)
-        return loss_fn(forward(images), targets)
-
     parts = TrainParts(
         model=model,
         forward=rt.wrap(model, compile=recipe.compile),
         optimizer=optimizer,
-        loss=classification_loss,
+        loss=classification_loss(loss_fn, mixup, device, recipe.channels_last),
         schedule=lambda step: scheduler.step_update(num_updates=step),
         scaler=scaler,
         amp_dtype=rt.amp,
