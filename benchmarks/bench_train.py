@@ -120,9 +120,10 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     r = bench(a.model, a.batch_size, a.image_size, a.amp, a.device, a.channels_last, a.compile, a.steps, a.warmup)
+    threads = f"{r['threads']} thread" + ("s" if r["threads"] != 1 else "")
     print(
         f"{r['model']} train step, batch {r['batch_size']} at {r['image_size']}px, amp {r['amp']}, "
-        f"channels_last {r['channels_last']}, compile {r['compile']} on {r['device']} ({r['threads']} thread(s)): "
+        f"channels_last {r['channels_last']}, compile {r['compile']} on {r['device']} ({threads}): "
         f"{r['images_per_s']} images/s (median step {r['step_ms_median']} ms over {r['steps']})"
         + (f", peak memory {r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "")
     )
