@@ -56,3 +56,17 @@ def test_eval_folder_takes_val_or_the_folder_itself_and_refuses_unknown_classes(
     assert eval_folder(tmp_path / "plain", classes=["x", "a"]).targets == [1, 1]
     with pytest.raises(UserError, match="has class folder\\(s\\) the model was not trained on \\(e.g. 'b'\\)"):
         eval_folder(tmp_path / "with_val", classes=["a"])
+
+
+def test_train_refuses_a_one_class_folder_and_warns_when_warm_up_fills_a_short_run(tmp_path, capsys):
+    make_folder(tmp_path / "one", {"train": {"cat": 4}, "val": {"cat": 2}})
+    args = ["--model", "mambaout_pico", "--input-size", "16", "--batch-size", "2", "--workers", "0"]
+    args += ["--no-tensorboard", "--epochs", "2"]
+    assert main(["train", "--data", str(tmp_path / "one"), "--output", str(tmp_path / "r1"), *args]) == 2
+    assert "has 1 class; a classifier needs at least 2 class folders" in capsys.readouterr().err
+    # ImageNet preset on a small folder: 20 warm-up epochs cannot fit into 2, so warm-up is cut to 1 and said so
+    make_folder(tmp_path / "two", {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}})
+    assert main(["train", "--data", str(tmp_path / "two"), "--output", str(tmp_path / "r2"), *args]) == 0
+    out = capsys.readouterr().out
+    assert "2 classes, 2 epochs of 2 updates" in out
+    assert "warning: 1 warm-up epochs of 2 leave the cosine almost no room; set --warmup-epochs lower" in out

@@ -120,11 +120,11 @@ def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
 def test_evaluation_gives_miou_single_and_multi_scale(trained, ade_root, capsys):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) == {"mIoU", "mAcc", "aAcc", "IoU"} and len(metrics["IoU"]) == 3
-    assert 0.4 < metrics["mIoU"] <= 1 and 0 <= metrics["aAcc"] <= 1  # three big coloured blocks are easy
+    assert 0.4 < metrics["mIoU"] <= 1 and 0.4 < metrics["aAcc"] <= 1  # three big coloured blocks are easy
     ckpt = str(trained / "last.pt")
     assert main(["segment", "eval", "--checkpoint", ckpt, "--ade20k", str(ade_root), "--multi-scale", "--json"]) == 0
     multi = json.loads(capsys.readouterr().out)
-    assert 0 <= multi["mIoU"] <= 1 and multi["mIoU"] != metrics["mIoU"]
+    assert 0.4 < multi["mIoU"] <= 1 and multi["mIoU"] != metrics["mIoU"]  # measured 0.88 single, 0.88 multi
 
 
 def test_predict_writes_the_colour_coded_segmentation_at_the_image_size(trained, ade_root, tmp_path, capsys):
@@ -136,6 +136,7 @@ def test_predict_writes_the_colour_coded_segmentation_at_the_image_size(trained,
     assert "classes" in capsys.readouterr().out
 
 
-def test_batch_of_one_is_refused_before_batchnorm_fails(ade_root, tmp_path):
+def test_batch_of_one_is_refused_before_batchnorm_fails(ade_root, tmp_path, capsys):
     args = ["--ade20k", str(ade_root), "--output", str(tmp_path), "--batch-size", "1", "--device", "cpu"]
     assert main(["segment", "train", "--backbone", "mambaout_pico", *args]) == 2
+    assert "UperNet's BatchNorm needs at least 2 images per batch; use --batch-size 2" in capsys.readouterr().err

@@ -343,4 +343,4 @@ def _plural(n: int, word: str) -> str:
     """'1 class', '2 classes', '1 epoch', '12 epochs'."""
     if n == 1:
         return f"1 {word}"
-    return f"{n} {word}es" if word.endswith(("s", "ss", "sh", "ch", "x")) else f"{n} {word}s"
+    return f"{n} {word}es" if word.endswith(("s", "x")) else f"{n} {word}s"
