@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from mambaout.dense.coco import CocoInstances, collate
 from mambaout.dense.configs import DetectConfig
 from mambaout.dense.maskrcnn import mask_rcnn
-from mambaout.dense.run import DenseTask, load_dense_checkpoint, setup, train_dense
+from mambaout.dense.run import DenseTask, load_dense_model, setup, train_dense
 from mambaout.engine.distributed import gather_objects
 from mambaout.engine.runtime import Runtime, setup_runtime
 from mambaout.errors import UserError
@@ -166,10 +166,7 @@ def coco_metrics(dataset: CocoInstances, results: list[dict[str, Any]]) -> dict[
 
 def load_detector(checkpoint: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the Mask R-CNN a `mambaout detect train` checkpoint holds; returns (model in eval mode, checkpoint)."""
-    ckpt = load_dense_checkpoint(checkpoint, "detect")
-    model = mask_rcnn(**ckpt["model_args"], drop_path_rate=0.0)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return load_dense_model(checkpoint, "detect", mask_rcnn, device)
 
 
 def eval_checkpoint(

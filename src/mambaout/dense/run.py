@@ -59,6 +59,16 @@ def load_dense_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
     return ckpt
 
 
+def load_dense_model(
+    checkpoint: str | os.PathLike, task: str, build: Callable[..., torch.nn.Module], device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model a `mambaout <task> train` checkpoint holds; returns (model in eval mode, checkpoint)."""
+    ckpt = load_dense_checkpoint(checkpoint, task)
+    model = build(**ckpt["model_args"], drop_path_rate=0.0)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
 def check_batch(cfg: DenseConfig, rt: Runtime) -> None:
     if cfg.batch_size % rt.world_size:
         raise UserError(f"batch size {cfg.batch_size} does not split over {rt.world_size} processes; use a multiple")

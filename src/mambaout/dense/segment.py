@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from mambaout.dense.ade20k import ADE20K, IGNORE_INDEX, TrainTransform, normalize, rescaled_size
 from mambaout.dense.configs import SegmentConfig
-from mambaout.dense.run import DenseTask, load_dense_checkpoint, setup, train_dense
+from mambaout.dense.run import DenseTask, load_dense_model, setup, train_dense
 from mambaout.dense.uperhead import upernet
 from mambaout.engine.distributed import gather_objects
 from mambaout.engine.runtime import Runtime, setup_runtime
@@ -197,10 +197,7 @@ def evaluate_segmenter(
 
 def load_segmenter(checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the UperNet a `mambaout segment train` checkpoint holds; returns (model in eval mode, checkpoint)."""
-    ckpt = load_dense_checkpoint(checkpoint, "segment")
-    model = upernet(**ckpt["model_args"], drop_path_rate=0.0)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return load_dense_model(checkpoint, "segment", upernet, device)
 
 
 def eval_checkpoint(
