@@ -8,10 +8,15 @@ import pytest
 from mambaout.cli import COMMANDS, main
 
 
-def test_help_lists_every_command_without_importing_torch():
-    code = "import sys\nfrom mambaout.cli import main\ntry:\n main(['--help'])\nexcept SystemExit:\n pass\n"
+def _help_in_fresh_process(args: list[str]) -> str:
+    """What `mambaout ARGS` prints, followed by whether torch got imported."""
+    code = f"import sys\nfrom mambaout.cli import main\ntry:\n main({args!r})\nexcept SystemExit:\n pass\n"
     code += "print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_help_lists_every_command_without_importing_torch():
+    out = _help_in_fresh_process(["--help"])
     assert out.strip().endswith("False")
     for name in ("study", "train", "detect", "segment", "bench"):
         assert f"    {name} " in out and name in COMMANDS
@@ -19,7 +24,9 @@ def test_help_lists_every_command_without_importing_torch():
 
 @pytest.mark.parametrize("command", [["train"], ["detect", "train"], ["segment", "train"]])
 def test_subcommand_help_does_not_import_torch(command):
-    code = f"import sys\nfrom mambaout.cli import main\ntry:\n main({command + ['--help']!r})\nexcept SystemExit:\n pass\n"
+    code = (
+        f"import sys\nfrom mambaout.cli import main\ntry:\n main({command + ['--help']!r})\nexcept SystemExit:\n pass\n"
+    )
     code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--print-config" in out and out.strip().endswith("False")

@@ -1,4 +1,4 @@
-"""Tiny generated datasets in the COCO and ADE20K layouts, and a one-thread setting for these CPU tests.
+"""Tiny generated datasets in the COCO and ADE20K layouts.
 
 COCO-format: 64x64 JPEGs of red squares (category id 3, "square") and green triangles (category id 7, "triangle": ids
 need not be contiguous) on noisy grey, polygon masks; one image without objects, one crowd region given as RLE.
@@ -18,15 +18,6 @@ from torchvision.io import write_jpeg, write_png
 
 SIZE = 64
 COLOURS = {3: (220, 40, 40), 7: (40, 200, 40)}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared, busy cores: one intra-op thread per test process is ~10x faster than two fighting threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _noisy_background(rng: np.random.Generator) -> np.ndarray:

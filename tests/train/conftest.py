@@ -1,16 +1,6 @@
-"""Fixtures of the training tests: one intra-op thread, and a run that is killed after its n-th checkpoint."""
+"""Fixtures of the training tests: a run that is killed after its n-th checkpoint."""
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")  # module scope: set before the module's other fixtures run
-def one_thread():
-    """One intra-op thread: on 2 cores shared with other jobs, two spinning OpenMP threads are ~4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
