@@ -3,12 +3,13 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
-from mambaout.bench.cost import count_macs, count_params
+from mambaout.bench.cost import FUSED_OP_FLOPS, count_macs, count_params
 from mambaout.bench.memory import TensorMemoryTracker, peak_memory_bytes
 from mambaout.infer.fast import fast_dtype, optimize_for_inference
-from mambaout.infer.fuse import fuse_for_inference
+from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
 
 
 def test_macs_of_a_linear_and_a_conv_are_exact():
@@ -32,6 +33,23 @@ def test_modules_declare_what_the_counter_cannot_see():
             return 1000
 
     assert count_macs(nn.Sequential(Opaque(), Opaque()), (1, 4)) == 2000
+
+
+def test_fused_and_reference_femto_count_the_same_macs():
+    torch.manual_seed(0)
+    model = mambaout.create_model("mambaout_femto").eval()
+    reference = count_macs(model, (1, 3, 224, 224))
+    fuse_for_inference(model)
+    assert is_fused(model)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FUSED_OP_FLOPS) as counter:
+        model(torch.randn(1, 3, 224, 224))
+    fused_ops = counter.get_flop_counts()["Global"][torch.ops.mkldnn._linear_pointwise]
+    # every block's fc1 (dim -> 2 hidden) and fc2 (hidden -> dim) ran fused: 3 * dim * hidden MACs per token
+    blocks = zip((3, 3, 9, 3), (48, 96, 192, 288), (56, 28, 14, 7))
+    assert fused_ops == 2 * sum(depth * side**2 * 3 * dim * int(8 / 3 * dim) for depth, dim, side in blocks)
+    assert count_macs(model, (1, 3, 224, 224)) == reference
+    assert round(reference / 1e9, 3) == 1.156  # docs/models.md, and the paper's 1.2 G
+    assert count_macs(unfuse(model), (1, 3, 224, 224)) == reference
 
 
 def test_peak_memory_sees_intermediates_and_frees():

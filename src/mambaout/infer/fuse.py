@@ -23,7 +23,7 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from mambaout.models.mambaout import GatedCNNBlock, channels_last_conv
+from mambaout.models.mambaout import GatedCNNBlock
 
 _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _ONEDNN_ACT = {nn.GELU: ("gelu", "none"), nn.SiLU: ("swish", "")}  # activation -> (oneDNN attr, algorithm)
@@ -59,7 +59,8 @@ class FusedGatedCNNBlock(GatedCNNBlock):
         attr, algorithm = _ONEDNN_ACT[type(self.act)]
         xn = self.norm(x)
         gate = _linear(xn, w[:hidden], b[:hidden], attr, [], algorithm)
-        c = channels_last_conv(self.conv, _linear(xn, w[hidden + n_id :], b[hidden + n_id :], "none", [], ""))
+        c = _linear(xn, w[hidden + n_id :], b[hidden + n_id :], "none", [], "")  # contiguous: the conv copies nothing
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         if n_id:
             gate[..., :n_id].mul_(_linear(xn, w[hidden : hidden + n_id], b[hidden : hidden + n_id], "none", [], ""))
         gate[..., n_id:].mul_(c)

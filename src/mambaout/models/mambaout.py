@@ -12,8 +12,6 @@ other mixers (conv + SSM, attention, causal attention) plug into the same slot, 
 nothing else (see `mambaout.mixers`).
 """
 
-from __future__ import annotations
-
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -32,11 +30,6 @@ def _act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
-
-
-def channels_last_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply an NCHW conv to a (B, H, W, C) tensor; the permutes are views, so no copy is made here."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class Stem(nn.Module):
@@ -73,9 +66,9 @@ class Downsample(nn.Module):
             self.norm = LayerNorm(out_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.norm_first:
-            return channels_last_conv(self.conv, self.norm(x))
-        return self.norm(channels_last_conv(self.conv, x))
+        if self.norm_first:  # the permutes are views: the NCHW conv reads the channels-last tensor as it is
+            return self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
 class GatedCNNBlock(nn.Module):
@@ -126,7 +119,7 @@ class GatedCNNBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
-        c = channels_last_conv(self.conv, c) if hasattr(self, "conv") else self.mixer(c)
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) if hasattr(self, "conv") else self.mixer(c)
         x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(x)) + shortcut
 
@@ -230,13 +223,14 @@ class MlpHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-@torch.fx.wrap  # a leaf for torch.fx: its branches read the input's shape
+@torch.fx.wrap  # a leaf for torch.fx: its branch reads the input's shape
 def check_images(x: torch.Tensor, in_chans: int) -> None:
-    """Raise one clear sentence unless `x` is a (batch, in_chans, height, width) batch of images."""
-    if x.ndim != 4 or x.shape[1] != in_chans:
+    """Raise one clear sentence unless `x` is a (batch, in_chans, height, width) batch of images. Scriptable."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        got = str(x.shape[1]) if x.dim() == 4 else "?"
         raise ValueError(
-            f"expected images of shape (batch, {in_chans}, height, width), got {tuple(x.shape)}; "
-            f"create the model with in_chans={x.shape[1] if x.ndim == 4 else '?'} for this input"
+            f"expected images of shape (batch, {in_chans}, height, width), got {list(x.shape)}; "
+            f"create the model with in_chans={got} for this input"
         )
 
 
@@ -322,7 +316,7 @@ class MambaOut(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta tensors hold no values to set
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -361,8 +355,7 @@ class MambaOut(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, H/32, W/32, D) channels-last features of the last stage."""
-        if not torch.jit.is_scripting():
-            check_images(x, self.in_chans)
+        check_images(x, self.in_chans)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
