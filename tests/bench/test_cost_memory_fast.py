@@ -3,12 +3,13 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
-from mambaout.bench.cost import count_macs, count_params
+from mambaout.bench.cost import FUSED_OP_FLOPS, count_macs, count_params
 from mambaout.bench.memory import TensorMemoryTracker, peak_memory_bytes
 from mambaout.infer.fast import fast_dtype, optimize_for_inference
-from mambaout.models.mambaout import reference_path
+from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
 
 
 def test_macs_of_a_linear_and_a_conv_are_exact():
@@ -34,6 +35,23 @@ def test_modules_declare_what_the_counter_cannot_see():
     assert count_macs(nn.Sequential(Opaque(), Opaque()), (1, 4)) == 2000
 
 
+def test_fused_and_reference_femto_count_the_same_macs():
+    torch.manual_seed(0)
+    model = mambaout.create_model("mambaout_femto").eval()
+    reference = count_macs(model, (1, 3, 224, 224))
+    fuse_for_inference(model)
+    assert is_fused(model)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FUSED_OP_FLOPS) as counter:
+        model(torch.randn(1, 3, 224, 224))
+    fused_ops = counter.get_flop_counts()["Global"][torch.ops.mkldnn._linear_pointwise]
+    # every block's fc1 (dim -> 2 hidden) and fc2 (hidden -> dim) ran fused: 3 * dim * hidden MACs per token
+    blocks = zip((3, 3, 9, 3), (48, 96, 192, 288), (56, 28, 14, 7))
+    assert fused_ops == 2 * sum(depth * side**2 * 3 * dim * int(8 / 3 * dim) for depth, dim, side in blocks)
+    assert count_macs(model, (1, 3, 224, 224)) == reference
+    assert round(reference / 1e9, 3) == 1.156  # docs/models.md, and the paper's 1.2 G
+    assert count_macs(unfuse(model), (1, 3, 224, 224)) == reference
+
+
 def test_peak_memory_sees_intermediates_and_frees():
     def work():
         a = torch.ones(1000, 1000)  # 4 MB
@@ -52,8 +70,8 @@ def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
     torch.manual_seed(0)
     model = mambaout.create_model("mambaout_pico", num_classes=10).eval()
     x = torch.randn(4, 3, 64, 64)
-    with torch.no_grad(), reference_path():
-        ref = model(x)
+    with torch.no_grad():
+        ref = model(x)  # create_model gives the reference blocks
     fast = optimize_for_inference(model, x)(x)
     tol = 1e-5 if fast_dtype("cpu") == torch.float32 else 5e-2
     assert (fast - ref).abs().max().item() <= tol * ref.abs().max().item()
@@ -62,10 +80,10 @@ def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
 
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_fused_path_is_only_taken_without_autograd(requires_grad):
-    model = mambaout.create_model("mambaout_pico").eval()
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico").eval())
     calls = []
     block = model.stages[0].blocks[0]
-    block._forward_fused = lambda x: calls.append(1) or type(block)._forward_fused(block, x)
+    block.forward_fused = lambda x: calls.append(1) or type(block).forward_fused(block, x)
     with torch.set_grad_enabled(requires_grad):
         model(torch.randn(1, 3, 32, 32))
     assert bool(calls) == (not requires_grad)

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for input and convs")
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument("--fast", action="store_true", help="the package's fast inference path (mambaout.infer.fast)")
+    p.add_argument("--reference", action="store_true", help="time our reference blocks, without the fused CPU kernels")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
         fast=args.fast,
+        fuse=not args.reference,
         warmup=args.warmup,
         repeats=args.repeats,
         threads=args.threads,
@@ -57,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     c = out["config"]
-    flags = [c["dtype"]] + [f for f in ("channels_last", "compile", "fast") if c[f]]
+    flags = (
+        [c["dtype"]] + [f for f in ("channels_last", "compile", "fast") if c[f]] + ([] if c["fuse"] else ["reference"])
+    )
     print(
         f"{c['model']} @ {c['image_size']}px, batch {c['batch_size']}, {c['device']} ({out['machine']}), "
         f"{' '.join(flags)}, median of {c['repeats']}"

@@ -7,6 +7,10 @@ models then round to the printed 1.2 / 1.5 / 4.5 / 9.0 / 15.8 G (conv and matmul
 15.79 G, so femto and small would print 0.1 G low). Activations, the gate product and pooling are not counted, as
 in fvcore.
 
+The fused CPU inference blocks (`mambaout.infer.fuse`) call oneDNN's fused linear op, which the counter does not
+know; `FUSED_OP_FLOPS` tells it that op's cost (that of the `addmm` it replaces), so a fused model counts the same as
+its reference and any model can be counted as it is.
+
 Operations a FLOP counter cannot see into (a fused selective scan, an attention kernel) declare their own cost:
 a module with a method `extra_macs(inputs, output) -> int` has that number added for each of its forward calls.
 The formulas live next to those modules (see `mambaout.mixers` and `mambaout.ssm`).
@@ -14,13 +18,26 @@ The formulas live next to those modules (see `mambaout.mixers` and `mambaout.ssm
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mambaout.models.mambaout import reference_path
+
+def fused_linear_flops(x_shape: Sequence[int], *args: Any, out_shape: Sequence[int], **kwargs: Any) -> int:
+    """oneDNN's fused linear, both overloads (`default`: act(X W^T + b); `binary`: X W^T + b + other).
+
+    X is (..., K) and the output (..., N): 2·K FLOPs per output element, as FlopCounterMode counts `addmm`; the fused
+    activation or residual add is not counted, as the separate ones are not.
+    """
+    return 2 * math.prod(out_shape) * x_shape[-1]
+
+
+_fused_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+FUSED_OP_FLOPS = {_fused_linear: fused_linear_flops} if _fused_linear is not None else {}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -69,7 +86,7 @@ def count_macs(
     was_training = model.training
     model.eval()
     try:
-        with reference_path(), FlopCounterMode(display=False) as counter:  # the counter can't see fused kernels
+        with FlopCounterMode(display=False, custom_mapping=FUSED_OP_FLOPS) as counter:
             model(inputs)
     finally:
         for h in hooks:

@@ -35,6 +35,7 @@ class BenchConfig:
     channels_last: bool = False
     compile: bool = False
     fast: bool = False  # mambaout.infer.fast: the package's fast inference path
+    fuse: bool = True  # our model with the fused CPU blocks (mambaout.infer.fuse); False: the reference blocks
     warmup: int = 3
     repeats: int = 10
     compare_timm: bool = False
@@ -93,6 +94,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     Example:
         >>> run_benchmark(BenchConfig("mambaout_femto", batch_size=8, compare_timm=True))  # doctest: +SKIP
     """
+    from mambaout.infer.fuse import fuse_for_inference
     from mambaout.models.factory import create_model
 
     if cfg.dtype not in DTYPES:
@@ -106,6 +108,8 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     torch.manual_seed(0)
     ours = create_model(cfg.model)
+    if cfg.fuse:
+        fuse_for_inference(ours)
     models: dict[str, nn.Module] = {"mambaout": ours}
     if cfg.compare_timm:
         import timm

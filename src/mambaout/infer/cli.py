@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mambaout.errors import UserError
+    from mambaout.infer.fuse import fuse_for_inference
     from mambaout.infer.predict import predict
     from mambaout.models.factory import create_model
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                 names = [line.strip() for line in f if line.strip()]
         except OSError as e:
             raise UserError(f"cannot read class names file {args.class_names!r}: {e.strerror}") from e
-    model = create_model(args.model, pretrained=args.pretrained)
+    model = fuse_for_inference(create_model(args.model, pretrained=args.pretrained))
     results = predict(model, args.images, top_k=args.top_k, names=names, device=args.device)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -1,14 +1,13 @@
 """The opt-in fast inference path: the best precision/format this device runs fastest, chosen for you.
 
-What is already on by default: MambaOut blocks run their fused oneDNN kernels whenever autograd is off on a CPU
-(`GatedCNNBlock._forward_fused`, equal to the reference to float32 rounding). On top of that,
 `optimize_for_inference` picks, per device:
 
 - CUDA: bf16 autocast + channels-last input (what tensor cores want); `compile=True` adds torch.compile.
 - CPU with native bf16 (AVX512-BF16 or AMX): bf16 autocast.
-- Other CPUs: nothing more. Measured on a 2-core AVX-512 Xeon without BF16 (see docs/models.md): bf16 autocast
-  ran 2.1x slower and int8 dynamic quantization 1.25x slower than the fused fp32 path, and torch.compile took
-  ~5 minutes to compile and was not faster, so the fused fp32 model is returned as is.
+- Other CPUs: the fused fp32 blocks (`mambaout.infer.fuse`, equal to the reference to float32 rounding). Measured on
+  a 2-core AVX-512 Xeon without BF16 (see docs/models.md): bf16 autocast ran 2.1x slower and int8 dynamic
+  quantization 1.25x slower than the fused fp32 path, and torch.compile took ~5 minutes to compile and was not
+  faster.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from mambaout.infer.fuse import fuse_for_inference
 
 
 def cpu_has_native_bf16() -> bool:
@@ -36,6 +37,8 @@ def optimize_for_inference(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Return a callable `f(images) -> logits` running `model` the fastest way this device allows.
 
+    `model` itself is put in eval mode and, on a CPU, given the fused blocks (`fuse_for_inference`).
+
     Example:
         >>> f = optimize_for_inference(create_model("mambaout_femto").eval())
         >>> logits = f(torch.randn(8, 3, 224, 224))  # doctest: +SKIP
@@ -43,6 +46,8 @@ def optimize_for_inference(
     device = next(model.parameters()).device
     model = model.eval()
     dtype = fast_dtype(device)
+    if device.type == "cpu":
+        fuse_for_inference(model)  # the fused blocks fall back to the reference under bf16 autocast
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

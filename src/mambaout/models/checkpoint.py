@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.models import clean_state_dict
 from torch import nn
 
 from mambaout.errors import UserError
+from mambaout.models.variants import guess_variant
 
 _WRAPPER_KEYS = ("model", "state_dict", "module", "net", "weights")
 _EMA_KEYS = ("model_ema", "state_dict_ema", "ema", "ema_state_dict")
@@ -127,12 +129,8 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = False) -> d
                 break
         else:
             break
-    out = {}
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        k = re.sub(r"^(module\.|_orig_mod\.)+", "", k).replace("._orig_mod.", ".")
-        out[k] = v
+    tensors = {k.replace("._orig_mod.", "."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    out = clean_state_dict(tensors)  # timm's: DDP `module.` and torch.compile `_orig_mod.` prefixes, either order
     if not out:
         raise UserError("the checkpoint contains no weight tensors (is it an optimizer state or a config?)")
     return out
@@ -159,10 +157,10 @@ def remap_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def checkpoint_filter(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module | None = None
+    state_dict: Mapping[str, Any], model: nn.Module | None = None, use_ema: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Any supported layout -> this package's (timm's) parameter names."""
-    sd = unwrap_state_dict(state_dict)
+    """Any supported layout or wrapper -> this package's (timm's) parameter names (timm's `pretrained_filter_fn`)."""
+    sd = unwrap_state_dict(state_dict, use_ema=use_ema)
     return remap_official(sd) if is_official_layout(sd) else sd
 
 
@@ -171,8 +169,7 @@ def read_weights(
 ) -> dict[str, torch.Tensor]:
     """Weights from any source, unwrapped from training checkpoints and renamed to this package's layout."""
     raw = dict(source) if isinstance(source, Mapping) else read_state_dict(resolve_source(source, sha256=sha256))
-    sd = unwrap_state_dict(raw, use_ema=use_ema)
-    return remap_official(sd) if is_official_layout(sd) else sd
+    return checkpoint_filter(raw, use_ema=use_ema)
 
 
 def load_pretrained(
@@ -224,23 +221,6 @@ def _mismatch_message(where: str, name: str, sd, own, missing, unexpected, shape
         parts.append(f"{len(missing)} model keys missing from it (e.g. {missing[0]})")
     if unexpected:
         parts.append(f"{len(unexpected)} keys the model lacks (e.g. {unexpected[0]})")
-    guess = guess_variant(sd)
+    guess = guess_variant(sd, ignore=_CLASSIFIER)
     hint = f"; it looks like {guess}, create that model instead" if guess and guess != name else ""
     return f"checkpoint {where} does not fit {name}: " + ", ".join(parts) + hint
-
-
-def guess_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Name the registered variant whose parameter shapes best match `state_dict` (ignoring the classifier)."""
-    from mambaout.models.factory import build_variant
-    from mambaout.models.variants import VARIANTS
-
-    sd = {k: tuple(v.shape) for k, v in state_dict.items() if k not in _CLASSIFIER}
-    best, best_score = None, 0.0
-    for name in VARIANTS:
-        with torch.device("meta"):
-            ref = {k: tuple(v.shape) for k, v in build_variant(name).state_dict().items() if k not in _CLASSIFIER}
-        common = sum(1 for k, s in sd.items() if ref.get(k) == s)
-        score = common / max(len(ref), len(sd))
-        if score > best_score:
-            best, best_score = name, score
-    return best if best_score > 0.5 else None

@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mambaout.bench.cost import count_macs, count_params
-    from mambaout.models.factory import build_variant, list_models
+    from mambaout.models.factory import list_models
+    from mambaout.models.variants import build_variant
 
     rows = []
     for name in list_models(args.pattern):

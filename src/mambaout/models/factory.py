@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
+import fnmatch
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,36 +10,17 @@ from typing import Any
 from mambaout.errors import UserError
 from mambaout.models.checkpoint import load_pretrained, read_weights
 from mambaout.models.mambaout import MambaOut
-from mambaout.models.variants import VARIANTS, pretrained_cfg
+from mambaout.models.variants import VARIANTS, build_variant, check_model_name, pretrained_cfg
+
+__all__ = ["build_variant", "check_model_name", "create_model", "list_models"]
 
 
 def list_models(pattern: str = "") -> list[str]:
     """Names of the variants, optionally filtered by a substring or fnmatch pattern (`'*_rw'`)."""
-    import fnmatch
-
     names = list(VARIANTS)
     if not pattern:
         return names
     return [n for n in names if fnmatch.fnmatch(n, pattern) or (pattern in n and not any(c in pattern for c in "*?["))]
-
-
-def check_model_name(name: str) -> str:
-    """Return `name` if it is a known variant, else raise a UserError suggesting the closest one."""
-    if name.startswith("timm/"):
-        name = name[len("timm/") :]
-    name = name.split(".")[0]  # 'mambaout_tiny.in1k' -> 'mambaout_tiny'
-    if name not in VARIANTS:
-        close = difflib.get_close_matches(name, list(VARIANTS), n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"unknown model {name!r}; {hint}`mambaout models` lists the {len(VARIANTS)} variants")
-    return name
-
-
-def build_variant(name: str, **kwargs: Any) -> MambaOut:
-    """The bare architecture of a variant (no weights, no cfg); keyword arguments override the table."""
-    arch = dict(VARIANTS[check_model_name(name)].arch)
-    arch.update(kwargs)
-    return MambaOut(**arch)
 
 
 def create_model(

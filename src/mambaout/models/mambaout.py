@@ -4,57 +4,45 @@ Paper: "MambaOut: Do We Really Need Mamba for Vision?" (Yu & Wang, CVPR 2025, ar
 
 Layout is channels-last (B, H, W, C) inside the network; permutes wrap only the convolutions. Parameter names follow
 timm's `mambaout.py` so `timm/mambaout_*` weights load as they are; the authors' release layout is remapped in
-`mambaout.models.checkpoint`. The variant table lives in `mambaout.models.variants`.
+`mambaout.models.checkpoint`, the variant table lives in `mambaout.models.variants`. This file is the reference
+arithmetic only: the fused CPU inference kernels are a separate, explicit step (`mambaout.infer.fuse`).
 
 The token mixer of every block is a parameter (`mixer=`): "conv" is MambaOut's 7x7 depthwise conv; the study's
 other mixers (conv + SSM, attention, causal attention) plug into the same slot, so an ablation changes the mixer and
 nothing else (see `mambaout.mixers`).
 """
 
-from __future__ import annotations
-
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
-from timm.layers import DropPath, LayerScale, trunc_normal_
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerNorm, LayerScale, calculate_drop_path_rates, trunc_normal_
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
-
-
-def _norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6)
+ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
 
 
 def _act(name: str) -> nn.Module:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
-
-
-def _channels_last_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply an NCHW conv to a (B, H, W, C) tensor; the permutes are views, so no copy is made here."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 class Stem(nn.Module):
     """Stride-4 stem: conv3x3 s2 (-> D/2) [-> LN] -> act -> conv3x3 s2 (-> D) -> LN. NCHW in, NHWC out."""
 
-    def __init__(self, in_chans: int, out_dim: int, mid_norm: bool = True, act: str = "gelu"):
+    def __init__(self, in_chans: int, out_dim: int, mid_norm: bool = True, act: str = "gelu", device=None, dtype=None):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, out_dim // 2, kernel_size=3, stride=2, padding=1)
-        self.norm1 = _norm(out_dim // 2) if mid_norm else None
+        self.conv1 = nn.Conv2d(in_chans, out_dim // 2, kernel_size=3, stride=2, padding=1, **dd)
+        self.norm1 = LayerNorm(out_dim // 2, **dd) if mid_norm else None
         self.act = _act(act)
-        self.conv2 = nn.Conv2d(out_dim // 2, out_dim, kernel_size=3, stride=2, padding=1)
-        self.norm2 = _norm(out_dim)
+        self.conv2 = nn.Conv2d(out_dim // 2, out_dim, kernel_size=3, stride=2, padding=1, **dd)
+        self.norm2 = LayerNorm(out_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -67,19 +55,20 @@ class Stem(nn.Module):
 class Downsample(nn.Module):
     """Conv3x3 s2 then LN (paper), or LN then conv3x3 s2 (`norm_first`, the timm `*_rw` variants). NHWC."""
 
-    def __init__(self, in_dim: int, out_dim: int, norm_first: bool = False):
+    def __init__(self, in_dim: int, out_dim: int, norm_first: bool = False, device=None, dtype=None):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
         self.norm_first = norm_first
         if norm_first:
-            self.norm = _norm(in_dim)
-        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1)
+            self.norm = LayerNorm(in_dim, **dd)
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1, **dd)
         if not norm_first:
-            self.norm = _norm(out_dim)
+            self.norm = LayerNorm(out_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.norm_first:
-            return _channels_last_conv(self.conv, self.norm(x))
-        return self.norm(_channels_last_conv(self.conv, x))
+        if self.norm_first:  # the permutes are views: the NCHW conv reads the channels-last tensor as it is
+            return self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
 class GatedCNNBlock(nn.Module):
@@ -100,96 +89,39 @@ class GatedCNNBlock(nn.Module):
         drop_path: float = 0.0,
         mixer: str = "conv",
         mixer_kwargs: dict[str, Any] | None = None,
+        device=None,
+        dtype=None,
     ):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
         hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
         if conv_channels > hidden:
             raise ValueError(f"conv_ratio {conv_ratio} gives {conv_channels} mixed channels > hidden width {hidden}")
         self.split_indices = (hidden, hidden - conv_channels, conv_channels)
-        self.norm = _norm(dim)
-        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.norm = LayerNorm(dim, **dd)
+        self.fc1 = nn.Linear(dim, 2 * hidden, **dd)
         self.act = _act(act)
         layout = (mixer_kwargs or {}).get("layout", "2d")
         if mixer == "conv" and layout == "2d":  # MambaOut's own mixer, under the checkpoints' name `conv`
             self.conv = nn.Conv2d(
-                conv_channels, conv_channels, kernel_size, padding=kernel_size // 2, groups=conv_channels
+                conv_channels, conv_channels, kernel_size, padding=kernel_size // 2, groups=conv_channels, **dd
             )
         else:
             from mambaout.mixers import build_mixer  # the study's mixers; imported only when asked for
 
-            self.mixer = build_mixer(mixer, conv_channels, kernel_size=kernel_size, **(mixer_kwargs or {}))
-        self.fc2 = nn.Linear(hidden, dim)
-        self.ls = LayerScale(dim, init_values=ls_init_value) if ls_init_value is not None else nn.Identity()
+            mixer_module = build_mixer(mixer, conv_channels, kernel_size=kernel_size, **(mixer_kwargs or {}))
+            self.mixer = mixer_module.to(**dd) if device is not None or dtype is not None else mixer_module
+        self.fc2 = nn.Linear(hidden, dim, **dd)
+        self.ls = LayerScale(dim, init_values=ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fused_inference_ok(x) and not (self.training and isinstance(self.drop_path, DropPath)):
-            if hasattr(self, "conv"):
-                return self._forward_fused(x)
-        return self._forward_reference(x)
-
-    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The block as written in the paper (and timm): autograd, autocast, any device."""
         shortcut = x
         g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
-        c = _channels_last_conv(self.conv, c) if hasattr(self, "conv") else self.mixer(c)
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) if hasattr(self, "conv") else self.mixer(c)
         x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(x)) + shortcut
-
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """CPU inference: the same arithmetic with oneDNN's fused linear kernels, ~1.3-2x faster than the reference.
-
-        fc1 is run as three row-slices of its weight (g with the activation fused in, i, and c) so that c comes out
-        contiguous and the depthwise conv reads it without a copy; the gate product is done in place instead of
-        `torch.cat`, and the residual add is fused into fc2. Equal to `_forward_reference` to float32 rounding.
-        """
-        hidden, n_id, _ = self.split_indices
-        w, b = self.fc1.weight, self.fc1.bias
-        xn = self.norm(x)
-        gate = _linear(xn, w[:hidden], b[:hidden], _ONEDNN_ACT[type(self.act)], [], _ONEDNN_ALGO[type(self.act)])
-        c = _linear(xn, w[hidden + n_id :], b[hidden + n_id :], "none", [], "")
-        c = _channels_last_conv(self.conv, c)
-        if n_id:
-            gate[..., :n_id].mul_(_linear(xn, w[hidden : hidden + n_id], b[hidden : hidden + n_id], "none", [], ""))
-        gate[..., n_id:].mul_(c)
-        w2, b2 = self.fc2.weight, self.fc2.bias
-        if isinstance(self.ls, LayerScale):  # fold LayerScale into fc2: (W a + b) * gamma
-            w2, b2 = w2 * self.ls.gamma[:, None], b2 * self.ls.gamma
-        return _linear.binary(gate, x, w2, b2, "add")
-
-
-# oneDNN fused linear (the kernels inductor uses on CPU). Used only where it is exact and autograd is off.
-_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-_ONEDNN_ACT = {nn.GELU: "gelu", nn.SiLU: "swish"}
-_ONEDNN_ALGO = {nn.GELU: "none", nn.SiLU: ""}
-_FUSED = {
-    "enabled": _linear is not None
-    and torch.backends.mkldnn.is_available()
-    and os.environ.get("MAMBAOUT_FUSED", "1") != "0"
-}
-
-
-def _fused_inference_ok(x: torch.Tensor) -> bool:
-    return (
-        _FUSED["enabled"]
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # inductor fuses the reference graph itself (its own oneDNN kernels)
-    )
-
-
-@contextmanager
-def reference_path():
-    """Run MambaOut blocks through their reference (paper/timm) code inside this context, e.g. for FLOP counting."""
-    before = _FUSED["enabled"]
-    _FUSED["enabled"] = False
-    try:
-        yield
-    finally:
-        _FUSED["enabled"] = before
 
 
 class MambaOutStage(nn.Module):
@@ -202,26 +134,35 @@ class MambaOutStage(nn.Module):
         depth: int,
         downsample: str = "",
         drop_path: Sequence[float] = (),
+        device=None,
+        dtype=None,
         **block_kwargs: Any,
     ):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
         self.grad_checkpointing = False
         if downsample:
-            self.downsample = Downsample(dim, dim_out, norm_first=downsample == "conv_nf")
+            self.downsample = Downsample(dim, dim_out, norm_first=downsample == "conv_nf", **dd)
         else:
             if dim != dim_out:
                 raise ValueError(f"a stage without downsampling keeps its width: {dim} != {dim_out}")
             self.downsample = nn.Identity()
         rates = list(drop_path) or [0.0] * depth
-        self.blocks = nn.Sequential(*[GatedCNNBlock(dim_out, drop_path=rates[j], **block_kwargs) for j in range(depth)])
+        self.blocks = nn.Sequential(
+            *[GatedCNNBlock(dim_out, drop_path=rates[j], **block_kwargs, **dd) for j in range(depth)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x, use_reentrant=False)
         return self.blocks(x)
+
+
+def _check_pool(global_pool: str) -> str:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+    return global_pool
 
 
 class MlpHead(nn.Module):
@@ -238,21 +179,22 @@ class MlpHead(nn.Module):
         hidden_norm: bool = True,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        device=None,
+        dtype=None,
     ):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
-        self.global_pool = global_pool
+        self.global_pool = _check_pool(global_pool)
         self.in_features = in_features
         hidden = int(mlp_ratio * in_features)
-        self.norm = _norm(in_features)
-        layers: list[tuple[str, nn.Module]] = [("fc", nn.Linear(in_features, hidden)), ("act", nn.GELU())]
+        self.norm = LayerNorm(in_features, **dd)
+        layers: list[tuple[str, nn.Module]] = [("fc", nn.Linear(in_features, hidden, **dd)), ("act", nn.GELU())]
         if hidden_norm:
-            layers.append(("norm", _norm(hidden)))
+            layers.append(("norm", LayerNorm(hidden, **dd)))
         self.pre_logits = nn.Sequential(OrderedDict(layers))
         self.num_features = hidden
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def reset(
         self,
@@ -263,9 +205,7 @@ class MlpHead(nn.Module):
     ) -> None:
         """New classifier for `num_classes`; `reset_other` also drops norm and pre-logits MLP (feature use)."""
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = _check_pool(global_pool)
         ref = next(self.parameters(), torch.empty(0))
         if reset_other:
             self.norm, self.pre_logits = nn.Identity(), nn.Identity()
@@ -281,6 +221,25 @@ class MlpHead(nn.Module):
             x = x.mean((1, 2))
         x = self.drop(self.pre_logits(self.norm(x)))
         return x if pre_logits else self.fc(x)
+
+
+@torch.fx.wrap  # a leaf for torch.fx: its branch reads the input's shape
+def check_images(x: torch.Tensor, in_chans: int) -> None:
+    """Raise one clear sentence unless `x` is a (batch, in_chans, height, width) batch of images. Scriptable."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        got = str(x.shape[1]) if x.dim() == 4 else "?"
+        raise ValueError(
+            f"expected images of shape (batch, {in_chans}, height, width), got {list(x.shape)}; "
+            f"create the model with in_chans={got} for this input"
+        )
+
+
+def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's `feature_take_indices` (None: all, n: last n, sequence: those), a bad index as a ValueError."""
+    try:
+        return feature_take_indices(num_stages, indices)
+    except AssertionError as e:  # timm asserts; a wrong index is the caller's mistake, not a broken invariant
+        raise ValueError(f"indices={indices!r}: {e}") from None
 
 
 class MambaOut(nn.Module):
@@ -311,7 +270,10 @@ class MambaOut(nn.Module):
         global_pool: str = "avg",
         mixer: str = "conv",
         mixer_kwargs: dict[str, Any] | None = None,
+        device=None,
+        dtype=None,
     ):
+        dd = dict(device=device, dtype=dtype)
         super().__init__()
         if len(depths) != len(dims):
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must have the same length")
@@ -323,10 +285,9 @@ class MambaOut(nn.Module):
         self.num_classes = num_classes
         self.mixer = mixer
         self.output_fmt = "NHWC"
-        self.stem = Stem(in_chans, dims[0], mid_norm=stem_mid_norm, act=act)
+        self.stem = Stem(in_chans, dims[0], mid_norm=stem_mid_norm, act=act, **dd)
 
-        # Drop path rises linearly from 0 over all blocks of all stages.
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # cpu: also under a meta device
+        rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # linear over all blocks
         block_kwargs = dict(
             expansion_ratio=expansion_ratio,
             kernel_size=kernel_size,
@@ -336,24 +297,16 @@ class MambaOut(nn.Module):
             mixer=mixer,
             mixer_kwargs=mixer_kwargs,
         )
-        stages, self.feature_info, start, prev = [], [], 0, dims[0]
+        stages, self.feature_info, prev = [], [], dims[0]
         for s, (depth, dim) in enumerate(zip(depths, dims)):
-            stages.append(
-                MambaOutStage(
-                    prev,
-                    dim,
-                    depth,
-                    downsample=downsample if s > 0 else "",
-                    drop_path=rates[start : start + depth],
-                    **block_kwargs,
-                )
-            )
-            start, prev = start + depth, dim
+            down = downsample if s > 0 else ""
+            stages.append(MambaOutStage(prev, dim, depth, down, drop_path=rates[s], **block_kwargs, **dd))
+            prev = dim
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**s, module=f"stages.{s}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = dims[-1]
         self.head = MlpHead(
-            dims[-1], num_classes, hidden_norm=head_hidden_norm, drop_rate=drop_rate, global_pool=global_pool
+            dims[-1], num_classes, hidden_norm=head_hidden_norm, drop_rate=drop_rate, global_pool=global_pool, **dd
         )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
@@ -363,7 +316,7 @@ class MambaOut(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:  # meta tensors hold no values to set
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -400,16 +353,9 @@ class MambaOut(nn.Module):
         self.head.reset(num_classes, global_pool, reset_other=reset_other)
         self.head_hidden_size = self.head.num_features
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected images of shape (batch, {self.in_chans}, height, width), got {tuple(x.shape)}; "
-                f"create the model with in_chans={x.shape[1] if x.ndim == 4 else '?'} for this input"
-            )
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, H/32, W/32, D) channels-last features of the last stage."""
-        self._check_input(x)
+        check_images(x, self.in_chans)
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -436,8 +382,8 @@ class MambaOut(nn.Module):
         """
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        self._check_input(x)
+        take, max_index = take_indices(len(self.stages), indices)
+        check_images(x, self.in_chans)
         x = self.stem(x)
         stages = self.stages[: max_index + 1] if stop_early else self.stages
         intermediates = []
@@ -453,7 +399,7 @@ class MambaOut(nn.Module):
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
         """Drop the stages after the last requested one (and the head), for feature-extraction-only use."""
-        take, max_index = feature_take_indices(len(self.stages), indices)
+        take, max_index = take_indices(len(self.stages), indices)
         pruned_end = max_index < len(self.stages) - 1
         self.stages = self.stages[: max_index + 1]
         if pruned_end:
@@ -465,19 +411,6 @@ class MambaOut(nn.Module):
         return take
 
 
-def feature_take_indices(num_stages: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
-    """Resolve timm-style `indices` (None: all, int n: last n, sequence: those, negatives from the end)."""
-    if indices is None:
-        indices = num_stages
-    if isinstance(indices, int):
-        if not 0 < indices <= num_stages:
-            raise ValueError(f"indices={indices} must be between 1 and {num_stages}")
-        take = list(range(num_stages - indices, num_stages))
-    else:
-        take = []
-        for i in indices:
-            j = i + num_stages if i < 0 else i
-            if not 0 <= j < num_stages:
-                raise ValueError(f"stage index {i} out of range for {num_stages} stages")
-            take.append(j)
-    return take, max(take)
+# Transitional: data/, dense/ and study/ still import these two names from here. They are timm's constants; this
+# line goes once those call sites import `timm.data.IMAGENET_DEFAULT_MEAN/STD` themselves.
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

@@ -1,0 +1,106 @@
+"""The fused CPU inference path of MambaOut's Gated CNN block: an explicit step, taken per model.
+
+Profiling timm's block on CPU showed that most of inference time was not the matrix products but the memory traffic
+around them: the bias copy of `addmm`, the copy that makes the strided conv input contiguous, `torch.cat`, and the
+separate activation, product and residual passes. `FusedGatedCNNBlock` runs the same arithmetic with oneDNN's fused
+linear kernels (`torch.ops.mkldnn._linear_pointwise`, the ones inductor uses on CPU):
+
+- fc1 as three row slices of its weight: g with GELU/SiLU fused in, i, and c, so c comes out contiguous for the conv;
+- the gate product in place instead of `torch.cat`;
+- the residual add fused into fc2, with LayerScale folded into fc2's weight and bias.
+
+It takes that path only where it is exact and applies: a CPU float32 input, autograd and autocast off, not under
+torch.compile (inductor fuses the reference graph itself) and no active drop path. Anywhere else it runs the
+reference `GatedCNNBlock.forward`, so a fused model still trains, runs on a GPU or under autocast, unchanged.
+
+    model = fuse_for_inference(create_model("mambaout_femto").eval())   # the blocks now take the fused path
+    unfuse(model)                                                        # back to the plain reference model
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, LayerScale
+from torch import nn
+
+from mambaout.models.mambaout import GatedCNNBlock
+
+_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_ONEDNN_ACT = {nn.GELU: ("gelu", "none"), nn.SiLU: ("swish", "")}  # activation -> (oneDNN attr, algorithm)
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN and its fused linear op (x86 and ARM builds do)."""
+    return _linear is not None and torch.backends.mkldnn.is_available()
+
+
+class FusedGatedCNNBlock(GatedCNNBlock):
+    """A GatedCNNBlock (same parameters and state-dict keys) whose CPU inference runs oneDNN's fused kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_applies(x):
+            return self.forward_fused(x)
+        return super().forward(x)
+
+    def _fused_applies(self, x: torch.Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and not (self.training and isinstance(self.drop_path, DropPath))
+        )
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference arithmetic with fused kernels; equal to `GatedCNNBlock.forward` to float32 rounding."""
+        hidden, n_id, _ = self.split_indices
+        w, b = self.fc1.weight, self.fc1.bias
+        attr, algorithm = _ONEDNN_ACT[type(self.act)]
+        xn = self.norm(x)
+        gate = _linear(xn, w[:hidden], b[:hidden], attr, [], algorithm)
+        c = _linear(xn, w[hidden + n_id :], b[hidden + n_id :], "none", [], "")  # contiguous: the conv copies nothing
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if n_id:
+            gate[..., :n_id].mul_(_linear(xn, w[hidden : hidden + n_id], b[hidden : hidden + n_id], "none", [], ""))
+        gate[..., n_id:].mul_(c)
+        w2, b2 = self.fc2.weight, self.fc2.bias
+        if isinstance(self.ls, LayerScale):  # (W a + b) * gamma = (gamma W) a + gamma b
+            w2, b2 = w2 * self.ls.gamma[:, None], b2 * self.ls.gamma
+        return _linear.binary(gate, x, w2, b2, "add")  # fc2(gate) + x in one kernel
+
+
+def _fusable(m: nn.Module) -> bool:
+    # exactly the reference block with MambaOut's own conv mixer and an activation oneDNN can fuse
+    return type(m) is GatedCNNBlock and hasattr(m, "conv") and type(m.act) in _ONEDNN_ACT
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Give every eligible Gated CNN block of `model` the fused CPU inference path; returns `model` itself.
+
+    The blocks keep their parameters, state-dict keys and hooks (only their class becomes `FusedGatedCNNBlock`).
+    Idempotent; a no-op on torch builds without oneDNN. `unfuse(model)` undoes it.
+
+    Example:
+        >>> model = fuse_for_inference(create_model("mambaout_femto").eval())
+        >>> with torch.inference_mode():
+        ...     logits = model(torch.randn(8, 3, 224, 224))  # doctest: +SKIP
+    """
+    if onednn_available():
+        for m in model.modules():
+            if _fusable(m):
+                m.__class__ = FusedGatedCNNBlock
+    return model
+
+
+def unfuse(model: nn.Module) -> nn.Module:
+    """Turn every fused block of `model` back into the reference `GatedCNNBlock`; returns `model` itself."""
+    for m in model.modules():
+        if type(m) is FusedGatedCNNBlock:
+            m.__class__ = GatedCNNBlock
+    return model
+
+
+def is_fused(model: nn.Module) -> bool:
+    """Whether any block of `model` takes the fused path."""
+    return any(type(m) is FusedGatedCNNBlock for m in model.modules())

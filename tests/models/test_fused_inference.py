@@ -1,0 +1,70 @@
+"""The fused CPU blocks are an explicit, per-model step that changes speed and nothing else."""
+
+import copy
+
+import pytest
+import torch
+from timm.layers import DropPath
+
+import mambaout
+from mambaout.infer.fuse import FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
+from mambaout.models.mambaout import GatedCNNBlock
+
+
+def count_fused(model: torch.nn.Module) -> int:
+    return sum(type(m) is FusedGatedCNNBlock for m in model.modules())
+
+
+def test_create_model_gives_the_reference_and_fuse_is_per_model_idempotent_and_undoable():
+    torch.manual_seed(0)
+    model = mambaout.create_model("mambaout_pico").eval()
+    other = mambaout.create_model("mambaout_pico").eval()
+    before = model.state_dict()
+    assert not is_fused(model)
+    assert fuse_for_inference(fuse_for_inference(model)) is model
+    assert count_fused(model) == 6 and not is_fused(other)  # 1 + 1 + 3 + 1 blocks; the other model untouched
+    after = model.state_dict()
+    assert list(after) == list(before) and all(after[k].data_ptr() == v.data_ptr() for k, v in before.items())
+    assert unfuse(model) is model and count_fused(model) == 0
+    assert sum(type(m) is GatedCNNBlock for m in model.modules()) == 6
+
+
+def test_blocks_with_another_mixer_are_left_as_they_are():
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico", mixer="attn").eval())
+    assert count_fused(model) == 0
+
+
+@pytest.mark.parametrize("condition", ["autograd", "autocast", "float64", "meta", "drop_path"])
+def test_a_fused_block_falls_back_to_the_reference_arithmetic(condition):
+    torch.manual_seed(0)
+    reference = mambaout.create_model("mambaout_pico", num_classes=5).eval()
+    if condition == "drop_path":  # training with stochastic depth in every block
+        for block in reference.modules():
+            if isinstance(block, GatedCNNBlock):
+                block.drop_path = DropPath(0.5)
+    x = torch.randn(2, 3, 32, 32)
+    if condition == "float64":
+        reference, x = reference.double(), x.double()
+    if condition == "meta":
+        reference, x = reference.to("meta"), x.to("meta")
+    fused = fuse_for_inference(copy.deepcopy(reference))
+    if condition == "drop_path":
+        reference.train(), fused.train()
+    calls = []
+    for block in fused.modules():
+        if isinstance(block, FusedGatedCNNBlock):
+            block.forward_fused = lambda x, block=block: calls.append(1) or FusedGatedCNNBlock.forward_fused(block, x)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        torch.manual_seed(1)  # the same drop-path draws for both
+        with torch.set_grad_enabled(condition == "autograd"):
+            if condition == "autocast":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return model(x)
+            return model(x)
+
+    out, expected = run(fused), run(reference)
+    assert calls == []
+    assert out.shape == expected.shape == (2, 5)
+    if condition != "meta":
+        assert torch.equal(out, expected)
