@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from mambaout.errors import UserError
-from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 150

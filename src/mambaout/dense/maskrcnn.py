@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -24,7 +26,6 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from mambaout.dense.backbone import MambaOutBackbone
 from mambaout.errors import UserError
-from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
 
 
 class BackboneFPN(nn.Module):

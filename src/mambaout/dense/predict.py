@@ -15,6 +15,7 @@ from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mambaout.errors import UserError
+from mambaout.infer.fuse import fuse_for_inference
 
 
 def palette(n: int) -> torch.Tensor:
@@ -84,6 +85,7 @@ def predict_detection(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt = load_detector(checkpoint, device)
+    model = fuse_for_inference(model)  # oneDNN-fused backbone blocks on CPU, same outputs
     names = [c["name"] for c in ckpt["categories"]]
     written = []
     for path in images:
@@ -112,6 +114,7 @@ def predict_segmentation(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt = load_segmenter(checkpoint, device)
+    model = fuse_for_inference(model)
     cfg = ckpt["config"]
     written = []
     for path in images:

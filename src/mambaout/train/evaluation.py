@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from mambaout.data import DIGITS_CLASSES, SkipBadImages, digits_splits, eval_folder, eval_loader
 from mambaout.engine.distributed import all_reduce_sum, resolve_device
 from mambaout.errors import UserError
+from mambaout.infer.fuse import fuse_for_inference
 from mambaout.models.checkpoint import checkpoint_filter, read_state_dict, resolve_source, unwrap_state_dict
 from mambaout.models.factory import create_model
 
@@ -125,7 +126,7 @@ def evaluate_weights(
     dataset = SkipBadImages(dataset, max_bad=len(dataset))
     workers = 0 if data is None else min(workers, os.cpu_count() or 1)  # digits are in memory already
     loader = eval_loader(dataset, batch_size, workers=workers, pin_memory=dev.type == "cuda")
-    metrics = evaluate(net.to(dev), loader, dev)
+    metrics = evaluate(fuse_for_inference(net.to(dev)), loader, dev)  # oneDNN-fused blocks on CPU, same logits
     return dict(
         model=model,
         weights=str(pretrained),
