@@ -9,6 +9,8 @@
   keeps the fused kernel: it runs the custom op as one opaque node.
 """
 
+import sys
+
 import torch
 
 from mambaout.errors import UserError
@@ -64,7 +66,9 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
 
 def _exporting() -> bool:
     """True while torch.jit.trace, torch.onnx.export or torch.export records the call."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+    # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
+    onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
+    return torch.jit.is_tracing() or onnx or torch.compiler.is_exporting()
 
 
 def _resolve_backend(backend: str, u: torch.Tensor) -> str:
