@@ -44,7 +44,7 @@ _MAX_TILE = 64
 # Tiles are narrowed until there are this many tasks (or tiles reach 8 channels), so that small batches still keep
 # several threads busy. A constant, not the thread count: the tiling decides the order of the dB/dC sums over
 # channels, and the results must not change with the number of threads.
-_MIN_TASKS = 8
+_MIN_TASKS = 4
 
 
 @intrinsic
