@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from mambaout.ssm import Mamba, SelectiveSSM
+from mambaout.ssm import Mamba, SelectiveSSM, selective_scan_ref
 
 # mamba_ssm.modules.mamba_simple.Mamba(d_model=16).named_parameters(), in order, with shapes
 MAMBA_SSM_PARAMETERS = [
@@ -26,6 +27,78 @@ def test_parameter_names_shapes_and_order_are_mamba_ssm_s():
     block = Mamba(d_model=16)
     assert [(name, tuple(p.shape)) for name, p in block.named_parameters()] == MAMBA_SSM_PARAMETERS
     assert list(block.state_dict()) == [name for name, _ in MAMBA_SSM_PARAMETERS]
+
+
+class MambaSsmLayout(nn.Module):
+    """Parameters declared as mamba_ssm/modules/mamba_simple.py declares them, for d_model 16 (d_inner 32, N 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(16, 64, bias=False)
+        self.conv1d = nn.Conv1d(32, 32, 4, groups=32, padding=3)
+        self.x_proj = nn.Linear(32, 1 + 2 * 16, bias=False)
+        self.dt_proj = nn.Linear(1, 32)
+        self.A_log = nn.Parameter(torch.randn(32, 16) * 0.5)
+        self.D = nn.Parameter(torch.randn(32))
+        self.out_proj = nn.Linear(32, 16, bias=False)
+
+
+def mamba_forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """mamba_ssm's Mamba.forward (the path without its CUDA kernels) on a state_dict, with the reference scan."""
+    seqlen = x.shape[1]
+    u, z = F.linear(x, p["in_proj.weight"]).transpose(1, 2).chunk(2, dim=1)  # (batch, 32, L) each
+    u = F.silu(F.conv1d(u, p["conv1d.weight"], p["conv1d.bias"], padding=3, groups=32)[..., :seqlen])
+    dt, B, C = torch.split(F.linear(u.transpose(1, 2), p["x_proj.weight"]), [1, 16, 16], dim=-1)
+    dt = F.linear(dt, p["dt_proj.weight"]).transpose(1, 2)
+    A = -torch.exp(p["A_log"])
+    y = selective_scan_ref(u, dt, A, B.mT, C.mT, p["D"], z, p["dt_proj.bias"], delta_softplus=True)
+    return F.linear(y.transpose(1, 2), p["out_proj.weight"])
+
+
+def test_a_state_dict_in_mamba_ssm_s_layout_loads_with_keys_in_order_and_computes_its_forward():
+    torch.manual_seed(0)
+    theirs = MambaSsmLayout().state_dict()
+    block = Mamba(16)
+    assert list(block.state_dict()) == list(theirs)
+    block.load_state_dict(theirs)  # strict: same names, same shapes
+    assert all(torch.equal(block.state_dict()[k], v) for k, v in theirs.items())
+    x = torch.randn(2, 12, 16)
+    expected = mamba_forward(theirs, x)
+    assert (block(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_positional_arguments_follow_mamba_ssm_s_constructor():
+    # d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
+    # use_fast_path, layer_idx
+    block = Mamba(16, 8, 3, 3, 2, 0.001, 0.1, "constant", 0.5, 1e-4, False, True, False, 7)
+    assert block.in_proj.weight.shape == (96, 16) and block.in_proj.bias is not None  # expand 3, bias
+    assert block.conv1d.weight.shape == (48, 1, 3) and block.conv1d.bias is None  # d_conv 3, no conv bias
+    assert block.x_proj.weight.shape == (2 + 2 * 8, 48) and block.A_log.shape == (48, 8)  # dt_rank 2, d_state 8
+    assert torch.equal(block.dt_proj.weight, torch.full((48, 2), 0.5 * 2**-0.5))  # constant init, dt_scale 0.5
+    assert block.use_fast_path is False and block.backend == "torch" and block.layer_idx == 7
+
+
+def test_use_fast_path_picks_the_fused_kernel_and_false_the_torch_scan_with_the_same_output():
+    torch.manual_seed(0)
+    fast, plain = Mamba(16), Mamba(16, use_fast_path=False)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.backend == "auto" and plain.backend == "torch"
+    assert Mamba(16, use_fast_path=False, backend="numba").backend == "numba"  # an explicit backend wins
+    x = torch.randn(2, 40, 16)
+    y = fast(x)
+    assert (plain(x) - y).abs().max() <= 1e-5 * y.abs().max()
+
+
+def test_mamba_runs_the_selective_ssm_on_its_own_parameters_between_conv_and_out_proj():
+    torch.manual_seed(0)
+    block = Mamba(16)
+    ssm = SelectiveSSM(32, dt_rank=1)
+    ssm.load_state_dict({k: v for k, v in block.state_dict().items() if k in ssm.state_dict()})  # strict
+    x = torch.randn(2, 12, 16)
+    u, z = block.in_proj(x).chunk(2, dim=-1)
+    u = block.act(block.conv1d(u.transpose(1, 2))[..., :12]).transpose(1, 2)
+    assert torch.equal(block(x), block.out_proj(ssm(u, z)))
+    assert not isinstance(block, SelectiveSSM)  # composed: each module owns its parameters
 
 
 def test_a_mamba_state_dict_loads_into_a_fresh_block_and_gives_the_same_output():

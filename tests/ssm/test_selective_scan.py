@@ -1,12 +1,18 @@
 """The selective scan's contract: every backend matches the sequential reference in value and in every gradient."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mambaout.ssm import scan_flops, selective_scan, selective_scan_ref
+import mambaout
+from mambaout.ssm import SelectiveSSM, scan_flops, selective_scan, selective_scan_ref
 from mambaout.ssm.fused import _expf
 from mambaout.ssm.scan import _resolve_backend
 
@@ -76,6 +82,84 @@ def test_backend_matches_float64_reference_in_output_and_every_gradient(backend,
     for name in grads:
         assert grads[name].shape == inputs[name].shape
         assert rel_err(grads[name], grads_ref[name]) <= 1e-5, name
+
+
+# (batch, D, L, N, G). Batch 1 is where the fused kernel cuts the channels into the most tiles (5 of 8 at D 40). The
+# last shape's (batch, D, L) tensors have 39000 > 32768 elements: there torch splits its own pointwise ops between
+# threads, and its SIMD and scalar softplus / silu differ in the last bit (docs/ssm.md, "Threads").
+THREAD_SHAPES = [(1, 40, 70, 8, 1), (1, 64, 130, 16, 2), (3, 200, 65, 16, 1)]
+TORCH_SPLITS_ABOVE = 32768  # at::internal::GRAIN_SIZE
+
+
+def results_at_current_threads() -> dict[str, torch.Tensor]:
+    """Output, last state and all gradients of both fast backends on THREAD_SHAPES, with Δ given as is or set up by
+    softplus(delta + delta_bias) (z and D always on); keys "backend shape delta name"."""
+    results = {}
+    for backend in ("numba", "torch"):
+        for batch, dim, seqlen, n_state, groups in THREAD_SHAPES:
+            for softplus in (False, True):
+                inputs = make_inputs(batch, dim, seqlen, n_state, groups=groups, z=True, D=True, delta_bias=softplus)
+                out, last_state, grads = run(selective_scan, inputs, delta_softplus=softplus, backend=backend)
+                key = f"{backend} {batch}x{dim}x{seqlen}x{n_state}x{groups} {'softplus' if softplus else 'given'}"
+                results |= {f"{key} out": out, f"{key} last_state": last_state}
+                results |= {f"{key} d{name}": g for name, g in grads.items()}
+    results["numba threads"] = torch.tensor(numba.get_num_threads())
+    return results
+
+
+def test_fused_kernel_is_bitwise_the_same_at_1_and_2_threads_and_torch_pointwise_ops_within_1e_6(tmp_path):
+    # 2 threads in a fresh process: numba fixes its pool size (NUMBA_NUM_THREADS) when it starts
+    path = tmp_path / "two_threads.pt"
+    paths = [str(Path(mambaout.__file__).parents[1]), str(Path(__file__).parent)]
+    code = (
+        f"import sys, torch; sys.path[:0] = {paths!r}; torch.set_num_threads(2); "
+        "from test_selective_scan import results_at_current_threads; "
+        f"torch.save(results_at_current_threads(), {str(path)!r})"
+    )
+    env = os.environ | {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = results_at_current_threads()
+    finally:
+        torch.set_num_threads(threads)
+    two = torch.load(path)
+    assert one.pop("numba threads").item() == 1 and two.pop("numba threads").item() == 2
+    assert one.keys() == two.keys() and len(one) == 2 * 3 * (2 * 9 + 1)  # 9 results, 10 with delta_bias
+
+    small = {"x".join(map(str, s)) for s in THREAD_SHAPES if s[0] * s[1] * s[2] <= TORCH_SPLITS_ABOVE}
+
+    def exact(name: str) -> bool:
+        backend, shape, delta = name.split()[:3]
+        return shape in small or backend == "numba" and delta == "given"  # the kernel alone: Δ goes in untouched
+
+    differ = [name for name in one if not torch.equal(one[name], two[name])]
+    assert [name for name in differ if exact(name)] == []
+    assert all(rel_err(one[name], two[name]) <= 1e-6 for name in differ)  # measured <= 3e-8
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # shape checks: a trace is specialised to its shapes
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # deprecated, but what ONNX's legacy export runs
+@pytest.mark.parametrize("tracer", ["jit.trace", "export"])
+def test_traced_or_exported_ssm_is_plain_tensor_ops_and_matches_eager(tracer):
+    torch.manual_seed(0)
+    x, z = torch.randn(2, 40, 16), torch.randn(2, 40, 16)
+
+    def graph_of(module):
+        if tracer == "jit.trace":
+            traced = torch.jit.trace(module, (x, z))
+            return traced, str(traced.inlined_graph)
+        exported = torch.export.export(module, (x, z))
+        return exported.module(), str(exported.graph)
+
+    ssm = SelectiveSSM(16, d_state=4)
+    traced, graph = graph_of(ssm)
+    assert "selective_scan_fwd" not in graph  # "auto" took the chunked torch scan: ops any ONNX runtime has
+    x2, z2 = torch.randn(2, 40, 16), torch.randn(2, 40, 16)
+    assert rel_err(traced(x2, z2), ssm(x2, z2)) <= 1e-5  # eager runs the fused kernel
+    ssm.backend = "numba"  # asked for by name, the fused kernel is kept, as one custom op
+    assert "selective_scan_fwd" in graph_of(ssm)[1]
 
 
 def test_kernel_exp_is_within_1e_7_of_exp_and_keeps_its_limits():

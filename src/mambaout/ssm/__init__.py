@@ -8,15 +8,17 @@
 - ``SelectiveSSM(dim, d_state=16, ...)``: the building block for token mixers. (batch, L, C) -> (batch, L, C),
   input already convolved and activated; input-dependent Δ, B, C from ``x_proj``/``dt_proj``, D skip, optional
   gate ``z``; scans forward only (flip the sequence for other directions). ``step`` streams one token.
-- ``Mamba(d_model, ...)``: the full block, ``mamba_ssm``'s constructor and parameter names, built on SelectiveSSM.
+- ``Mamba(d_model, ...)``: the full block, ``mamba_ssm``'s constructor (in its order, ``use_fast_path`` included),
+  parameter names and state_dict order. It and ``SelectiveSSM`` each own their parameters and call one function,
+  ``selective_ssm(x, x_proj, dt_proj, A_log, D, z=None, ...)``: Δ/B/C projection, then the scan.
 - ``scan_flops(batch, dim, seq_len, d_state)``: FLOPs of one scan (9·B·L·D·N + B·D·L), which FLOP counters
   cannot see (``FlopCounterMode`` runs through the fused op and counts 0 for it).
 
 See docs/ssm.md for the kernel design and measured speed.
 """
 
-from mambaout.ssm.mamba import Mamba, SelectiveSSM
+from mambaout.ssm.mamba import Mamba, SelectiveSSM, selective_ssm
 from mambaout.ssm.reference import selective_scan_ref
 from mambaout.ssm.scan import BACKENDS, scan_flops, selective_scan
 
-__all__ = ["BACKENDS", "Mamba", "SelectiveSSM", "scan_flops", "selective_scan", "selective_scan_ref"]
+__all__ = ["BACKENDS", "Mamba", "SelectiveSSM", "scan_flops", "selective_scan", "selective_scan_ref", "selective_ssm"]

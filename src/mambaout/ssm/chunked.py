@@ -7,8 +7,9 @@ chunk. The chunk's end state carries into the next chunk. Under autograd each ch
 keeps the inputs and one (batch, D, N) state per chunk, not the (batch, D, L, N) states."""
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from mambaout.ssm.pointwise import compute_dtype, skip_and_gate, step_size
 
 # Steps per chunk. CPU: 16 wastes the fewest Hillis-Steele rounds (16: 3.0 s, 32: 3.5 s, 64: 4.4 s for forward +
 # backward at batch 8, D 192, N 16, L 1024 on one core). GPU: longer chunks mean fewer kernel launches; 64 is a
@@ -58,7 +59,7 @@ def selective_scan_chunked(
         torch.Size([2, 4, 10])
     """
     dtype_in = u.dtype
-    compute = torch.float64 if dtype_in == torch.float64 else torch.float32
+    compute = compute_dtype(u)
     batch, dim, seqlen = u.shape
     n_state = A.shape[1]
     B = B if B.dim() == 4 else B[:, None]
@@ -66,11 +67,7 @@ def selective_scan_chunked(
     groups = B.shape[1]
     per_group = dim // groups
 
-    dt = delta.to(compute)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    dt = step_size(delta, delta_bias, delta_softplus, compute)
     # Time-major and contiguous, so that a chunk is one contiguous block and every op streams memory; channel
     # d = g * per_group + i splits into (G, per_group) so that group g's B and C broadcast without copies.
     u_t = u.to(compute).permute(2, 0, 1).reshape(seqlen, batch, groups, per_group).contiguous()
@@ -91,10 +88,5 @@ def selective_scan_chunked(
         else:
             y, h = _scan_chunk(*args)
         ys.append(y)
-    out = torch.cat(ys).reshape(seqlen, batch, dim).permute(1, 2, 0)
-    if D is not None:
-        out = out + D.to(compute)[:, None] * u.to(compute)
-    if z is not None:
-        out = out * F.silu(z.to(compute))
-    out = out.to(dtype_in)
+    out = skip_and_gate(torch.cat(ys).reshape(seqlen, batch, dim).permute(1, 2, 0), u, D, z).to(dtype_in)
     return (out, h.reshape(batch, dim, n_state)) if return_last_state else out

@@ -8,6 +8,10 @@ the end: it recomputes one block's states from its checkpoint into a BLOCK x N x
 recurrence through it. Tasks are parallel (``prange``); the sums over channels that the B and C gradients need go
 to one partial buffer per channel tile, so no two threads ever write the same element.
 
+Bitwise the same at any thread count: the tiling depends on the shapes only (``tile_width``), each task computes
+its outputs alone in a fixed order, and the partial sums (per tile, per batch element) are added in index order.
+Which thread runs a task changes nothing.
+
 Kernels take float32, C-contiguous arrays (``scan.py`` builds them): u, delta, z, out: (batch, L, D), delta already
 being Δ (bias and softplus are applied by torch around the op); A_T: (N, D); B, C: (batch, G, L, N); D: (D,).
 An absent D is passed as zeros and an absent z as an empty array, so each kernel compiles once per machine
@@ -37,6 +41,10 @@ _FASTMATH = {"reassoc", "contract"}
 # N / BLOCK floats per input element.
 BLOCK = 64
 _MAX_TILE = 64
+# Tiles are narrowed until there are this many tasks (or tiles reach 8 channels), so that small batches still keep
+# several threads busy. A constant, not the thread count: the tiling decides the order of the dB/dC sums over
+# channels, and the results must not change with the number of threads.
+_MIN_TASKS = 4
 
 
 @intrinsic
@@ -244,13 +252,21 @@ def scan_bwd_kernel(
         dD[b, d0:d1] = dD_sum
 
 
-def tile_width(batch: int, dim: int, n_groups: int, threads: int) -> int:
-    """Channels per task: at most _MAX_TILE, fewer when that leaves threads idle (tasks >= 2 x threads)."""
+def tile_width(batch: int, dim: int, n_groups: int) -> int:
+    """Channels per task: at most _MAX_TILE, fewer while there are under _MIN_TASKS tasks. Shapes only, no threads."""
     per_group = dim // n_groups
     tiles = -(-per_group // _MAX_TILE)
-    while batch * n_groups * tiles < 2 * threads and -(-per_group // (tiles + 1)) >= 8:
+    while batch * n_groups * tiles < _MIN_TASKS and -(-per_group // (tiles + 1)) >= 8:
         tiles += 1
     return -(-per_group // tiles)
+
+
+def _sum_in_order(parts: torch.Tensor) -> torch.Tensor:
+    """parts.sum(0) as parts[0] + parts[1] + ... : elementwise adds in index order, whatever torch's threads do."""
+    total = parts[0].clone()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
@@ -263,11 +279,9 @@ def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
-def _threads() -> int:
+def _set_threads() -> None:
     # One knob for both pools: torch.set_num_threads also bounds the scan.
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 # The kernels run inside custom ops, so dispatch modes (FlopCounterMode, fake tensors, torch.compile) see one opaque
@@ -292,7 +306,7 @@ def selective_scan_fwd(
     out = torch.empty_like(u)
     last_state = u.new_empty(batch, dim, n_state)
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
-    width = tile_width(batch, dim, B.shape[1], _threads())
+    _set_threads()
     scan_fwd_kernel(
         _numpy(u),
         _numpy(delta),
@@ -302,7 +316,7 @@ def selective_scan_fwd(
         _numpy(D, (dim,)),
         _numpy(z, (0, 0, 0)),
         z is not None,
-        width,
+        tile_width(batch, dim, B.shape[1]),
         out.numpy(),
         last_state.numpy(),
         _numpy(checkpoints),
@@ -337,8 +351,9 @@ def selective_scan_bwd(
     """Gradients [du, ddelta, dA_T, dB, dC, dD, dz]; an empty tensor where the input was None."""
     batch, seqlen, dim = u.shape
     n_groups, n_state = B.shape[1], A_T.shape[0]
-    width = tile_width(batch, dim, n_groups, _threads())
+    width = tile_width(batch, dim, n_groups)
     tiles = -(-(dim // n_groups) // width)
+    _set_threads()
     du, ddelta = torch.empty_like(u), torch.empty_like(u)
     dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
     dA = u.new_empty(batch, n_state, dim, dtype=torch.float64)
@@ -369,10 +384,10 @@ def selective_scan_bwd(
     return [
         du,
         ddelta,
-        dA.sum(0).float(),
-        dB_part.sum(0) if tiles > 1 else dB_part[0].clone(),
-        dC_part.sum(0) if tiles > 1 else dC_part[0].clone(),
-        dD.sum(0).float() if D is not None else u.new_empty(0),
+        _sum_in_order(dA).float(),
+        _sum_in_order(dB_part),
+        _sum_in_order(dC_part),
+        _sum_in_order(dD).float() if D is not None else u.new_empty(0),
         dz if z is not None else u.new_empty(0),
     ]
 

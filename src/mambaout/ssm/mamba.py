@@ -2,7 +2,10 @@
 
 Data flow of the block (PAPER.md: Mamba = Gated CNN + SSM in the token mixer):
 x, z = in_proj(input); x = silu(causal depthwise conv1d(x)); y = SSM(x) * silu(z); output = out_proj(y).
-``SelectiveSSM`` is the SSM(x) part alone; ``Mamba`` is built on it, so both share one implementation.
+SSM(x) is written once, as two functions over four parameters (x_proj, dt_proj, A_log, D): ``selective_ssm`` for a
+sequence, ``selective_ssm_step`` for one token. ``SelectiveSSM`` owns those four parameters and nothing else;
+``Mamba`` owns them too, declared where mamba_ssm declares them, so its state_dict has mamba_ssm's keys in
+mamba_ssm's order. Both call the same functions.
 """
 
 import math
@@ -12,7 +15,129 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mambaout.errors import UserError
+from mambaout.ssm.pointwise import skip_and_gate, step_size
 from mambaout.ssm.scan import selective_scan
+
+
+def ssm_projections(
+    dim: int,
+    d_state: int,
+    dt_rank: int,
+    dt_min: float = 0.001,
+    dt_max: float = 0.1,
+    dt_init: str = "random",
+    dt_scale: float = 1.0,
+    dt_init_floor: float = 1e-4,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Linear, nn.Linear]:
+    """x_proj (dim -> dt_rank + 2 d_state, no bias: Δ's low-rank input, B, C) and dt_proj (dt_rank -> dim), with
+    Mamba's Δ init: dt_proj.weight keeps the variance of Δ, softplus(dt_proj.bias) is log-uniform in [dt_min, dt_max].
+
+    Example:
+        >>> x_proj, dt_proj = ssm_projections(64, d_state=16, dt_rank=4)
+        >>> x_proj.out_features, dt_proj.in_features
+        (36, 4)
+    """
+    if dt_init not in ("random", "constant"):
+        raise UserError(f"SelectiveSSM: dt_init must be 'random' or 'constant', got {dt_init!r}.")
+    x_proj = nn.Linear(dim, dt_rank + 2 * d_state, bias=False, device=device, dtype=dtype)
+    dt_proj = nn.Linear(dt_rank, dim, bias=True, device=device, dtype=dtype)
+    dt_init_std = dt_rank**-0.5 * dt_scale
+    if dt_init == "constant":
+        nn.init.constant_(dt_proj.weight, dt_init_std)
+    else:
+        nn.init.uniform_(dt_proj.weight, -dt_init_std, dt_init_std)
+    log_dt = torch.rand(dim, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    dt = torch.exp(log_dt).clamp(min=dt_init_floor)
+    with torch.no_grad():
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+    dt_proj.bias._no_reinit = True
+    return x_proj, dt_proj
+
+
+def ssm_state_parameters(
+    dim: int, d_state: int, device: torch.device | None = None
+) -> tuple[nn.Parameter, nn.Parameter]:
+    """A_log (dim, d_state) with the S4D-real init A = -exp(A_log) = -[1..N] per channel, and the skip D (dim,) = 1.
+
+    Both float32 whatever the module's dtype (exp(Δ A) over long sequences needs the precision), both out of weight
+    decay (``_no_weight_decay``), as in mamba_ssm.
+    """
+    A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(dim, 1)))
+    D = nn.Parameter(torch.ones(dim, device=device))
+    A_log._no_weight_decay = D._no_weight_decay = True
+    return A_log, D
+
+
+def _delta_B_C(
+    x: torch.Tensor, x_proj: nn.Linear, dt_proj: nn.Linear
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (..., C) -> Δ before bias and softplus (..., C), B (..., N), C (..., N)."""
+    dt_rank = dt_proj.in_features
+    d_state = (x_proj.out_features - dt_rank) // 2
+    dt, B, C = torch.split(x_proj(x), [dt_rank, d_state, d_state], dim=-1)
+    return F.linear(dt, dt_proj.weight), B, C
+
+
+def selective_ssm(
+    x: torch.Tensor,
+    x_proj: nn.Linear,
+    dt_proj: nn.Linear,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    z: torch.Tensor | None = None,
+    return_last_state: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """x, z: (batch, L, C) -> y (batch, L, C) [, last_state (batch, C, N) float32]: Δ, B, C projected from x, then
+    one forward selective scan with A = -exp(A_log), the D skip and, if ``z`` is given, the silu(z) gate.
+
+    Example:
+        >>> x_proj, dt_proj = ssm_projections(8, d_state=4, dt_rank=1); A_log, D = ssm_state_parameters(8, 4)
+        >>> selective_ssm(torch.randn(2, 10, 8), x_proj, dt_proj, A_log, D).shape
+        torch.Size([2, 10, 8])
+    """
+    dt, B, C = _delta_B_C(x, x_proj, dt_proj)
+    out = selective_scan(
+        x.transpose(1, 2),
+        dt.transpose(1, 2),
+        -torch.exp(A_log.float()),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D.float(),
+        z=z.transpose(1, 2) if z is not None else None,
+        delta_bias=dt_proj.bias.float(),
+        delta_softplus=True,
+        return_last_state=return_last_state,
+        backend=backend,
+    )
+    if return_last_state:
+        return out[0].transpose(1, 2), out[1]
+    return out.transpose(1, 2)
+
+
+def selective_ssm_step(
+    x: torch.Tensor,
+    ssm_state: torch.Tensor,
+    x_proj: nn.Linear,
+    dt_proj: nn.Linear,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    z: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One token of ``selective_ssm``: x, z (batch, C) -> y (batch, C); ssm_state (batch, C, N) is updated in place.
+
+    Constant memory per token; stepping through a sequence gives ``selective_ssm``'s output.
+    """
+    dt, B, C = _delta_B_C(x, x_proj, dt_proj)
+    # a token is a sequence of length 1: (batch, C) -> (batch, C, 1) for the pointwise parts
+    dt = step_size(dt[..., None], dt_proj.bias, delta_softplus=True)  # (batch, C, 1)
+    decay = torch.exp(dt * -torch.exp(A_log.float()))  # (batch, C, N)
+    ssm_state.copy_(ssm_state * decay + dt * x.float()[..., None] * B.float()[:, None, :])
+    y = (ssm_state.float() * C.float()[:, None, :]).sum(-1, keepdim=True)
+    y = skip_and_gate(y, x[..., None], D, z[..., None] if z is not None else None)
+    return y[..., 0].to(x.dtype)
 
 
 class SelectiveSSM(nn.Module):
@@ -44,86 +169,34 @@ class SelectiveSSM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory_kwargs = {"device": device, "dtype": dtype}
-        if dt_init not in ("random", "constant"):
-            raise UserError(f"SelectiveSSM: dt_init must be 'random' or 'constant', got {dt_init!r}.")
         self.dim = dim
         self.d_state = d_state
         self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else dt_rank
         self.backend = backend
-
-        self.x_proj = nn.Linear(dim, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
-        self.dt_proj = nn.Linear(self.dt_rank, dim, bias=True, **factory_kwargs)
-        # dt_proj.weight keeps the variance of Δ at init; its bias makes softplus(bias) log-uniform in [dt_min, dt_max].
-        dt_init_std = self.dt_rank**-0.5 * dt_scale
-        if dt_init == "constant":
-            nn.init.constant_(self.dt_proj.weight, dt_init_std)
-        else:
-            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-        dt = torch.exp(torch.rand(dim, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(
-            min=dt_init_floor
+        self.x_proj, self.dt_proj = ssm_projections(
+            dim, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, device, dtype
         )
-        inv_dt = dt + torch.log(-torch.expm1(-dt))  # softplus^-1(dt)
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(inv_dt)
-        self.dt_proj.bias._no_reinit = True
-
-        # A_log and D stay float32 whatever ``dtype`` is: exp(Δ A) over long sequences needs the precision.
-        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(dim, 1)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
-        self.D = nn.Parameter(torch.ones(dim, device=device))
-        self.D._no_weight_decay = True
-
-    def _dt_B_C(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (..., C) -> Δ before bias and softplus (..., C), B (..., N), C (..., N)."""
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return F.linear(dt, self.dt_proj.weight), B, C
+        self.A_log, self.D = ssm_state_parameters(dim, d_state, device)
 
     def forward(
         self, x: torch.Tensor, z: torch.Tensor | None = None, return_last_state: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x, z: (batch, L, C) -> y (batch, L, C) [, last_state (batch, C, N) float32]; y *= silu(z) if z is given."""
-        dt, B, C = self._dt_B_C(x)
-        out = selective_scan(
-            x.transpose(1, 2),
-            dt.transpose(1, 2),
-            -torch.exp(self.A_log.float()),
-            B.transpose(1, 2),
-            C.transpose(1, 2),
-            self.D.float(),
-            z=z.transpose(1, 2) if z is not None else None,
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-            return_last_state=return_last_state,
-            backend=self.backend,
-        )
-        if return_last_state:
-            return out[0].transpose(1, 2), out[1]
-        return out.transpose(1, 2)
+        return selective_ssm(x, self.x_proj, self.dt_proj, self.A_log, self.D, z, return_last_state, self.backend)
 
     def step(self, x: torch.Tensor, ssm_state: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """One token: x, z (batch, C) -> y (batch, C); ssm_state (batch, C, N) is updated in place.
-
-        Constant memory per token; stepping through a sequence gives ``forward``'s output.
-        """
-        dt, B, C = self._dt_B_C(x)
-        dt = F.softplus(dt.float() + self.dt_proj.bias.float())  # (batch, C)
-        A = -torch.exp(self.A_log.float())  # (C, N)
-        decay = torch.exp(dt[..., None] * A)
-        ssm_state.copy_(ssm_state * decay + (dt * x.float())[..., None] * B.float()[:, None, :])
-        y = (ssm_state.float() * C.float()[:, None, :]).sum(-1) + self.D.float() * x.float()
-        if z is not None:
-            y = y * F.silu(z.float())
-        return y.to(x.dtype)
+        """One token: x, z (batch, C) -> y (batch, C); ssm_state (batch, C, N) is updated in place."""
+        return selective_ssm_step(x, ssm_state, self.x_proj, self.dt_proj, self.A_log, self.D, z)
 
 
-class Mamba(SelectiveSSM):
+class Mamba(nn.Module):
     """The Mamba block: (batch, L, d_model) -> (batch, L, d_model), causal in L.
 
-    Constructor arguments, parameter names, shapes and inits are those of ``mamba_ssm``'s ``Mamba``, so its
-    state_dicts load unchanged. ``step`` / ``allocate_inference_cache`` stream one token at a time in constant
-    memory. ``backend`` selects the scan backend (see ``selective_scan``).
+    Constructor arguments (in order), parameter names, shapes, inits and state_dict key order are those of
+    ``mamba_ssm``'s ``Mamba``, so its state_dicts load unchanged. ``use_fast_path=True`` lets the scan run the fused
+    numba kernel on CPU (backend "auto"); ``False`` runs the pure-torch chunked scan (backend "torch"). A ``backend``
+    keyword, if given, overrides that choice (see ``selective_scan``). ``step`` / ``allocate_inference_cache``
+    stream one token at a time in constant memory.
 
     Example:
         >>> block = Mamba(d_model=32)
@@ -145,48 +218,51 @@ class Mamba(SelectiveSSM):
         dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
+        use_fast_path: bool = True,
         layer_idx: int | None = None,
-        backend: str = "auto",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        backend: str | None = None,
     ) -> None:
+        super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
-        d_inner = int(expand * d_model)
-        super().__init__(
-            d_inner,
-            d_state=d_state,
-            dt_rank=math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            dt_init=dt_init,
-            dt_scale=dt_scale,
-            dt_init_floor=dt_init_floor,
-            backend=backend,
-            **factory_kwargs,
-        )
         self.d_model = d_model
+        self.d_state = d_state
         self.d_conv = d_conv
         self.expand = expand
-        self.d_inner = d_inner
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path = use_fast_path
         self.layer_idx = layer_idx
+        self.backend = backend or ("auto" if use_fast_path else "torch")
 
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **factory_kwargs)
+        # Declared in mamba_ssm's order, which is its state_dict's order (own parameters A_log, D first).
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory_kwargs)
         # padding d_conv - 1 on both sides, output cut to the first L steps: a causal depthwise conv
         self.conv1d = nn.Conv1d(
-            d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias, **factory_kwargs
+            self.d_inner,
+            self.d_inner,
+            d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory_kwargs,
         )
         self.act = nn.SiLU()
-        # Submodule order as in mamba_ssm (in_proj, conv1d, x_proj, dt_proj, out_proj), so state_dict keys line up.
-        for name in ("x_proj", "dt_proj"):
-            self._modules[name] = self._modules.pop(name)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=bias, **factory_kwargs)
+        self.x_proj, self.dt_proj = ssm_projections(
+            self.d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, device, dtype
+        )
+        self.A_log, self.D = ssm_state_parameters(self.d_inner, d_state, device)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(batch, L, d_model) -> (batch, L, d_model)."""
         seqlen = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (batch, L, d_inner) each
         x = self.act(self.conv1d(x.transpose(1, 2))[..., :seqlen]).transpose(1, 2)
-        return self.out_proj(super().forward(x, z))
+        y = selective_ssm(x, self.x_proj, self.dt_proj, self.A_log, self.D, z, backend=self.backend)
+        return self.out_proj(y)
 
     def allocate_inference_cache(
         self, batch_size: int, max_seqlen: int | None = None, dtype: torch.dtype | None = None
@@ -222,5 +298,6 @@ class Mamba(SelectiveSSM):
         x = (conv_state * self.conv1d.weight[:, 0]).sum(-1)
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias
-        y = super().step(self.act(x).to(hidden_states.dtype), ssm_state, z)
+        x = self.act(x).to(hidden_states.dtype)
+        y = selective_ssm_step(x, ssm_state, self.x_proj, self.dt_proj, self.A_log, self.D, z)
         return self.out_proj(y)[:, None], conv_state, ssm_state

@@ -4,7 +4,8 @@ Same semantics and shapes as ``mamba_ssm.ops.selective_scan_interface.selective_
 """
 
 import torch
-import torch.nn.functional as F
+
+from mambaout.ssm.pointwise import compute_dtype, skip_and_gate, step_size
 
 
 def selective_scan_ref(
@@ -32,17 +33,13 @@ def selective_scan_ref(
         torch.Size([2, 4, 10])
     """
     dtype_in = u.dtype
-    compute = torch.float64 if dtype_in == torch.float64 else torch.float32
+    compute = compute_dtype(u)
     batch, dim, seqlen = u.shape
     n_state = A.shape[1]
     B = B if B.dim() == 4 else B[:, None]
     C = C if C.dim() == 4 else C[:, None]
     groups = B.shape[1]
-    delta = delta.to(compute)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = step_size(delta, delta_bias, delta_softplus, compute)
     # channel d = g * (D // G) + i: (batch, D, ...) -> (batch, G, D // G, ...), so group g's B and C broadcast
     us = u.to(compute).reshape(batch, groups, dim // groups, seqlen).unbind(-1)
     deltas = delta.reshape(batch, groups, dim // groups, seqlen).unbind(-1)
@@ -56,11 +53,6 @@ def selective_scan_ref(
         dt = deltas[t][..., None]  # (batch, G, D // G, 1)
         h = torch.exp(dt * A) * h + dt * Bs[t][:, :, None] * us[t][..., None]
         ys.append((h * Cs[t][:, :, None]).sum(-1))
-    out = torch.stack(ys, dim=-1).reshape(batch, dim, seqlen)
-    if D is not None:
-        out = out + D.to(compute)[:, None] * u.to(compute)
-    if z is not None:
-        out = out * F.silu(z.to(compute))
-    out = out.to(dtype_in)
+    out = skip_and_gate(torch.stack(ys, dim=-1).reshape(batch, dim, seqlen), u, D, z).to(dtype_in)
     h = h.reshape(batch, dim, n_state)
     return (out, h) if return_last_state else out

@@ -3,14 +3,19 @@
 - "numba": the fused CPU kernel (``fused.py``), never stores (batch, D, L, N); float32 inside.
 - "torch": chunked scan in plain tensor ops (``chunked.py``); any device, the GPU path.
 - "ref": the sequential loop (``reference.py``); slow, for checking.
-- "auto" (default): "numba" for CPU tensors when numba imports, otherwise "torch".
+- "auto" (default): "numba" for CPU tensors when numba imports, otherwise "torch"; and "torch" whenever the call is
+  being traced or exported (``torch.jit.trace``, ONNX export, ``torch.export``), so that the graph holds plain tensor
+  ops that any runtime can execute rather than the ``mambaout::selective_scan_fwd`` custom op. ``torch.compile``
+  keeps the fused kernel: it runs the custom op as one opaque node.
 """
 
+import sys
+
 import torch
-import torch.nn.functional as F
 
 from mambaout.errors import UserError
 from mambaout.ssm.chunked import selective_scan_chunked
+from mambaout.ssm.pointwise import step_size
 from mambaout.ssm.reference import selective_scan_ref
 
 try:
@@ -59,11 +64,18 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
         raise UserError(f"selective_scan: z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}.")
 
 
+def _exporting() -> bool:
+    """True while torch.jit.trace, torch.onnx.export or torch.export records the call."""
+    # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
+    onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
+    return torch.jit.is_tracing() or onnx or torch.compiler.is_exporting()
+
+
 def _resolve_backend(backend: str, u: torch.Tensor) -> str:
     if backend not in BACKENDS:
         raise UserError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}.")
     if backend == "auto":
-        return "numba" if fused is not None and u.device.type == "cpu" else "torch"
+        return "numba" if fused is not None and u.device.type == "cpu" and not _exporting() else "torch"
     if backend == "numba" and fused is None:
         raise UserError("selective_scan: backend='numba' needs numba (pip install numba); or use backend='torch'.")
     if backend == "numba" and u.device.type != "cpu":
@@ -127,11 +139,7 @@ def selective_scan(
         return selective_scan_chunked(*args)
 
     # Bias and softplus in torch: one vectorised pass over (batch, D, L), exact, and autograd differentiates it.
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    dt = step_size(delta, delta_bias, delta_softplus, torch.float32)
     out, last_state, _ = fused.selective_scan_fwd(
         _channels_last(u),
         _channels_last(dt),
