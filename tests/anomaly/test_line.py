@@ -1,0 +1,144 @@
+"""The built-in conveyor line: deterministic from its seed, labelled per frame, with anomalies of three kinds."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mambaout.anomaly.line import (
+    FOREIGN_RGB,
+    ITEM_KINDS,
+    SPOT_RGB,
+    Line,
+    LineConfig,
+    context_items,
+    cycle_kinds,
+    generate_line,
+)
+from mambaout.cli import main
+from mambaout.errors import UserError
+from mambaout.video import load_dataset
+
+SMALL = LineConfig(period=6, spacing=8, frames=240, test_frames=420, train_videos=1, test_videos=2, size=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def line_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("line")
+    meta = generate_line(root, SMALL)
+    return root, meta, load_dataset(root)
+
+
+def colours(frame: np.ndarray) -> set[tuple[int, int, int]]:
+    return set(map(tuple, frame.reshape(-1, 3).tolist()))
+
+
+def test_the_line_is_written_in_our_layout_with_one_label_per_frame(line_data):
+    root, meta, data = line_data
+    assert data.layout == "ours"
+    assert [(v.name, v.frame_count) for v in data.train] == [("train_00", 240)]
+    assert [(v.name, v.frame_count, len(v.labels), len(v.kinds)) for v in data.test] == [
+        ("test_00", 420, 420, 420),
+        ("test_01", 420, 420, 420),
+    ]
+    kinds = np.concatenate([v.kinds for v in data.test])
+    labels = np.concatenate([v.labels for v in data.test])
+    assert set(kinds[labels == 1].tolist()) == {"local", "temporal", "contextual"}
+    assert set(kinds[labels == 0].tolist()) == {""}
+    assert 0.05 < labels.mean() < 0.2
+    assert meta["abnormal_frames_per_kind"] == {k: int((kinds == k).sum()) for k in ("local", "temporal", "contextual")}
+    assert (
+        json.loads((root / "meta.json").read_text())["videos"]["test_01"]["intervals"]
+        == meta["videos"]["test_01"]["intervals"]
+    )
+
+
+def test_the_same_seed_gives_the_same_labels_and_decoded_frames(line_data, tmp_path):
+    root, meta, data = line_data
+    again = generate_line(tmp_path / "again", SMALL)
+    assert again == meta
+    other = load_dataset(tmp_path / "again")
+    for a, b in zip(data.train + data.test, other.train + other.test):
+        assert np.array_equal(a.labels, b.labels) if a.labels is not None else b.labels is None
+        assert all(np.array_equal(x, y) for x, y in zip(a.open(), b.open()))
+    changed = generate_line(tmp_path / "seed4", LineConfig(**{**SMALL.__dict__, "seed": 4}))
+    assert changed["videos"]["test_00"]["intervals"] != meta["videos"]["test_00"]["intervals"]
+
+
+def test_decoded_frames_equal_the_rendered_ones(line_data):
+    _, _, data = line_data
+    line = Line(SMALL)
+    plan = line.plan(SMALL.test_frames, np.random.default_rng([SMALL.seed, 1, 0]), anomalies=True, index=0)
+    assert np.array_equal(plan.labels, data.test[0].labels)
+    decoded = list(data.test[0].open())
+    assert all(np.array_equal(decoded[t], line.render(plan, t)) for t in range(0, SMALL.test_frames, 7))
+
+
+def test_contextual_frames_look_normal_and_local_frames_do_not(line_data):
+    _, meta, data = line_data
+    normal = set().union(*(colours(f) for f in data.train[0].open()))
+    assert SPOT_RGB not in normal and FOREIGN_RGB not in normal
+    contextual = local = 0
+    for video in data.test:
+        frames = list(video.open())
+        for t in np.flatnonzero(video.kinds == "contextual"):
+            assert colours(frames[t]) <= normal  # nothing in the frame itself is new
+            contextual += 1
+        for t in np.flatnonzero(video.kinds == "local"):
+            assert colours(frames[t]) & {SPOT_RGB, FOREIGN_RGB}  # the defect is visible in this one frame
+            local += 1
+    assert contextual > 10 and local > 10
+    items = [e["item"] for v in meta["videos"].values() for e in v.get("intervals", []) if "item" in e]
+    assert items and set(items) <= set(ITEM_KINDS)  # a valid kind, only in the wrong place
+
+
+def test_labels_cover_the_whole_crossing_of_a_wrong_item(line_data):
+    _, meta, data = line_data
+    diamond = ITEM_KINDS["diamond"][1]
+    events = [
+        (i, e)
+        for i, v in enumerate(data.test)
+        for e in meta["videos"][v.name]["intervals"]
+        if e["subtype"] == "misplaced_marker"
+    ]
+    assert events
+    for i, e in events:
+        frames = list(data.test[i].open())
+        shows = [diamond in colours(frames[t]) for t in range(e["start"] - 1, e["end"] + 1)]
+        assert shows == [False] + [True] * (e["end"] - e["start"]) + [False]
+
+
+def test_a_stalled_belt_repeats_its_frame(line_data):
+    _, meta, data = line_data
+    stalls = [
+        (i, e) for i, v in enumerate(data.test) for e in meta["videos"][v.name]["intervals"] if e["subtype"] == "stall"
+    ]
+    assert stalls
+    for i, e in stalls:
+        frames = list(data.test[i].open())
+        assert all(np.array_equal(frames[t], frames[e["start"] - 1]) for t in range(e["start"], e["end"]))
+        assert not np.array_equal(frames[e["end"]], frames[e["end"] - 1])  # and moves on after
+
+
+def test_the_contextual_memory_grows_with_the_period_past_a_short_conv_and_six_d():
+    assert cycle_kinds(6) == ["square", "disc", "triangle", "square", "disc", "diamond"]
+    assert [context_items(cycle_kinds(p)) for p in (6, 9, 12, 24)] == [3, 6, 9, 21]
+    default = LineConfig()
+    conv_reach = 4 * (7 - 1)  # four causal convs of kernel 7
+    assert context_items(cycle_kinds(default.period)) * default.spacing == 144 > 5 * conv_reach
+    assert context_items(cycle_kinds(30)) * 16 == 432 > 6 * 64  # --period 30 passes 6·D for D = 64
+
+
+def test_the_generate_command_and_its_errors(tmp_path, capsys):
+    flags = ["--period", "6", "--spacing", "8", "--frames", "100", "--test-frames", "420", "--size", "32"]
+    assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), *flags, "--test-videos", "1"]) == 0
+    assert "contextual anomalies need 24 frames of memory" in capsys.readouterr().out
+    assert len(list((tmp_path / "d" / "test").iterdir())) == 1
+    assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), "--period", "7"]) == 2
+    assert "--period 7 must be a multiple of 3" in capsys.readouterr().err
+    assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), *flags[:4], "--test-frames", "100"]) == 2
+    assert "use --test-frames 200 or more" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="exists and is not a generated line"):
+        generate_line(tmp_path / "mine", SMALL)
