@@ -21,14 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mambaout.anomaly.config import TEMPORAL_MIXERS
 from mambaout.errors import UserError
 from mambaout.mixers import check_mixer
 from mambaout.mixers.attention import AttentionMixer
 from mambaout.models.mambaout import GatedCNNBlock
 from mambaout.study.sequence_model import SequenceModel
-
-TEMPORAL_MIXERS = ("conv", "ssm", "attn_causal")
-DETECTOR_MIXERS = (*TEMPORAL_MIXERS, "frame")
 
 
 class WindowedAttention(AttentionMixer):
