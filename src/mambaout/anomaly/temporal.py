@@ -177,5 +177,8 @@ class FrameKNN(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (...) distances (no state: a frame is judged alone)."""
         flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
-        d = torch.cdist(flat, self.bank).topk(self.k, dim=1, largest=False).values.mean(1)
+        # the direct formula for any batch: the matmul form cdist picks for larger batches rounds differently, and a
+        # streamed frame must get the distance the offline batch gave it
+        d = torch.cdist(flat, self.bank, compute_mode="donot_use_mm_for_euclid_dist")
+        d = d.topk(self.k, dim=1, largest=False).values.mean(1)
         return d.reshape(embeddings.shape[:-1])
