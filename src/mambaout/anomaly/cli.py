@@ -1,8 +1,12 @@
-"""`mambaout anomaly generate`: write the built-in labelled conveyor-line video (train, test, labels, meta.json)."""
+"""`mambaout anomaly generate`: write the built-in labelled conveyor-line video (train, test, labels, meta.json).
+`mambaout anomaly train` / `eval`: a detector on normal video (flags generated from `AnomalyConfig`) and its metrics.
+`mambaout watch`: score a video, camera or stream frame by frame with a trained detector.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +31,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, default=25.0)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=run_generate)
+
+    from mambaout.anomaly.config import AnomalyConfig
+    from mambaout.engine.config import add_config_flags
+
+    t = commands.add_parser(
+        "train",
+        help="train a detector on the normal videos of --data (encoder, temporal model, calibration)",
+        allow_abbrev=False,
+    )
+    add_config_flags(t, AnomalyConfig, metavars=dict(data="DIR", output="RUN", encoder="RUN"), grouped=True)
+    t.set_defaults(func=run_train)
+
+    e = commands.add_parser("eval", help="frame AUROC (micro, macro, per kind), AP, delay, false alarms/hour")
+    e.add_argument("--run", required=True, help="run folder of `mambaout anomaly train`")
+    e.add_argument("--data", required=True, help="dataset root with test videos and labels")
+    e.add_argument("--smooth", type=float, default=0.0, help="Gaussian smoothing sigma in frames (0: raw scores)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda args: p.print_help() or 1)
+
+    w = sub.add_parser(
+        "watch",
+        help="score a video or camera stream frame by frame with a trained detector",
+        description="Reads SOURCE one frame at a time (a video file, a folder of frames, /dev/video0, rtsp://..., "
+        "or - for raw rgb24 frames on stdin with --raw-size WxH) and prints a live line. With --state FILE the "
+        "stream state is written every --state-every frames; the same command after a crash continues from it.",
+    )
+    w.add_argument("source")
+    w.add_argument("--run", required=True, help="run folder of `mambaout anomaly train`")
+    w.add_argument("--csv", default=None, help="write frame,score,alarm per frame")
+    w.add_argument("--jsonl", default=None, help="write one JSON line per frame")
+    w.add_argument("--state", default=None, help="stream state file (resumed from when it exists)")
+    w.add_argument("--state-every", type=int, default=100, help="frames between state writes (default 100)")
+    w.add_argument("--raw-size", default=None, help="WxH of raw frames on stdin (SOURCE -)")
+    w.add_argument("--rate", type=float, default=0.0, help="replay a file at this many frames/s (0: at once)")
+    w.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    w.add_argument("--quiet", action="store_true", help="no live line")
+    w.set_defaults(func=run_watch)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -54,5 +95,75 @@ def run_generate(args: argparse.Namespace) -> int:
     print(
         f"cycle {meta['cycle_frames']} frames ({config.period} items x {config.spacing}); contextual anomalies need "
         f"{meta['context_frames']} frames of memory"
+    )
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mambaout.anomaly.config import AnomalyConfig
+    from mambaout.engine.config import flags_of, resolve_config, to_yaml
+
+    cfg = resolve_config(AnomalyConfig, flags_of(args, AnomalyConfig), args.config)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from mambaout.anomaly.train import train_detector
+
+    result = train_detector(cfg)
+    c = result["calibration"]
+    print(
+        f"{cfg.mixer}: {c['params']:,} temporal parameters, threshold {c['threshold']:.3f} "
+        f"(the {c['quantile']} quantile of {c['validation_frames']} normal validation frames), "
+        f"trained in {c['train_seconds']:.0f} s -> {result['run']}"
+    )
+    return 0
+
+
+def format_metrics(m: dict) -> str:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    kinds = "  ".join(f"{k} {pct(v)}" for k, v in m.get("auroc_per_kind", {}).items())
+    d = m["detection"]
+    delay = "-" if d["mean_delay_frames"] is None else f"{d['mean_delay_frames']:.1f}"
+    lines = [
+        f"{m['mixer']}: frame AUROC micro {pct(m['auroc_micro'])}  macro {pct(m['auroc_macro'])}  "
+        f"AP {pct(m['average_precision'])}" + (f"  smoothed sigma {m['smooth_sigma']}" if m["smooth_sigma"] else ""),
+    ]
+    if kinds:
+        lines.append(f"AUROC per kind: {kinds}")
+    lines.append(
+        f"threshold {m['threshold']:.3f}: {d['detected']}/{d['intervals']} anomalies detected, mean delay {delay} "
+        f"frames, {m['false_alarms_per_hour']:.0f} false alarms per hour of normal video"
+    )
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mambaout.anomaly.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, smooth=args.smooth)
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from mambaout.anomaly.stream import watch
+
+    if args.state_every < 1:
+        from mambaout.errors import UserError
+
+        raise UserError(f"--state-every must be at least 1 frame, got {args.state_every}")
+    watch(
+        args.source,
+        args.run,
+        csv=args.csv,
+        jsonl=args.jsonl,
+        state=args.state,
+        state_every=args.state_every,
+        raw_size=args.raw_size,
+        rate=args.rate,
+        max_frames=args.max_frames,
+        quiet=args.quiet,
     )
     return 0

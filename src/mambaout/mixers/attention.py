@@ -87,3 +87,42 @@ class AttentionMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, causal={self.causal}"
+
+    # -- streaming (layout "1d", causal): one token at a time with a key/value cache -------------------------------
+    def init_state(
+        self,
+        batch: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        window: int | None = None,
+    ) -> dict[str, torch.Tensor | int | None]:
+        """The conv's last k - 1 inputs and an empty key/value cache (batch, heads, capacity, head_dim).
+
+        Without `window` the cache keeps every past token (its capacity doubles as it fills: memory grows with the
+        stream); with `window` W it is a ring of the last W tokens (what a causal mask banded to W sees).
+        """
+        if not self.causal or self.conv.layout != "1d":
+            raise ValueError("only causal 1-D attention streams token by token")
+        w = self.qkv.weight
+        device, dtype = device or w.device, dtype or w.dtype
+        dim = w.shape[1]
+        capacity = window or 16
+        kv = torch.zeros(2, batch, self.num_heads, capacity, dim // self.num_heads, device=device, dtype=dtype)
+        return {"conv": self.conv.init_state(batch, device, dtype), "kv": kv, "length": 0, "window": window}
+
+    def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """One token x (batch, C) -> (y (batch, C), new state): attention of the token over the cached ones and itself.
+
+        The cache is written in place (copying it every token would make a step cost grow with the stream)."""
+        c, conv_state = self.conv.step(x, state["conv"])
+        batch, dim = c.shape
+        q, k, v = self.qkv(self.act(c)).reshape(batch, 3, self.num_heads, 1, dim // self.num_heads).unbind(1)
+        kv, length, window = state["kv"], state["length"], state["window"]
+        if window is None and length == kv.shape[3]:  # full: double the capacity (amortised O(1) per token)
+            kv = torch.cat((kv, torch.zeros_like(kv)), dim=3)
+        slot = length % window if window else length
+        kv[0, :, :, slot], kv[1, :, :, slot] = k[:, :, 0], v[:, :, 0]
+        seen = min(length + 1, kv.shape[3])
+        y = F.scaled_dot_product_attention(q, kv[0, :, :, :seen], kv[1, :, :, :seen])  # (batch, heads, 1, d)
+        state = {"conv": conv_state, "kv": kv, "length": length + 1, "window": window}
+        return self.proj(y.reshape(batch, dim)), state

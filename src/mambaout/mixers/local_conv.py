@@ -68,3 +68,17 @@ class LocalConv(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layout={self.layout!r}, causal={self.causal}"
+
+    # -- streaming (layout "1d", causal): one token at a time ------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        """The last k - 1 inputs, zeros at the start (the left padding of `forward`): (batch, C, k - 1)."""
+        if self.layout != "1d" or not self.causal:
+            raise ValueError("only the causal 1-D conv streams token by token")
+        w = self.conv.weight
+        return torch.zeros(batch, w.shape[0], self.kernel_size - 1, device=device or w.device, dtype=dtype or w.dtype)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token x (batch, C) -> (y (batch, C), the new state); stepping through a sequence gives `forward`."""
+        window = torch.cat((state, x[:, :, None]), dim=-1)  # (batch, C, k), oldest first, as the kernel's taps
+        y = (window * self.conv.weight[:, 0]).sum(-1) + self.conv.bias
+        return y, window[:, :, 1:]

@@ -132,3 +132,22 @@ class SSMMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scan={self.scan!r}, directions={self.directions}"
+
+    # -- streaming (layout "1d", scan "causal"): one token at a time, constant memory --------------------------------
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The conv's last k - 1 inputs and the SSM state h (batch, C, N), float32 as the scan keeps it."""
+        if self.layout != "1d" or not self.causal:
+            raise ValueError("only the causal 1-D SSM mixer streams token by token (scan='causal')")
+        ssm = self.ssms[0]
+        device = device or ssm.A_log.device
+        h = torch.zeros(batch, ssm.dim, ssm.d_state, device=device, dtype=torch.float32)
+        return {"conv": self.conv.init_state(batch, device, dtype), "ssm": h}
+
+    def step(self, x: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One token x (batch, C) -> (y (batch, C), new state), through `SelectiveSSM.step` (the scan's recurrence)."""
+        c, conv_state = self.conv.step(x, state["conv"])
+        h = state["ssm"].clone()  # SelectiveSSM.step updates in place; the caller's state stays as it was
+        y = self.ssms[0].step(self.act(c), h)
+        return y, {"conv": conv_state, "ssm": h}

@@ -1,0 +1,120 @@
+"""The per-frame encoder: a MambaOut backbone giving a D-dim embedding per frame, trained so it cannot collapse.
+
+    frame uint8 (H, W, 3) -> /255, ImageNet mean/std -> MambaOut stages -> (h, w, C) -> average pool to a g x g grid
+                          -> flatten -> LayerNorm -> Linear(g·g·C, D) -> standardise (normal training statistics)
+
+The grid (2 x 2 by default) keeps where things are in the frame, which a global average would blur (an item's
+position on the belt is what says how far through its crossing it is). On a user's video the backbone can start
+from weights (`--backbone mambaout_femto --pretrained FILE`); on the built-in line a `mambaout_pico` learns here.
+The self-supervised objective is to reconstruct a low-resolution copy of the frame (r x r, 16 by default) from the
+embedding through a small MLP decoder: every frame must stay tellable from every other by its embedding, so the
+embedding cannot collapse to a constant (the decoder is used only in training). Embeddings are then standardised
+per dimension with the mean and standard deviation over the normal training frames (buffers of the module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mambaout.models.factory import create_model
+from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
+
+
+class FrameEncoder(nn.Module):
+    """uint8 frames (B, H, W, 3) -> standardised embeddings (B, D).
+
+    Example:
+        >>> encoder = FrameEncoder("mambaout_pico", embed_dim=32)
+        >>> encoder(torch.zeros(2, 64, 64, 3, dtype=torch.uint8)).shape
+        torch.Size([2, 32])
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mambaout_pico",
+        embed_dim: int = 32,
+        recon_size: int = 16,
+        grid: int = 2,
+        pretrained: str | None = None,
+        decoder_hidden: int = 256,
+    ):
+        super().__init__()
+        # what rebuilds the module around saved weights (the backbone's own weights are in the state dict)
+        self.args = dict(
+            backbone=backbone, embed_dim=embed_dim, recon_size=recon_size, grid=grid, decoder_hidden=decoder_hidden
+        )
+        self.embed_dim, self.recon_size, self.grid = embed_dim, recon_size, grid
+        self.backbone = create_model(backbone, pretrained=pretrained or None, num_classes=0)
+        features = grid * grid * self.backbone.num_features
+        self.norm = nn.LayerNorm(features, eps=1e-6)
+        self.proj = nn.Linear(features, embed_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(embed_dim, decoder_hidden), nn.GELU(), nn.Linear(decoder_hidden, 3 * recon_size * recon_size)
+        )
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+        self.register_buffer("embed_mean", torch.zeros(embed_dim))
+        self.register_buffer("embed_std", torch.ones(embed_dim))
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W)."""
+        x = frames.to(self.pixel_mean.device).permute(0, 3, 1, 2).float()
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def raw_embedding(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> (B, D) before standardisation (what the decoder reads)."""
+        features = self.backbone.forward_features(self.preprocess(frames)).permute(0, 3, 1, 2)  # (B, C, h, w)
+        pooled = F.adaptive_avg_pool2d(features, self.grid).flatten(1)
+        return self.proj(self.norm(pooled))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return (self.raw_embedding(frames) - self.embed_mean) / self.embed_std
+
+    def reconstruction_target(self, frames: torch.Tensor) -> torch.Tensor:
+        """The frame averaged down to (B, 3·r·r) in [0, 1]."""
+        x = frames.to(self.pixel_mean.device).permute(0, 3, 1, 2).float() / 255
+        return F.adaptive_avg_pool2d(x, self.recon_size).flatten(1)
+
+    @torch.no_grad()
+    def set_statistics(self, raw: torch.Tensor) -> None:
+        """Standardise with the mean and std of raw embeddings (N, D) of normal training frames."""
+        self.embed_mean.copy_(raw.mean(0))
+        self.embed_std.copy_(raw.std(0).clamp_min(1e-6))
+
+
+class ReconstructionObjective(nn.Module):
+    """What the engine trains: the encoder and its decoder; forward(frames) = MSE of the low-res reconstruction."""
+
+    def __init__(self, encoder: FrameEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        return F.mse_loss(e.decoder(e.raw_embedding(frames)), e.reconstruction_target(frames))
+
+
+def batched(frames: Iterable[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 (H, W, 3) arrays -> uint8 tensors (b, H, W, 3) of up to `batch_size` frames."""
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == batch_size:
+            yield torch.from_numpy(np.stack(chunk))
+            chunk = []
+    if chunk:
+        yield torch.from_numpy(np.stack(chunk))
+
+
+@torch.no_grad()
+def embed_frames(encoder: nn.Module, frames: Iterable[np.ndarray], batch_size: int = 64, raw: bool = False):
+    """Embeddings (T, D) float32 of frames read lazily in batches (never the whole video in memory at once)."""
+    encoder.eval()
+    fn = encoder.raw_embedding if raw else encoder
+    out = [fn(batch).float().cpu() for batch in batched(frames, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)

@@ -1,0 +1,273 @@
+"""`mambaout watch`: score a video, camera or stream frame by frame with a trained detector, resumable after a kill.
+
+`Streamer.step(frame)` encodes one frame and advances the temporal model by one step with the state each mixer
+keeps: the conv's last k - 1 inputs per block, the SSM's state (constant size), attention's key/value cache (every
+past frame without --window, so its memory grows with the stream; the last W with it). The predictions of the last
+max(horizons) frames are kept too, since frame t is compared with the prediction made at t - h. Streamed scores
+equal `Detector.score_frames` on the whole video to float32 rounding.
+
+`watch` writes one row per frame (`--csv`: frame,score,alarm; `--jsonl`: the same as JSON lines) and, with
+`--state FILE --state-every N`, the stream state every N frames, atomically (flushing the rows first, so the rows
+always reach at least as far as the state). Started again with the same arguments after a crash or kill -9, it
+loads the state, drops the rows written after it, skips the frames of a file or folder it already scored, and
+continues: the files hold one row per frame across the restart, with the scores of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mambaout.anomaly.detector import EPS, Detector, load_detector
+from mambaout.anomaly.temporal import FrameKNN, state_bytes
+from mambaout.engine.checkpoint import atomic_write
+from mambaout.errors import UserError
+
+STATE_KIND = "mambaout-watch-state"
+
+
+class Streamer:
+    """One stream's detector state; `step(frame) -> score`.
+
+    Example:
+        >>> streamer = Streamer(load_detector("runs/line_ssm")[0])  # doctest: +SKIP
+        >>> video = open_video("line_data/test/test_00.avi", size=64)  # doctest: +SKIP
+        >>> scores = [streamer.step(frame) for frame in video]  # doctest: +SKIP
+    """
+
+    def __init__(self, detector: Detector):
+        self.detector = detector.eval()
+        self.frame_only = isinstance(detector.temporal, FrameKNN)
+        self.t = 0
+        self.state: Any = None if self.frame_only else detector.temporal.init_state(1)
+        if self.frame_only:
+            self.past = torch.zeros(0)
+        else:
+            t = detector.temporal
+            self.past = torch.zeros(max(t.horizons), len(t.horizons), t.embed_dim)  # ring of past predictions
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray) -> float:
+        """Score one uint8 (H, W, 3) frame, the next of the stream."""
+        d = self.detector
+        embedding = d.encoder(torch.from_numpy(np.ascontiguousarray(frame))[None]).float()  # (1, D)
+        if self.frame_only:
+            log_errors = torch.log(d.temporal(embedding) + EPS)[:, None]
+        else:
+            log_errors = torch.full((1, len(d.horizons)), math.nan)
+            ring = len(self.past)
+            for i, h in enumerate(d.horizons):
+                if self.t >= h:
+                    log_errors[0, i] = torch.log((embedding[0] - self.past[(self.t - h) % ring, i]).pow(2).mean() + EPS)
+            predictions, self.state = d.temporal.step(embedding, self.state)
+            self.past[self.t % ring] = predictions[0]
+        self.t += 1
+        return float(d.combine(log_errors)[0])
+
+    def memory_bytes(self) -> int:
+        """Bytes of the state carried from frame to frame (temporal state and the ring of past predictions)."""
+        return state_bytes(self.state) + state_bytes(self.past)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(t=self.t, temporal=self.state, past=self.past)
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.t, self.state, self.past = saved["t"], saved["temporal"], saved["past"]
+
+
+def grows(detector: Detector) -> bool:
+    """Whether the stream state grows with the stream (causal attention without a window)."""
+    return detector.mixer == "attn_causal" and detector.temporal.window is None
+
+
+# -- row files that survive a restart -----------------------------------------------------------------------------
+def _keep_rows(path: Path, before: int, header: str | None) -> None:
+    """Keep the complete rows of frames < `before` (a kill may have cut the last line short)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n") or (header and line.startswith(header)):
+            continue
+        try:
+            frame = json.loads(line)["frame"] if header is None else int(line.split(",")[0])
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+        if frame < before:
+            kept.append(line)
+    path.write_text((header + "\n" if header else "") + "".join(kept))
+
+
+class RowWriter:
+    """--csv (frame,score,alarm) and --jsonl rows, appended; `resume_at(n)` first keeps only frames < n."""
+
+    CSV_HEADER = "frame,score,alarm"
+
+    def __init__(self, csv_path: str | None, jsonl_path: str | None, resume_at: int | None):
+        self.files = []
+        self.csv = self.jsonl = None
+        for path, header in ((csv_path, self.CSV_HEADER), (jsonl_path, None)):
+            if not path:
+                continue
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if resume_at is None:
+                p.write_text(header + "\n" if header else "")
+            else:
+                _keep_rows(p, resume_at, header)
+            f = open(p, "a")
+            self.files.append(f)
+            if header:
+                self.csv = f
+            else:
+                self.jsonl = f
+
+    def write(self, frame: int, score: float, alarm: bool) -> None:
+        if self.csv:
+            self.csv.write(f"{frame},{score:.7g},{int(alarm)}\n")
+        if self.jsonl:
+            self.jsonl.write(json.dumps(dict(frame=frame, score=float(f"{score:.7g}"), alarm=alarm)) + "\n")
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def watch(
+    source: str,
+    run: str,
+    csv: str | None = None,
+    jsonl: str | None = None,
+    state: str | None = None,
+    state_every: int = 100,
+    raw_size: str | None = None,
+    rate: float = 0.0,
+    max_frames: int | None = None,
+    quiet: bool = False,
+    out=None,
+) -> dict[str, Any]:
+    """Stream `source` through the detector of `run`; returns a summary (frames, alarms, fps, latency, memory).
+
+    Example:
+        >>> watch("line_data/test/test_00.avi", "runs/line_ssm", csv="s.csv", state="stream.state")  # doctest: +SKIP
+    """
+    from mambaout.video import open_video
+
+    out = out or sys.stderr
+    detector, config = load_detector(run)
+    streamer = Streamer(detector)
+    threshold = float(detector.threshold)
+    done = dict(frames=0, alarms=0, next_frame=0)
+    state_path = Path(state) if state else None
+    if state_path is not None and state_path.is_file():
+        try:
+            saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"{state_path} cannot be read ({str(e)[:120]}); delete it to start the stream anew") from e
+        if saved.get("kind") != STATE_KIND or saved.get("mixer") != detector.mixer:
+            raise UserError(f"{state_path} is not a watch state of this detector; delete it or give another --state")
+        streamer.load_state_dict(saved["streamer"])
+        done = dict(frames=saved["frames"], alarms=saved["alarms"], next_frame=saved["next_frame"])
+        if not quiet:
+            print(f"resumed from {state_path} at frame {done['next_frame']}", file=out, flush=True)
+    rows = RowWriter(csv, jsonl, done["next_frame"] if done["frames"] else None)
+    video = open_video(source, size=config["image_size"], raw_size=raw_size)
+    if grows(detector) and not quiet:
+        print(
+            "note: attn_causal without --window keeps every past frame: its state memory grows with the stream "
+            "(train with --window W to bound it)",
+            file=out,
+            flush=True,
+        )
+
+    def save_state(next_frame: int) -> None:
+        rows.flush()  # rows first: after a kill they reach at least as far as the state
+        blob = dict(
+            kind=STATE_KIND,
+            mixer=detector.mixer,
+            run=str(run),
+            next_frame=next_frame,
+            frames=done["frames"],
+            alarms=done["alarms"],
+            streamer=streamer.state_dict(),
+        )
+        atomic_write(state_path, lambda f: torch.save(blob, f))
+
+    latencies: collections.deque[float] = collections.deque(maxlen=2000)
+    start = last_print = time.perf_counter()
+    session_frames = 0
+    skip_below = done["next_frame"] if not video.live else 0
+    interactive = hasattr(out, "isatty") and out.isatty()
+
+    def line() -> str:
+        wall = time.perf_counter() - start
+        lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+        return (
+            f"frames {done['frames']}  {session_frames / max(wall, 1e-9):.0f} fps  latency p50 "
+            f"{np.percentile(lat, 50):.2f} ms p99 {np.percentile(lat, 99):.2f} ms  state "
+            f"{_fmt_bytes(streamer.memory_bytes())}{' (growing)' if grows(detector) else ''}  alarms {done['alarms']}"
+        )
+
+    try:
+        for index, frame in video.indexed():
+            if index < skip_below:
+                continue
+            if rate > 0:  # replay at a camera's pace
+                wait = start + session_frames / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            t0 = time.perf_counter()
+            score = streamer.step(frame)
+            latencies.append(time.perf_counter() - t0)
+            alarm = score > threshold
+            done["frames"] += 1
+            done["alarms"] += int(alarm)
+            session_frames += 1
+            rows.write(index, score, alarm)
+            if state_path is not None and done["frames"] % state_every == 0:
+                save_state(index + 1)
+            if not quiet and time.perf_counter() - last_print > 1.0:
+                last_print = time.perf_counter()
+                print(line(), file=out, end="\r" if interactive else "\n", flush=True)
+            if max_frames and session_frames >= max_frames:
+                break
+        else:
+            if state_path is not None and done["frames"]:
+                save_state(index + 1 if session_frames else done["next_frame"])
+    finally:
+        video.close()
+        rows.flush()
+        rows.close()
+    if not quiet:
+        print(line() + (f"  skipped {video.skipped} undecodable" if video.skipped else ""), file=out, flush=True)
+    wall = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    return dict(
+        frames=done["frames"],
+        alarms=done["alarms"],
+        skipped=video.skipped,
+        fps=session_frames / max(wall, 1e-9),
+        latency_ms_p50=float(np.percentile(lat, 50)),
+        latency_ms_p99=float(np.percentile(lat, 99)),
+        state_bytes=streamer.memory_bytes(),
+        state_grows=grows(detector),
+    )

@@ -1,0 +1,184 @@
+"""The causal temporal model over frame embeddings, whole sequences offline or one frame at a time, and the k-NN
+per-frame baseline.
+
+    embeddings (B, T, D) -> Linear(D, width) -> depth x GatedCNNBlock(mixer, 1-D causal) -> LayerNorm
+                         -> Linear(width, len(horizons) * D) -> predictions (B, T, len(horizons), D)
+
+Output t, horizon h predicts the embedding of frame t + h from frames <= t. The blocks are MambaOut's
+`GatedCNNBlock` with a 1-D causal mixer, as the study's `SequenceModel`: "conv" (MambaOut's causal depthwise conv),
+"ssm" (conv -> SiLU -> selective scan), "attn_causal" (conv -> SiLU -> causal attention, `window` W bounding what a
+frame attends to: the last W frames). The models of one comparison have the same depth and kernel and parameter
+counts within 10 % (`matched_widths` picks each mixer's width). `step` runs one frame with the state each mixer
+keeps (the conv's last k - 1 inputs per block, the SSM's state, attention's key/value cache), and stepping through
+a sequence gives `forward`'s output to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mambaout.anomaly.config import TEMPORAL_MIXERS
+from mambaout.errors import UserError
+from mambaout.mixers import check_mixer
+from mambaout.mixers.attention import AttentionMixer
+from mambaout.models.mambaout import GatedCNNBlock
+from mambaout.study.sequence_model import SequenceModel
+
+
+class WindowedAttention(AttentionMixer):
+    """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache."""
+
+    def __init__(self, dim: int, kernel_size: int, window: int):
+        super().__init__(dim, kernel_size, layout="1d", causal=True)
+        self.window = window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv(x))
+        batch, seq_len, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, seq_len, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        t = torch.arange(seq_len, device=x.device)
+        allowed = (t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - self.window)  # (query, key)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, dim))
+
+    def init_state(self, batch: int, device=None, dtype=None, window: int | None = None) -> dict:
+        return super().init_state(batch, device, dtype, window=self.window)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, window={self.window}"
+
+
+def block_step(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    """`GatedCNNBlock._forward_reference` for one token x (batch, C), the mixer stepping with its state."""
+    g, i, c = torch.split(block.fc1(block.norm(x)), block.split_indices, dim=-1)
+    c, state = block.mixer.step(c, state)
+    y = block.fc2(block.act(g) * torch.cat((i, c), dim=-1))
+    return block.drop_path(block.ls(y)) + x, state
+
+
+class TemporalModel(nn.Module):
+    """Predicts each frame's embedding `horizons` frames ahead from the frames so far.
+
+    Example:
+        >>> model = TemporalModel(embed_dim=32, width=48, depth=2, mixer="ssm", horizons=(1, 16))
+        >>> model(torch.randn(2, 100, 32)).shape
+        torch.Size([2, 100, 2, 32])
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        width: int = 64,
+        depth: int = 2,
+        mixer: str = "conv",
+        kernel_size: int = 4,
+        horizons: tuple[int, ...] = (1, 16),
+        window: int | None = None,
+        expansion_ratio: float = 8 / 3,
+        mixer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if check_mixer(mixer) not in TEMPORAL_MIXERS:
+            raise UserError(f"the temporal model is causal: choose one of {', '.join(TEMPORAL_MIXERS)}, not {mixer!r}")
+        if window is not None and window < 1:
+            raise UserError(f"--window must be at least 1 frame, got {window}")
+        self.mixer, self.window = mixer, window if mixer == "attn_causal" else None
+        self.embed_dim, self.horizons = embed_dim, tuple(horizons)
+        self.in_proj = nn.Linear(embed_dim, width)
+        kwargs = dict(layout="1d", **(mixer_kwargs or {}))
+        self.blocks = nn.ModuleList(
+            GatedCNNBlock(width, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=kwargs) for _ in range(depth)
+        )
+        if self.window:
+            for block in self.blocks:
+                block.mixer = WindowedAttention(block.split_indices[2], kernel_size, self.window)
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.head = nn.Linear(width, len(self.horizons) * embed_dim)
+        self.apply(SequenceModel._init_weights)
+        for m in self.modules():  # the mixers' own initialisation (the SSM's Δ) last, as SequenceModel does
+            if m is not self and callable(getattr(m, "init_weights", None)):
+                m.init_weights()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x)).unflatten(-1, (len(self.horizons), self.embed_dim))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, len(horizons), D); [:, t, i] predicts embeddings[:, t + horizons[i]]."""
+        x = self.in_proj(embeddings)
+        for block in self.blocks:
+            x = block(x)
+        return self._predict(x)
+
+    def init_state(self, batch: int = 1, device: torch.device | None = None) -> list[Any]:
+        """The state before the first frame, one entry per block (see `step`)."""
+        return [block.mixer.init_state(batch, device) for block in self.blocks]
+
+    def step(self, embedding: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
+        """One frame's embedding (B, D) -> (predictions (B, len(horizons), D), the new state)."""
+        x = self.in_proj(embedding)
+        new_state = []
+        for block, s in zip(self.blocks, state):
+            x, s = block_step(block, x, s)
+            new_state.append(s)
+        return self._predict(x), new_state
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes held by the tensors of a (nested) stream state."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def temporal_params(embed_dim: int, width: int, mixer: str, **kwargs: Any) -> int:
+    return sum(p.numel() for p in TemporalModel(embed_dim, width, mixer=mixer, **kwargs).parameters())
+
+
+def matched_widths(embed_dim: int, width: int, mixers: tuple[str, ...] = TEMPORAL_MIXERS, **kwargs: Any) -> dict:
+    """{mixer: width} whose parameter counts are closest to the conv model's at `width` (same depth and kernel).
+
+    The SSM's projections and attention's q, k, v and output projections add parameters the conv does not have;
+    narrowing those models keeps the comparison at one size (the tests hold them within 10 %).
+    """
+    target = temporal_params(embed_dim, width, "conv", **kwargs)
+    out = {}
+    for mixer in mixers:
+        candidates = range(max(8, width // 2), width + 1, 2) if mixer != "conv" else [width]
+        out[mixer] = min(candidates, key=lambda w: abs(temporal_params(embed_dim, w, mixer, **kwargs) - target))
+    return out
+
+
+class FrameKNN(nn.Module):
+    """The per-frame baseline: mean distance of an embedding to its k nearest normal training embeddings.
+
+    Example:
+        >>> knn = FrameKNN(torch.randn(500, 32), k=5)
+        >>> knn(torch.randn(2, 10, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, bank: torch.Tensor, k: int = 5):
+        super().__init__()
+        self.k = min(k, len(bank))
+        self.register_buffer("bank", bank.float().contiguous())
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (...) distances (no state: a frame is judged alone)."""
+        flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+        # the direct formula for any batch: the matmul form cdist picks for larger batches rounds differently, and a
+        # streamed frame must get the distance the offline batch gave it
+        d = torch.cdist(flat, self.bank, compute_mode="donot_use_mm_for_euclid_dist")
+        d = d.topk(self.k, dim=1, largest=False).values.mean(1)
+        return d.reshape(embeddings.shape[:-1])

@@ -1,0 +1,301 @@
+"""`mambaout anomaly train` and `eval`: a detector from normal video, on the engine, and its metrics on test video.
+
+A run is two trainings on the engine (`mambaout.engine.fit`: seeded data order, atomic checkpoints that resume
+exactly, also mid-stage) and one calibration:
+
+1. the encoder (`encoder.py`) on normal training frames, unless `--encoder RUN` reuses another run's (then every
+   mixer sees the same embeddings); the embeddings of the training videos are computed once and cached
+   (`embeddings.pt`);
+2. the temporal model (`temporal.py`) on windows of `seq_len` embeddings of the training part of each normal video
+   (the first 1 - val_fraction of its frames), or for `frame` the k-NN bank;
+3. calibration (`detector.py`) on the held-out tail of every normal video, each scored from its own start as a test
+   video is: standardisation per horizon and the alarm threshold.
+
+The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
+detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from mambaout.anomaly.config import AnomalyConfig
+from mambaout.anomaly.detector import Detector
+from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, embed_frames
+from mambaout.anomaly.temporal import FrameKNN, TemporalModel, matched_widths
+from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
+from mambaout.engine.config import to_dict, to_yaml
+from mambaout.engine.fit import Progress, fit, restore_training_state, training_state
+from mambaout.engine.loop import TrainingDiverged, TrainParts
+from mambaout.engine.records import RunLog, write_json
+from mambaout.engine.runtime import Runtime, intra_op_threads, seed_all, setup_runtime
+from mambaout.engine.schedule import cosine_per_update
+from mambaout.errors import UserError
+
+DETECTOR_FILE = "detector.pt"
+
+
+# -- the data ---------------------------------------------------------------------------------------------------
+def split_point(frames: int, val_fraction: float) -> int:
+    """Frames [0, split) of a normal video train, [split, frames) calibrate."""
+    return max(1, min(frames - 1, round(frames * (1 - val_fraction))))
+
+
+def read_frames(video, size: int, keep=None) -> np.ndarray:
+    """The decoded frames of a LabelledVideo (uint8 (n, size, size, 3)), only positions in `keep` if given."""
+    with video.open(size=size) as source:
+        frames = [f for i, f in source.indexed() if keep is None or i in keep]
+    return np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8)
+
+
+class Windows(Dataset):
+    """Windows of `seq_len` consecutive embeddings from each sequence, starting every `stride` frames."""
+
+    def __init__(self, sequences: list[torch.Tensor], seq_len: int, stride: int):
+        self.sequences, self.seq_len = sequences, seq_len
+        self.index = [(i, s) for i, e in enumerate(sequences) for s in range(0, len(e) - seq_len + 1, stride)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        v, start = self.index[i]
+        return self.sequences[v][start : start + self.seq_len]
+
+
+class PredictionObjective(nn.Module):
+    """What the engine trains for a temporal model: forward(windows (B, L, D)) = mean over horizons of the MSE."""
+
+    def __init__(self, model: TemporalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        predictions = self.model(windows)
+        losses = [(predictions[:, :-h, i] - windows[:, h:]).pow(2).mean() for i, h in enumerate(self.model.horizons)]
+        return sum(losses) / len(losses)
+
+
+# -- one resumable training stage on the engine -------------------------------------------------------------------
+def fit_stage(
+    name: str,
+    objective: nn.Module,
+    dataset: Dataset,
+    rt: Runtime,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    seed: int,
+    checkpoint: Path,
+    checkpoint_every: int,
+    resume: bool,
+    log: RunLog,
+) -> list[float]:
+    """Train `objective` (forward(batch) = loss) for `steps` updates with AdamW and a cosine; returns the losses.
+
+    `checkpoint` (last.pt) is written every `checkpoint_every` updates and at the end; with `resume` a checkpoint of
+    this stage is continued exactly where it stopped.
+    """
+    loader = rt.train_loader(dataset, min(batch_size, len(dataset)), seed, workers=0)
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise UserError(f"the {name} stage has no training data; give longer or more normal training videos")
+    optimizer = create_optimizer_v2(objective, "adamw", lr=lr, weight_decay=weight_decay)
+    scheduler = cosine_per_update(optimizer, steps, min(warmup_steps, steps - 1), 1e-6, lr * 1e-2)
+    parts = TrainParts(
+        model=objective,
+        forward=rt.wrap(objective),
+        optimizer=optimizer,
+        loss=lambda forward, batch: forward(batch.to(rt.device) if torch.is_tensor(batch) else batch[0].to(rt.device)),
+        schedule=lambda step: scheduler.step_update(num_updates=step),
+        scaler=rt.grad_scaler(),
+        amp_dtype=rt.amp,
+        device=rt.device,
+        world_size=rt.world_size,
+    )
+    progress = Progress()
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("stage") == name:
+            progress = restore_training_state(parts, scheduler, state)
+            rt.log(f"{name}: resumed at update {progress.global_step}/{steps}")
+    losses: list[float] = []
+    start = time.perf_counter()
+
+    def on_update(p: Progress, loss: float, terms: dict[str, float]) -> None:
+        losses.append(loss)
+        step = p.global_step
+        if step % max(1, steps // 10) == 0 or step == steps:
+            log(stage=name, step=step, loss=round(loss, 5), lr=optimizer.param_groups[0]["lr"])
+            rt.log(f"{name}: update {step}/{steps}  loss {loss:.4f}  ({time.perf_counter() - start:.0f} s)")
+        if step == steps or (checkpoint_every and step % checkpoint_every == 0):
+            save_checkpoint(checkpoint, training_state(parts, scheduler, p, stage=name))
+
+    try:
+        fit(parts, loader, steps, per_epoch, seed, rt.rank, progress, on_update)
+    except TrainingDiverged as e:
+        raise UserError(f"the {name} loss became {e.value} at update {e.global_step}; lower its learning rate") from e
+    return losses
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+def encoder_args(cfg: AnomalyConfig) -> dict[str, Any]:
+    return dict(backbone=cfg.backbone, embed_dim=cfg.embed_dim, recon_size=cfg.recon_size)
+
+
+def temporal_args(cfg: AnomalyConfig, embed_dim: int) -> dict[str, Any]:
+    common = dict(depth=cfg.depth, kernel_size=cfg.kernel_size, horizons=tuple(cfg.horizons))
+    width = matched_widths(embed_dim, cfg.width, (cfg.mixer,), **common)[cfg.mixer]
+    return dict(embed_dim=embed_dim, width=width, mixer=cfg.mixer, window=cfg.window, **common)
+
+
+def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path, log: RunLog) -> tuple[FrameEncoder, dict]:
+    """Stage 1: the encoder and the cached, standardised embeddings of every normal training video."""
+    if (out / "encoder.pt").is_file() and (out / "embeddings.pt").is_file():
+        return load_encoder(out)
+    splits = [split_point(v.frame_count, cfg.val_fraction) for v in data.train]
+    total = sum(splits)
+    every = max(1, math.ceil(total / cfg.encoder_frames))
+    kept = [read_frames(v, cfg.image_size, set(range(0, s, every))) for v, s in zip(data.train, splits)]
+    frames = np.concatenate(kept)
+    rt.log(f"encoder {cfg.backbone}: {len(frames)} normal frames at {cfg.image_size}x{cfg.image_size}")
+    seed_all(cfg.seed)
+    encoder = FrameEncoder(pretrained=cfg.pretrained or None, **encoder_args(cfg)).to(rt.device)
+    objective = ReconstructionObjective(encoder)
+    fit_stage(
+        "encoder",
+        objective,
+        TensorDataset(torch.from_numpy(frames)),
+        rt,
+        cfg.encoder_steps,
+        cfg.encoder_batch_size,
+        cfg.encoder_lr,
+        cfg.weight_decay,
+        cfg.warmup_steps,
+        cfg.seed,
+        out / "last.pt",
+        cfg.checkpoint_every,
+        cfg.resume,
+        log,
+    )
+    raw = [embed_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train]
+    encoder.set_statistics(torch.cat([r[:s] for r, s in zip(raw, splits)]))
+    embeddings = [(r - encoder.embed_mean.cpu()) / encoder.embed_std.cpu() for r in raw]
+    cache = dict(names=[v.name for v in data.train], splits=splits, embeddings=embeddings, image_size=cfg.image_size)
+    save_checkpoint(out / "embeddings.pt", cache)
+    save_checkpoint(out / "encoder.pt", dict(args=encoder.args, state_dict=encoder.state_dict()))
+    return encoder, cache
+
+
+def load_encoder(run: Path) -> tuple[FrameEncoder, dict]:
+    """The encoder of a run folder and its cached training embeddings."""
+    for name in ("encoder.pt", "embeddings.pt"):
+        if not (run / name).is_file():
+            raise UserError(f"{run} holds no {name}; --encoder takes a run folder of `mambaout anomaly train`")
+    saved = load_checkpoint(run / "encoder.pt")
+    encoder = FrameEncoder(**saved["args"])
+    encoder.load_state_dict(saved["state_dict"])
+    return encoder, load_checkpoint(run / "embeddings.pt")
+
+
+def build_temporal(cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path, log: RunLog) -> tuple[nn.Module, dict]:
+    """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`)."""
+    train_parts = [e[:s] for e, s in zip(cache["embeddings"], cache["splits"])]
+    embed_dim = train_parts[0].shape[1]
+    if cfg.mixer == "frame":
+        bank = torch.cat(train_parts)
+        bank = bank[torch.linspace(0, len(bank) - 1, min(cfg.knn_bank, len(bank))).long()]
+        return FrameKNN(bank, cfg.knn), dict(bank_size=len(bank), embed_dim=embed_dim, k=cfg.knn)
+    seq_len = min(cfg.seq_len, min(len(p) for p in train_parts))
+    if seq_len <= max(cfg.horizons):
+        raise UserError(
+            f"the normal training videos give windows of {seq_len} frames, not more than the horizon "
+            f"{max(cfg.horizons)}; give longer videos or lower --horizons"
+        )
+    args = temporal_args(cfg, embed_dim)
+    seed_all(cfg.seed + 1)
+    model = TemporalModel(**args).to(rt.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
+    windows = Windows([p.to(rt.device) for p in train_parts], seq_len, max(1, seq_len // 8))
+    losses = fit_stage(
+        "temporal",
+        PredictionObjective(model),
+        windows,
+        rt,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.warmup_steps,
+        cfg.seed,
+        out / "last.pt",
+        cfg.checkpoint_every,
+        cfg.resume,
+        log,
+    )
+    args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
+    return model, args
+
+
+def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
+    """Train a detector as `cfg` says; returns {"run", "calibration", "params", "train_seconds"}.
+
+    Example:
+        >>> train_detector(AnomalyConfig(data="line_data", mixer="ssm", output="runs/line_ssm"))  # doctest: +SKIP
+    """
+    from mambaout.video import load_dataset
+
+    cfg.check()
+    out = Path(cfg.output)
+    if (out / DETECTOR_FILE).is_file() and not cfg.resume:
+        raise UserError(f"{out} already holds a trained detector; choose another --output (or --resume to keep it)")
+    if (out / "last.pt").is_file() and not cfg.resume:
+        raise UserError(f"{out} holds an unfinished run; continue it with --resume or choose another --output")
+    if (out / DETECTOR_FILE).is_file():
+        return dict(run=str(out), calibration=json.loads((out / "calibration.json").read_text()), resumed=True)
+    data = load_dataset(cfg.data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    start = time.perf_counter()
+    with intra_op_threads(cfg.threads):
+        rt = setup_runtime(cfg.device, cfg.amp)
+        log = RunLog(out)
+        if cfg.encoder:
+            encoder, cache = load_encoder(Path(cfg.encoder))
+            if cache["names"] != [v.name for v in data.train]:
+                raise UserError(f"the encoder run {cfg.encoder} was trained on other videos; train without --encoder")
+        else:
+            encoder, cache = train_encoder(cfg, rt, data, out, log)
+        temporal, args = build_temporal(cfg, cache, rt, out, log)
+        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer)
+        validation = [e[s:] for e, s in zip(cache["embeddings"], cache["splits"])]
+        calibration = detector.calibrate(validation, cfg.quantile)
+    seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in temporal.parameters())
+    calibration.update(params=params, train_seconds=seconds, temporal=args)
+    state = dict(
+        kind="mambaout-anomaly-detector",
+        config=to_dict(cfg),
+        encoder_args=encoder.args,
+        temporal_args=args,
+        mixer=cfg.mixer,
+        state_dict=detector.state_dict(),
+    )
+    save_checkpoint(out / DETECTOR_FILE, state)
+    write_json(calibration, out / "calibration.json")
+    if (out / "last.pt").is_file():
+        (out / "last.pt").unlink()
+    return dict(run=str(out), calibration=calibration, params=params, train_seconds=seconds)

@@ -1,0 +1,39 @@
+"""The study's line task: every mixer trained and measured on one set of cached embeddings."""
+
+import pytest
+from test_detector import LINE
+
+from mambaout.anomaly.study_task import LineTask
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    line = {k: getattr(LINE, k) for k in ("period", "spacing", "frames", "test_frames", "size", "seed")}
+    line.update(train_videos=1, test_videos=1)
+    return LineTask(
+        work_dir=tmp_path_factory.mktemp("study"),
+        budget="small",
+        line=line,
+        image_size=32,
+        embed_dim=16,
+        recon_size=8,
+        width=32,
+        horizons=(1, 8),
+        seq_len=96,
+        threads=1,
+    )
+
+
+def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
+    assert task.config()["context_frames"] == LINE.spacing * 3  # the cycle 'sq disc tri sq disc DIAMOND' needs 3 items
+    budget = dict(task.budgets["small"], steps=5)
+    results = {m: task.run_one(m, seed=0, budget=budget, stream_frames=(10, 300)) for m in task.mixers}
+    assert set(results) == {"conv", "ssm", "attn_causal", "frame"}
+    params = {m: r["params"] for m, r in results.items()}
+    assert params["frame"] == 0 and all(
+        abs(params[m] - params["conv"]) <= 0.1 * params["conv"] for m in params if m != "frame"
+    )
+    for r in results.values():
+        assert set(r["auroc_per_kind"]) == {"local", "temporal", "contextual"} and r["eval_count"] == LINE.test_frames
+    ssm, attn = results["ssm"]["stream"], results["attn_causal"]["stream"]
+    assert ssm[10]["state_bytes"] == ssm[300]["state_bytes"] and attn[300]["state_bytes"] > 8 * attn[10]["state_bytes"]

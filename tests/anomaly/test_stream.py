@@ -1,0 +1,117 @@
+"""`mambaout watch`: frame-by-frame scores equal the offline ones, memory stays flat where the mixer allows, and a
+stream killed with SIGKILL resumes from its state file with one row per frame and the scores of an unbroken run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_detector import build_run
+
+from mambaout.anomaly.detector import load_detector
+from mambaout.anomaly.evaluate import evaluate_run
+from mambaout.anomaly.stream import Streamer, watch
+from mambaout.cli import main
+from mambaout.video import open_video
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One encoder, and a detector per mixer on its embeddings (a few updates each: equality needs no accuracy)."""
+    root = tmp_path_factory.mktemp("stream")
+    data, conv = build_run(root, "conv", steps=20)
+    out = {"conv": conv}
+    for mixer, extra in (("ssm", {}), ("attn_causal", {}), ("frame", {})):
+        out[mixer] = build_run(root, mixer, encoder=conv, steps=10, **extra)[1]
+    out["attn_window"] = build_run(root, "attn_causal", encoder=conv, name="attn_window", steps=10, window=12)[1]
+    return data, out
+
+
+def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "frame,score,alarm"
+    rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
+    return rows[:, 0].astype(int), rows[:, 1]
+
+
+@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_causal", "attn_window", "frame"])
+def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
+    data, run = runs
+    offline = evaluate_run(run[mixer], data)
+    video = data / "test" / "test_00.avi"
+    summary = watch(str(video), str(run[mixer]), csv=str(tmp_path / "s.csv"), quiet=True)
+    frames, streamed = read_rows(tmp_path / "s.csv")
+    expected = np.load(run[mixer] / "scores" / "test_00.npy")
+    assert offline["frames"] == summary["frames"] == len(expected) == 300
+    assert frames.tolist() == list(range(300))
+    np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-4)
+    assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].threshold)).sum())
+
+
+def test_state_memory_is_flat_for_conv_and_ssm_and_grows_for_unwindowed_attention(runs):
+    data, run = runs
+    frames = list(open_video(data / "train" / "train_00.avi", size=32))
+    memory = {}
+    for mixer in ("conv", "ssm", "attn_causal", "attn_window"):
+        streamer = Streamer(load_detector(run[mixer])[0])
+        seen = []
+        for t, frame in enumerate(frames[:128], start=1):
+            streamer.step(frame)
+            if t in (16, 128):
+                seen.append(streamer.memory_bytes())
+        memory[mixer] = seen
+    for mixer in ("conv", "ssm", "attn_window"):
+        assert memory[mixer][0] == memory[mixer][1], mixer
+    assert memory["attn_causal"][1] > 4 * memory["attn_causal"][0]
+
+
+def test_watch_says_that_unwindowed_attention_memory_grows(runs, capsys):
+    data, run = runs
+    video = str(data / "test" / "test_00.avi")
+    assert main(["watch", video, "--run", str(run["attn_causal"]), "--max-frames", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "grows with the stream" in err and "frames 20" in err and "(growing)" in err
+    assert main(["watch", video, "--run", str(run["ssm"]), "--max-frames", "20"]) == 0
+    assert "grow" not in capsys.readouterr().err
+
+
+def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroken_scores(runs, tmp_path):
+    data, run = runs
+    video = str(data / "test" / "test_00.avi")
+    csv, jsonl, state = tmp_path / "s.csv", tmp_path / "s.jsonl", tmp_path / "stream.state"
+    command = [sys.executable, "-m", "mambaout", "watch", video, "--run", str(run["ssm"]), "--csv", str(csv)]
+    command += ["--jsonl", str(jsonl), "--state", str(state), "--state-every", "25", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([*command, "--rate", "150"], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # wait for a state mid-stream, and rows past it
+        if state.is_file() and csv.is_file() and len(csv.read_text().splitlines()) > 90:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the stream ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(state, weights_only=True)
+    assert 25 <= saved["next_frame"] < 300 and saved["next_frame"] % 25 == 0
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    frames, scores = read_rows(csv)
+    assert frames.tolist() == list(range(300))  # one row per frame across the restart
+    np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-4)
+    assert len(jsonl.read_text().splitlines()) == 300
+
+
+def test_a_state_of_another_detector_is_refused(runs, tmp_path, capsys):
+    data, run = runs
+    video, state = str(data / "test" / "test_00.avi"), str(tmp_path / "s.state")
+    args = ["--state", state, "--state-every", "5", "--max-frames", "10", "--quiet"]
+    assert main(["watch", video, "--run", str(run["conv"]), *args]) == 0
+    assert main(["watch", video, "--run", str(run["frame"]), *args]) == 2
+    assert "not a watch state of this detector" in capsys.readouterr().err
