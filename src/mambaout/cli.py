@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "mambaout.bench.cli",  # bench
     "mambaout.infer.cli",  # predict
     "mambaout.dense.cli",  # detect, segment
+    "mambaout.export.cli",  # export
 )
 
 
