@@ -18,6 +18,6 @@ def require(module: str) -> ModuleType:
     except ImportError as e:
         package = PACKAGES.get(module.split(".")[0], module)
         raise UserError(
-            f"{package} is not installed; install the exporters with `pip install -e \".[export]\"` "
+            f'{package} is not installed; install the exporters with `pip install -e ".[export]"` '
             f"(or `pip install {package}`)"
         ) from e

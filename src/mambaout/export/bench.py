@@ -88,16 +88,17 @@ def compare_engines(
     repeats: int = 10,
     warmup: int = 2,
     images: np.ndarray | None = None,
-    calibration: str = "digits",
+    calibration: str | np.ndarray = "digits",
     threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Time `engines` on `model` side by side; one row per engine (engine, precision, img/s, latency, agreement).
 
     `images` (N, 3, image_size, image_size), normalised: the agreement set. Each engine's top-1 agreement with the
     PyTorch fp32 model and its logits' relative error (`relative_error`) on it are reported (None without images).
+    `calibration`: "digits", a folder, or (N, 3, image_size, image_size) images for the int8 engines.
 
     Example:
-        >>> rows = compare_engines(create_model("mambaout_femto"), ["torch", "onnxruntime"], repeats=5)  # doctest: +SKIP
+        >>> rows = compare_engines(create_model("mambaout_femto"), ["torch", "openvino"])  # doctest: +SKIP
     """
     unknown = [e for e in engines if e not in BENCH_ENGINES]
     if unknown:
@@ -109,7 +110,9 @@ def compare_engines(
     x_batch = rng.standard_normal((batch, model.in_chans, image_size, image_size), dtype=np.float32)
     x_one = x_batch[:1].copy()
     with tempfile.TemporaryDirectory() as tmp:
-        calib = calibration_images(calibration, (image_size, image_size))
+        calib = calibration
+        if not isinstance(calib, np.ndarray):
+            calib = calibration_images(calibration, (image_size, image_size))
         runners = {name: _build(name, model, Path(tmp), calib, threads) for name in engines}
         for _ in range(warmup):
             for _, run in runners.values():

@@ -102,9 +102,7 @@ def _openvino_engine(path: Path, threads: int | None) -> Engine:
     return Engine("openvino", str(path), run)
 
 
-def load_engine(
-    name: str, model: nn.Module | str | Path, features: bool = False, threads: int | None = None
-) -> Engine:
+def load_engine(name: str, model: nn.Module | str | Path, features: bool = False, threads: int | None = None) -> Engine:
     """An engine running `model`: an nn.Module for "torch", an .onnx file for "onnxruntime", an .xml or .onnx for
     "openvino". `features` (torch only) returns the four feature maps, as the exported backbone graph does.
 

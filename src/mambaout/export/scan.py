@@ -7,9 +7,9 @@ a Hillis-Steele scan with a fixed number of rounds R: round r combines every ste
     x_t <- x_t + a_t x_{t-2^r},   a_t <- a_t a_{t-2^r}     (a_t = exp(Δ_t A), x_t = Δ_t B_t u_t),
 
 where the shifted tensor is 2^r fill values followed by the sequence without its last 2^r steps (slices counted
-from either end), so the graph never reads the length and is right for every L <= 2^R. Only products of decays in [0, 1] and sums
-appear, as in `mambaout.ssm.chunked`. The cost is R full-length (batch, L, D, N) passes instead of one: this is a
-deployment format, not the fast CPU path.
+from either end), so the graph never reads the length and is right for every L <= 2^R. Only products of decays in
+[0, 1] and sums appear, as in `mambaout.ssm.chunked`. The cost is R full-length (batch, L, D, N) passes instead of
+one: this is a deployment format, not the fast CPU path.
 """
 
 from __future__ import annotations
