@@ -1,0 +1,127 @@
+"""Run an exported model: one interface over PyTorch, ONNX Runtime and OpenVINO.
+
+`load_engine(name, model_or_path)` returns an `Engine`: called on a float32 (batch, 3, H, W) array (numpy or torch),
+it returns the graph's outputs as a list of numpy arrays (`[logits]`, or the four feature maps). The engines compute
+in float32 (OpenVINO's CPU plugin would otherwise pick bf16 where the CPU has it; int8 models stay int8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mambaout.errors import UserError
+from mambaout.export.availability import require
+
+ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+@dataclass
+class Engine:
+    """A loaded model: `engine(images) -> [outputs]`; `name` is the engine, `source` what it was loaded from."""
+
+    name: str
+    source: str
+    run: Callable[[np.ndarray], list[np.ndarray]]
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        return self.run(np.ascontiguousarray(images, dtype=np.float32))
+
+
+def check_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise UserError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return name
+
+
+def _cannot_load(engine: str, path: Path, error: Exception) -> UserError:
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return UserError(
+        f"{engine} cannot load {path} ({reason}); export it again with `mambaout export --format "
+        f"{'onnx' if engine == 'onnxruntime' else engine}`"
+    )
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; export one with `mambaout export`")
+    return path
+
+
+def _torch_engine(model: nn.Module, features: bool) -> Engine:
+    model.eval()
+
+    @torch.inference_mode()
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        x = torch.from_numpy(images)
+        if features:
+            return [t.numpy() for t in model.forward_intermediates(x, intermediates_only=True, output_fmt="NCHW")]
+        return [model(x).numpy()]
+
+    return Engine("torch", type(model).__name__, run)
+
+
+def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for every unreadable or invalid graph
+        raise _cannot_load("onnxruntime", path, e) from e
+    input_name = session.get_inputs()[0].name
+    return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
+
+
+def _openvino_engine(path: Path, threads: int | None) -> Engine:
+    ov = require("openvino")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+    except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
+        raise _cannot_load("openvino", path, e) from e
+    request = compiled.create_infer_request()
+
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: images})
+        return [np.array(result[out]) for out in compiled.outputs]
+
+    return Engine("openvino", str(path), run)
+
+
+def load_engine(name: str, model: nn.Module | str | Path, features: bool = False, threads: int | None = None) -> Engine:
+    """An engine running `model`: an nn.Module for "torch", an .onnx file for "onnxruntime", an .xml or .onnx for
+    "openvino". `features` (torch only) returns the four feature maps, as the exported backbone graph does.
+
+    Example:
+        >>> engine = load_engine("onnxruntime", "femto.onnx")  # doctest: +SKIP
+        >>> logits, = engine(np.zeros((1, 3, 224, 224), np.float32))  # doctest: +SKIP
+    """
+    check_engine(name)
+    if name == "torch":
+        if not isinstance(model, nn.Module):
+            raise UserError("the torch engine runs a model object; pass the nn.Module, not a file")
+        return _torch_engine(model, features)
+    if isinstance(model, nn.Module):
+        raise UserError(f"the {name} engine runs an exported file; export the model first (`mambaout export`)")
+    path = _existing(model)
+    return _onnxruntime_engine(path, threads) if name == "onnxruntime" else _openvino_engine(path, threads)
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """||ours - reference|| / ||reference|| (Frobenius), the agreement measure of the export tests."""
+    ref = np.asarray(reference, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(ours, dtype=np.float64) - ref) / max(np.linalg.norm(ref), 1e-30))

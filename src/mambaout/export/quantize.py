@@ -1,0 +1,61 @@
+"""Int8 post-training quantization with each engine's own tool, calibrated on given images.
+
+- ONNX Runtime: `onnxruntime.quantization.quantize_static`, QDQ format, int8 weights per channel, uint8 activations
+  (the x86 default), MinMax calibration. The graph is first run through ORT's `quant_pre_process` (shape inference
+  and folding), as ORT's documentation recommends.
+- OpenVINO: `nncf.quantize` on the IR (its default "performance" preset: symmetric int8), saved as IR.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mambaout.export.availability import require
+
+
+def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray, batch: int = 4) -> Path:
+    """Write an int8 (QDQ) copy of an ONNX model, calibrated on `calibration` (N, 3, H, W) float32 images."""
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, input_name: str):
+            self.batches = iter([{input_name: calibration[i : i + batch]} for i in range(0, len(calibration), batch)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    ort = require("onnxruntime")
+    input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Reader(input_name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    return int8_path
+
+
+def quantize_openvino(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray) -> Path:
+    """Write an int8 copy of an OpenVINO IR (or ONNX) model with NNCF, calibrated on `calibration` images."""
+    ov = require("openvino")
+    nncf = require("nncf")
+    model = ov.Core().read_model(str(fp32_path))
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(int8_path), compress_to_fp16=False)
+    return int8_path
