@@ -1,5 +1,6 @@
 """`mambaout export` end to end, and every user mistake as one sentence with exit status 2."""
 
+import json
 import re
 import sys
 
@@ -64,3 +65,13 @@ def test_compare_engines_times_each_engine_and_measures_agreement():
         assert r["top1_agreement"] == 1.0 and r["logit_rel_error"] <= 1e-4
     with pytest.raises(UserError, match="unknown engine 'tflite'"):
         compare_engines(model, ["tflite"])
+
+
+def test_bench_engine_flag_prints_one_row_per_engine(capsys):
+    args = ["bench", "--model", "mambaout_pico", "--batch-size", "2", "--image-size", "32", "--repeats", "1"]
+    assert main(args + ["--engine", "torch,onnxruntime", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["engine"] for r in rows] == ["torch", "onnxruntime"]
+    assert all(r["throughput"] > 0 and r["logit_rel_error"] <= 1e-4 for r in rows)
+    assert main(args + ["--engine", "tflite"]) == 2
+    assert "tflite" in capsys.readouterr().err

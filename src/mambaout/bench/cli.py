@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from mambaout.bench.speed import BenchConfig, run_benchmark
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure params, GMACs, img/s, latency and peak memory (optionally vs timm)")
@@ -29,13 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the device's dense peak for the dtype (e.g. 989 for H100 bf16): prints the achieved fraction",
     )
+    p.add_argument(
+        "--engine",
+        metavar="E[,E...]",
+        help="compare inference engines side by side instead: torch, torch_fast, timm, onnxruntime, onnxruntime_int8, "
+        "openvino, openvino_int8 (needs pip install -e '.[export]')",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mambaout.bench.speed import BenchConfig, run_benchmark
     from mambaout.models.factory import check_model_name
 
+    if args.engine:
+        return run_engines(args)
     cfg = BenchConfig(
         model=check_model_name(args.model),
         batch_size=args.batch_size,
@@ -81,4 +88,18 @@ def run(args: argparse.Namespace) -> int:
             f"ours / timm: throughput x{out['ratio_throughput']:.3f}, batch-1 speed x{out['ratio_latency']:.3f}, "
             f"max |logit diff| {out['max_abs_logit_diff']:.2e}"
         )
+    return 0
+
+
+def run_engines(args: argparse.Namespace) -> int:
+    """`mambaout bench --engine ...`: throughput, latency and agreement of each engine, interleaved in one process."""
+    from mambaout.export.bench import compare_engines, format_rows
+    from mambaout.models.factory import check_model_name, create_model
+
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if args.compare_timm and "timm" not in engines:
+        engines.append("timm")
+    model = create_model(check_model_name(args.model))
+    rows = compare_engines(model, engines, args.batch_size, args.image_size, args.repeats, threads=args.threads)
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     return 0

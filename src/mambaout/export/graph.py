@@ -8,12 +8,13 @@ SSM mixers are swapped for `UnrolledSSMMixer` (same weights, plain tensor ops) o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from mambaout.export.scan import DEFAULT_MAX_TOKENS, UnrolledSSMMixer, rounds_for
+from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
 from mambaout.mixers.ssm import SSMMixer
 
 
@@ -35,14 +36,6 @@ def output_names(model: nn.Module, features: bool) -> list[str]:
     return [f"stride{info['reduction']}" for info in model.feature_info]
 
 
-def _reference_blocks():
-    # The old models run a fused oneDNN path whenever autograd is off, which no exporter knows; its switch goes away
-    # once the models return the plain reference model (then this is a no-op).
-    from mambaout.models import mambaout as architecture
-
-    return getattr(architecture, "reference_path", nullcontext)()
-
-
 @contextmanager
 def exportable(model: nn.Module, features: bool = False, max_tokens: int = DEFAULT_MAX_TOKENS) -> Iterator[nn.Module]:
     """Inside: the module to trace (the model or its `FeatureMaps`), in eval mode, under no_grad, SSM scans unrolled
@@ -59,12 +52,15 @@ def exportable(model: nn.Module, features: bool = False, max_tokens: int = DEFAU
             if isinstance(child, SSMMixer):
                 swapped.append((parent, name, child))
                 setattr(parent, name, UnrolledSSMMixer(child, rounds))
-    was_training = model.training
+    was_training, was_fused = model.training, is_fused(model)
+    unfuse(model)  # the oneDNN-fused CPU blocks are no exporter's op: export the reference arithmetic
     model.eval()
     try:
-        with torch.no_grad(), _reference_blocks():
+        with torch.no_grad():
             yield FeatureMaps(model) if features else model
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
+        if was_fused:
+            fuse_for_inference(model)
         model.train(was_training)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambaout.mixers.ssm import ORDERS, SSMMixer
+from mambaout.ssm.mamba import delta_B_C
 
 DEFAULT_MAX_TOKENS = 256 * 256  # a 1024 x 1024 image at stride 4, MambaOut's finest stage
 
@@ -102,7 +103,7 @@ class UnrolledSSMMixer(nn.Module):
         mixer = self.mixer
         x = mixer.act(mixer.conv(x))
         seqs = [ORDERS[name][0](x) for name in mixer.directions]  # each (batch, L, C)
-        dts, Bs, Cs = zip(*(ssm._dt_B_C(seq) for seq, ssm in zip(seqs, mixer.ssms)))
+        dts, Bs, Cs = zip(*(delta_B_C(seq, ssm.x_proj, ssm.dt_proj) for seq, ssm in zip(seqs, mixer.ssms)))
         ssms = mixer.ssms
         y = selective_scan_unrolled(
             torch.cat(seqs, -1).transpose(1, 2),

@@ -70,7 +70,7 @@ def ssm_state_parameters(
     return A_log, D
 
 
-def _delta_B_C(
+def delta_B_C(
     x: torch.Tensor, x_proj: nn.Linear, dt_proj: nn.Linear
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (..., C) -> Δ before bias and softplus (..., C), B (..., N), C (..., N)."""
@@ -98,7 +98,7 @@ def selective_ssm(
         >>> selective_ssm(torch.randn(2, 10, 8), x_proj, dt_proj, A_log, D).shape
         torch.Size([2, 10, 8])
     """
-    dt, B, C = _delta_B_C(x, x_proj, dt_proj)
+    dt, B, C = delta_B_C(x, x_proj, dt_proj)
     out = selective_scan(
         x.transpose(1, 2),
         dt.transpose(1, 2),
@@ -130,7 +130,7 @@ def selective_ssm_step(
 
     Constant memory per token; stepping through a sequence gives ``selective_ssm``'s output.
     """
-    dt, B, C = _delta_B_C(x, x_proj, dt_proj)
+    dt, B, C = delta_B_C(x, x_proj, dt_proj)
     # a token is a sequence of length 1: (batch, C) -> (batch, C, 1) for the pointwise parts
     dt = step_size(dt[..., None], dt_proj.bias, delta_softplus=True)  # (batch, C, 1)
     decay = torch.exp(dt * -torch.exp(A_log.float()))  # (batch, C, N)
