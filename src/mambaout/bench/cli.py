@@ -94,12 +94,16 @@ def run(args: argparse.Namespace) -> int:
 def run_engines(args: argparse.Namespace) -> int:
     """`mambaout bench --engine ...`: throughput, latency and agreement of each engine, interleaved in one process."""
     from mambaout.export.bench import compare_engines, format_rows
+    from mambaout.export.calibration import calibration_images
     from mambaout.models.factory import check_model_name, create_model
 
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
     if args.compare_timm and "timm" not in engines:
         engines.append("timm")
     model = create_model(check_model_name(args.model))
-    rows = compare_engines(model, engines, args.batch_size, args.image_size, args.repeats, threads=args.threads)
+    images = calibration_images("digits", (args.image_size, args.image_size), count=16)  # agreement vs PyTorch fp32
+    rows = compare_engines(
+        model, engines, args.batch_size, args.image_size, args.repeats, images=images, threads=args.threads
+    )
     print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     return 0
