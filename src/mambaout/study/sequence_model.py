@@ -46,16 +46,21 @@ class SequenceModel(nn.Module):
         kernel_size: int = 4,
         expansion_ratio: float = 8 / 3,
         mixer_kwargs: dict[str, Any] | None = None,
+        max_len: int | None = None,
     ):
         super().__init__()
         self.mixer = check_mixer(mixer)
         self.embed = nn.Embedding(vocab_size, dim)
+        # learned absolute positions (up to max_len tokens), added to the token embedding; None: none
+        self.pos_embed = nn.Parameter(torch.zeros(max_len, dim)) if max_len else None
         self.blocks = nn.Sequential(
             *[_sequence_block(dim, mixer, kernel_size, expansion_ratio, mixer_kwargs or {}) for _ in range(depth)]
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
         self.apply(self._init_weights)
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
         for m in self.modules():  # modules with their own initialisation (the SSM's Δ bias) apply it last
             if m is not self and callable(getattr(m, "init_weights", None)):
                 m.init_weights()
@@ -71,8 +76,13 @@ class SequenceModel(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """The SSM's A_log and D (marked `_no_weight_decay`); timm's optimizer factory reads this."""
-        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+        """The SSM's A_log and D (marked `_no_weight_decay`) and the position embedding; timm's optimizer factory
+        reads this."""
+        skip = {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+        return skip | ({"pos_embed"} if self.pos_embed is not None else set())
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.blocks(self.embed(tokens))))
+        x = self.embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed[: tokens.shape[1]]
+        return self.head(self.norm(self.blocks(x)))
