@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambaout.errors import UserError
+from mambaout.study.report import plural
 
 
 def _stratified_split(labels: list[int] | torch.Tensor, test_fraction: float = 0.2) -> tuple[list[int], list[int]]:
@@ -213,7 +214,8 @@ class ImageFolderTask(_ImageTask):
             self.train_set.classes = full.classes
         self.classes = self.train_set.classes
         if len(self.classes) < 2:
-            raise UserError(f"--data {root} has {len(self.classes)} class folder; a classifier needs at least two")
+            found = plural(len(self.classes), "class folder")
+            raise UserError(f"--data {root} has {found}; a classifier needs at least two")
         self.in_chans, self.num_classes = 3, len(self.classes)
 
     def config(self) -> dict[str, Any]:

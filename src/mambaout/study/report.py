@@ -163,7 +163,7 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
         verdict["ssm_vs_conv"] = c
         helped = c["significant"] and c["delta_points"] > 0
         if c["seeds_disagree"]:
-            agree = "cannot be checked against the paper: seeds disagree"
+            agree = "the paper's prediction cannot be checked"
         elif expected:
             agree = "agrees with the paper" if helped else "contradicts the paper's expectation (in this budget)"
         else:
@@ -313,12 +313,13 @@ def accuracy_figure(results: dict[str, Any]):
         if chance:
             ax.axhline(100 * chance, color="grey", ls="--", lw=1)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.margins(x=0.2)
         ax.set_ylim(0, 103)
         ax.set_xlabel("MACs per sample (M)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

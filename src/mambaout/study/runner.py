@@ -269,11 +269,12 @@ def run_study(
     Example:
         >>> results = run_study(build_tasks(["digits"]), seeds=[0, 1], budget="small")  # doctest: +SKIP
     """
+    from mambaout.errors import UserError
     from mambaout.mixers import check_mixer
     from mambaout.study.analyze import LongSequenceTest
     from mambaout.study.progress import Progress
     from mambaout.study.report import format_table, task_verdict, write_report
-    from mambaout.study.schedule import free_cores, machine_load, one_thread, run_jobs
+    from mambaout.study.schedule import busy_warning, free_cores, machine_load, one_thread, run_jobs
     from mambaout.study.sweep import latency_sweep
 
     start = time.perf_counter()
@@ -281,6 +282,8 @@ def run_study(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds)
+    if not seeds or (workers is not None and workers < 1):
+        raise UserError(f"a study needs at least one seed and one worker, got seeds {seeds} and workers {workers}")
     workers = workers or (1 if device.type == "cuda" else free_cores())
     rows = [resolve_budget(task, budget) for task in tasks]
     plan = [[check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
@@ -325,6 +328,9 @@ def run_study(
         tasks={},
     )
     progress.line("measuring parameters, MACs, latency and memory (one thread, every mixer in turn)...")
+    note = busy_warning(1, "latencies")
+    if note:
+        progress.line(f"note: {note}")
     with one_thread():
         load_measure = machine_load()[1]
         for t, task in enumerate(tasks):
