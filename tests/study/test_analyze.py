@@ -81,3 +81,31 @@ def test_measure_times_every_mixer_and_the_attention_kernel(tmp_path, capsys):
     assert "predicted at L = 12·D" in capsys.readouterr().out
     assert (tmp_path / "latency_vs_length.png").stat().st_size > 1000
     assert json.loads((tmp_path / "sweep.json").read_text())["predicted_crossover"] == 192
+
+
+def test_measure_warns_only_when_other_jobs_leave_no_core_free(monkeypatch):
+    from mambaout.study import schedule
+
+    monkeypatch.setattr(schedule, "machine_load", lambda: (2, 0.6))
+    assert schedule.busy_warning(1) is None and schedule.busy_warning(2) is None  # load 0.6 on 2 cores: quiet
+    assert schedule.free_cores() == 2  # a fraction of a core's load takes no worker away
+    monkeypatch.setattr(schedule, "machine_load", lambda: (2, 1.4))
+    assert schedule.busy_warning(1) is None and schedule.busy_warning(2).startswith("the machine is loaded")
+    assert schedule.free_cores() == 1
+    monkeypatch.setattr(schedule, "machine_load", lambda: (2, 3.3))
+    note = schedule.busy_warning(1)
+    assert note.startswith("the machine is loaded (load average 3.3 on 2 cores, 1 thread asked)")
+    assert schedule.free_cores() == 1
+    monkeypatch.setattr(schedule, "machine_load", lambda: (16, 0.2))
+    assert schedule.free_cores() == 16
+
+
+def test_progress_eta_learns_the_machines_speed_from_finished_runs(capsys):
+    from mambaout.study.progress import Progress
+
+    progress = Progress([10.0, 30.0, 20.0], workers=2, tail_s=4.0)
+    assert progress.eta_s() == 60 / 2 + 4  # the estimates, shared by two workers, then the measurements
+    progress.done(1, 60.0, "copying ssm seed 0: 99.5 %")  # twice as slow as estimated
+    assert progress.eta_s() == 2 * (30 / 2 + 4)
+    line = capsys.readouterr().err
+    assert line.startswith("[1/3] copying ssm seed 0: 99.5 % · elapsed 0.0 min, ETA 0.6 min")

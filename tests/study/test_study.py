@@ -10,7 +10,7 @@ from PIL import Image
 from mambaout import UserError
 from mambaout.cli import main
 from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
-from mambaout.study.report import compare, task_verdict
+from mambaout.study.report import accuracy_figure, clipped_error, compare, format_table, plural, task_verdict
 from mambaout.study.runner import build_tasks, run_study
 from mambaout.study.selective_copying import selective_copying_batch
 from mambaout.study.sequence_model import SequenceModel
@@ -87,7 +87,9 @@ def test_verdicts_say_within_noise_helped_or_contradicts():
 def test_micro_study_writes_results_report_and_each_runs_config(tmp_path):
     tasks = build_tasks(["digits", "selective_copying"])
     budget = dict(steps=2, batch_size=8, lr=1e-3, warmup_steps=1)
-    results = run_study(tasks, seeds=[0, 1], budget=budget, mixers=["conv", "ssm"], output=tmp_path, sweep=[16, 32])
+    results = run_study(
+        tasks, seeds=[0, 1], budget=budget, mixers=["conv", "ssm"], output=tmp_path, sweep=[16, 32], workers=1
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["tasks"].keys() == {"digits", "selective_copying"} == results["tasks"].keys()
     for task in saved["tasks"].values():
@@ -165,3 +167,155 @@ def test_image_folder_takes_train_and_val_folders_or_explains_why_it_cannot_spli
     _images(tmp_path / "tiny" / "b", 1)
     with pytest.raises(UserError, match="cannot be split 80/20 by class"):
         ImageFolderTask(tmp_path / "tiny")
+
+
+def _seeds(*accs, n=2048, **cost):
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+    return dict(
+        accuracy_mean=mean, accuracy_std=std, accuracies=list(accs), eval_count=n, train_seconds_mean=10.0, **cost
+    )
+
+
+CAUSAL = dict(seq_len=36, dim=64, r_L=0.09, long=False, causal=True, ssm_expected_to_help=True, verdict="causal")
+SHORT = dict(seq_len=64, dim=16, r_L=0.67, long=False, causal=False, ssm_expected_to_help=False, verdict="short")
+
+
+def test_bottom_line_says_use_the_ssm_when_it_wins_on_every_seed():
+    mixers = dict(
+        conv=_seeds(0.115, 0.117, latency_ms_b1=1.0, peak_train_mem_mb=10.0),
+        ssm=_seeds(0.995, 0.999, latency_ms_b1=3.2, peak_train_mem_mb=14.0),
+    )
+    v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
+    assert v["bottom_line"] == "Use the SSM: +88.1 points over the gated conv at 3.2× the latency and 1.4× the memory."
+    assert v["agreement"] == "agrees with the paper"
+
+
+def test_bottom_line_keeps_the_conv_when_the_ssm_adds_nothing_measurable():
+    mixers = dict(
+        conv=_seeds(0.972, 0.978, n=360, latency_ms_b1=5.0, peak_train_mem_mb=10.0),
+        ssm=_seeds(0.975, 0.979, n=360, latency_ms_b1=15.5, peak_train_mem_mb=25.0),
+    )
+    v = task_verdict(dict(prediction=SHORT, mixers=mixers))
+    # σ = sampling error sqrt(.976·.024/360) = 0.81 points > the seeds' std: 2σ = 1.6
+    assert v["bottom_line"] == (
+        "Keep the gated conv: the SSM adds nothing measurable here (+0.2 points, noise ±1.6) at 3.1× the latency "
+        "and 2.5× the memory."
+    )
+    assert v["agreement"] == "agrees with the paper (Hypothesis 1)"
+
+
+def test_seeds_that_disagree_make_the_comparison_inconclusive_not_within_noise():
+    mixers = dict(
+        conv=_seeds(0.115, 0.117), ssm=_seeds(0.404, 0.997), attn_causal=_seeds(0.999, 0.997)
+    )  # the SSM's seeds differ by 59.3 points, more than its 58.4-point lead over the conv
+    v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
+    assert v["bottom_line"] == "Inconclusive: seeds disagree (ssm: 40.4 and 99.7)."
+    assert v["ssm_vs_conv"]["seeds_disagree"] and not v["ssm_vs_conv"]["significant"]
+    assert v["measured"][0].startswith("ssm vs conv: inconclusive (seeds disagree: ssm: 40.4 and 99.7;")
+    assert not any("within noise" in line for line in v["measured"])
+    mixers["ssm"] = _seeds(0.995, 0.997)
+    mixers["attn_causal"] = _seeds(1.0, 0.563)
+    v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
+    assert v["bottom_line"] == "Use the SSM: +88.0 points over the gated conv."  # no costs measured here
+    assert "ssm vs attn_causal: inconclusive (seeds disagree: attn_causal: 100.0 and 56.3;" in v["measured"][2]
+    # seeds 2 points apart near 100 % are not a disagreement, however small the sampling error
+    assert not compare(_seeds(0.98, 0.999), _seeds(0.995, 0.996))["seeds_disagree"]
+
+
+def test_table_and_report_show_every_seed_and_where_it_ran():
+    mixers = dict(conv=_seeds(0.115, 0.116, latency_ms_b1=1.0), ssm=_seeds(0.995, 0.999, latency_ms_b1=3.0))
+    for s in mixers.values():
+        s.update(seeds=[0, 1], params=1000, macs=2e6, latency_ms_bN=1.0, peak_train_mem_mb=1.0)
+    task = dict(prediction=CAUSAL, mixers=mixers, config=dict(task="copy", chance=0.125), budget=dict(steps=1))
+    task["verdict"] = task_verdict(task)
+    env = dict(device="cpu", cpu="AMD EPYC, 2 cores, AVX512", torch="2", threads=1)
+    load = dict(cores=2, start=0.3, after_training=2.1, measuring=[2.0, 1.9])
+    meta = dict(command="mambaout study", budget="default", seeds=[0, 1], workers=1, environment=env, load=load)
+    results = dict(meta=dict(meta, wall_seconds=60.0), tasks=dict(copy=task))
+    table = format_table(results)
+    assert "99.5 / 99.9" in table and "11.5 / 11.6" in table
+    assert "cpu (AMD EPYC, 2 cores, AVX512), 1 thread per run in 1 worker process; load average 0.3" in table
+    assert "2 seeds (0, 1)" in table
+    fig = accuracy_figure(results)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(boxes) >= 2 and not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+        for line in ax.lines:  # whiskers and markers: never outside [0, 100] %
+            y = line.get_ydata()
+            assert min(y) >= 0 and max(y) <= 100
+    assert clipped_error(99.0, 3.0) == (3.0, 1.0) and clipped_error(1.0, 3.0) == (1.0, 3.0)
+
+
+def test_english_plurals():
+    assert [plural(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
+    assert plural(1, "class") == "1 class" and plural(3, "class") == "3 classes"
+
+
+def test_runs_in_worker_processes_give_the_same_numbers_as_in_this_process(tmp_path):
+    tasks = build_tasks(["selective_copying"])
+    budget = dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1)
+    kw = dict(seeds=[0, 1], budget=budget, mixers=["conv", "ssm"], sweep=False)
+    here = run_study(tasks, output=tmp_path / "here", workers=1, **kw)
+    pool = run_study(tasks, output=tmp_path / "pool", workers=2, **kw)
+    assert pool["meta"]["workers"] == 2
+    for mixer in ("conv", "ssm"):
+        for out in ("here", "pool"):
+            assert len(list((tmp_path / out / "runs").glob(f"selective_copying-{mixer}-seed*/result.json"))) == 2
+        a, b = (r["tasks"]["selective_copying"]["mixers"][mixer] for r in (here, pool))
+        assert a["accuracies"] == b["accuracies"]
+        losses = [
+            [
+                json.loads(p.read_text())["final_loss"]
+                for p in sorted((tmp_path / out / "runs").glob(f"*-{mixer}-*/result.json"))
+            ]
+            for out in ("here", "pool")
+        ]
+        assert losses[0] == losses[1] and losses[0][0] != losses[0][1]  # bit for bit, and the seeds differ
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["study", "--seeds", "0"], "--seeds must be a positive whole number, got 0"),
+        (["study", "--seeds", "-2"], "--seeds must be a positive whole number, got -2"),
+        (["study", "--workers", "0"], "--workers must be a positive whole number, got 0"),
+        (["study", "--image-size", "0"], "--image-size must be a positive whole number, got 0"),
+        (["analyze", "--dim", "0"], "--dim must be a positive whole number, got 0"),
+        (["analyze", "--seq-len", "-5", "--dim", "64"], "--seq-len must be a positive whole number, got -5"),
+        (["analyze", "--measure", "--threads", "0"], "--threads must be a positive whole number, got 0"),
+    ],
+)
+def test_impossible_values_are_refused_in_one_sentence(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("args", [["study", "--seed", "3"], ["study", "--work", "2"], ["analyze", "--meas"]])
+def test_flags_must_be_spelled_out(args, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_study_and_analyze_commands_import_no_heavy_library_until_they_run():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mambaout
+
+    # The package's own __init__ (not this module's concern) is bypassed: only what the command modules import counts.
+    code = (
+        "import sys, types; pkg = types.ModuleType('mambaout'); pkg.__path__ = [sys.argv[1]]; "
+        "sys.modules['mambaout'] = pkg; import mambaout.study.cli, mambaout.study.analyze, mambaout.study.report, "
+        "mambaout.study.schedule, mambaout.study.progress; "
+        "print(sorted({'torch', 'numpy', 'numba', 'timm', 'matplotlib', 'sklearn'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(mambaout.__file__).parent)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,26 +1,32 @@
 """`mambaout study` (train matched models that differ only in the token mixer, report) and `mambaout analyze`
-(the paper's long-sequence test for a task, optionally timed on this machine)."""
+(the paper's long-sequence test for a task, optionally timed on this machine).
+
+Only the standard library is imported here: torch, numba and the rest load inside the command functions, so
+`mambaout study --help` answers at once. Flags must be spelled out (no prefix matching: `--seed` is not `--seeds`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from mambaout.errors import UserError
 
+STUDY_MINUTES = 8  # the default study's wall time on 2 CPU cores, as the README states
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
+        allow_abbrev=False,
         help="is the SSM worth it? train matched models (conv / ssm / attention mixers) and write a report",
         description="Train models that differ only in the token mixer on built-in tasks (scikit-learn digits: short, "
         "fully visible; selective copying: causal, remote context) or your images, with several seeds; report "
         "accuracy, parameters, MACs, training time, latency and memory next to the paper's prediction. "
-        "With no arguments it takes about 10 minutes on 2 CPU cores.",
+        f"With no arguments it takes at most about {STUDY_MINUTES} minutes on 2 CPU cores.",
     )
     p.add_argument(
         "--tasks",
@@ -29,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", metavar="DIR", help="your images: DIR/train + DIR/val, or DIR/<class>/* (split 80/20)")
     p.add_argument("--mixers", help="comma-separated subset of conv, ssm, attn, attn_causal (default: per task)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2; 3 with --full)")
+    p.add_argument("--seeds", type=int, default=None, help="how many seeds, at least 1 (default 2; 3 with --full)")
     p.add_argument(
         "--budget",
         choices=("small", "default", "full"),
@@ -42,12 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scan", choices=("cross", "bidi", "causal"), help="scan order of the SSM on images")
     p.add_argument("--output", default="study_out", help="output folder (default study_out/)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="runs trained side by side, in processes of one thread each (default: the free CPU cores; 1 on a GPU)",
+    )
     p.add_argument("--no-sweep", action="store_true", help="skip the latency-vs-length sweep")
     p.set_defaults(func=run_study_command)
 
     a = sub.add_parser(
         "analyze",
+        allow_abbrev=False,
         help="the paper's long-sequence test: is a task long (L > 6D) or causal enough for an SSM?",
         description="Print L, 6D, r_L = L/6D, the attention FLOPs split (24·D²·L vs 4·D·L², half for causal) and "
         "the paper's verdicts. Without a width, the paper's ViT-S (384) and ViT-B (768) rows.",
@@ -72,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--seq-lens", type=int, nargs="+", metavar="L", help="lengths for --measure (default 6D x 1/8..2)")
     a.add_argument("--output", default="study_out", help="where --measure writes sweep.json and its plot")
-    a.add_argument("--threads", type=int, help="torch CPU threads for --measure (default: torch's choice)")
+    a.add_argument("--threads", type=int, default=1, help="torch CPU threads for --measure (default 1)")
     a.set_defaults(func=run_analyze_command)
 
 
@@ -80,34 +91,30 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _warn_if_busy(threads: int) -> None:
-    """Say so when other jobs already use the cores: torch's OpenMP threads then spin against them and every step
-    slows down many times (measured on a shared 2-core machine: a mambaout_pico forward took 180 ms with 2 threads,
-    8 ms with 1)."""
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads > 1 and load > cores - threads + 0.5:
-        print(
-            f"mambaout study: note: this machine is busy (load {load:.1f} on {cores} cores); with {threads} torch "
-            "threads timings and wall time will suffer, --threads 1 avoids the oversubscription",
-            file=sys.stderr,
-        )
+def _check_positive(**values: int | list[int] | None) -> None:
+    """UserError for the first flag given a value below 1 (None: not given)."""
+    for flag, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < 1:
+                name = "--" + flag.replace("_", "-")
+                raise UserError(f"{name} must be a positive whole number, got {v}; give {name} 1 or more")
+
+
+def _note(command: str, text: str | None) -> None:
+    if text:
+        print(f"mambaout {command}: note: {text}", file=sys.stderr)
 
 
 def run_study_command(args: argparse.Namespace) -> int:
+    _check_positive(seeds=args.seeds, workers=args.workers, image_size=args.image_size)
     import torch
 
     from mambaout.study.runner import build_tasks, run_study
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    _warn_if_busy(torch.get_num_threads())
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device} asked for a GPU but torch sees none; use --device cpu")
     budget = "full" if args.full else args.budget
     seeds = args.seeds or (3 if args.full else 2)
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
     tasks = build_tasks(
         _split(args.tasks), data=args.data, model=args.model, image_size=args.image_size, scan=args.scan
     )
@@ -120,15 +127,23 @@ def run_study_command(args: argparse.Namespace) -> int:
         device=args.device,
         sweep=not args.no_sweep,
         command="mambaout " + shlex.join(sys.argv[1:]),
+        workers=args.workers,
     )
     print(f"report: {Path(args.output) / 'report.html'} (and report.md, results.json)")
     for name, task in results["tasks"].items():
-        for line in (task["verdict"]["prediction"], *task["verdict"]["measured"]):
-            print(f"{name}: {line}")
+        print(f"{name}: {task['verdict']['bottom_line']}")
     return 0
 
 
 def run_analyze_command(args: argparse.Namespace) -> int:
+    _check_positive(
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        seq_len=args.seq_len,
+        dim=args.dim,
+        threads=args.threads,
+        seq_lens=args.seq_lens,
+    )
     from mambaout.study.analyze import analyze, format_analysis
 
     result = analyze(
@@ -141,12 +156,15 @@ def run_analyze_command(args: argparse.Namespace) -> int:
         causal=args.causal,
     )
     if args.measure:
+        import numba
         import torch
 
+        from mambaout.study.schedule import busy_warning
         from mambaout.study.sweep import format_sweep, latency_sweep, plot_sweep
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # the SSM's numba kernels get the same count
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        _note("analyze", busy_warning(args.threads))
         dim = result["rows"][result["headline"]]["dim"]
         sweep = latency_sweep(dim=dim, seq_lens=args.seq_lens, causal=args.causal)
         out = Path(args.output)

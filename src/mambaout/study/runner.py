@@ -14,6 +14,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,16 @@ def train(
     losses: list[float] = []
     start = time.perf_counter()
     batches = task.train_batches(budget["steps"], budget["batch_size"], generator)
-    bar = tqdm(batches, total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0, disable=None)
+    # a bar only when asked (desc): runs in worker processes report through the study's progress lines instead
+    bar = tqdm(
+        batches,
+        total=budget["steps"],
+        desc=desc,
+        leave=False,
+        file=sys.stderr,
+        mininterval=1.0,
+        disable=not desc or None,
+    )
     for step, (x, y) in enumerate(bar):
         loss = task.loss(model, x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -105,11 +115,26 @@ def measure_costs(
     return costs
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, threads: int = 1) -> dict[str, Any]:
+    """Where the runs ran: `device` is "cpu" (with the CPU's name and cores in `cpu`) or the GPU's name."""
+    from mambaout.study.schedule import machine_load
+
+    cores, _ = machine_load()
     return dict(
         device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        cpu=f"{_cpu_name()}, {cores} core{'s' if cores != 1 else ''}, {torch.backends.cpu.get_cpu_capability()}",
         torch=torch.__version__,
-        threads=torch.get_num_threads(),
+        threads=threads,
         python=platform.python_version(),
         machine=platform.machine(),
     )
@@ -138,7 +163,7 @@ def run_one(
         scheduler="cosine (timm)",
         model=getattr(model, "variant", type(model).__name__),
         params=count_params(model),
-        environment=environment(device),
+        environment=environment(device, torch.get_num_threads()),
     )
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     result = dict(task=task.name, mixer=mixer, seed=seed)
@@ -146,6 +171,25 @@ def run_one(
     result["accuracy"], result["eval_count"] = task.evaluate(model, device)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result, model
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One (task, mixer, seed) run as the scheduler sees it: `task` indexes the study's task list."""
+
+    task: int
+    mixer: str
+    seed: int
+    budget: dict[str, Any]
+    device: str
+    out_dir: Path
+    weight: float  # estimated seconds: the longest runs start first
+
+
+def execute_job(tasks: list[Any], job: RunJob) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Run `job` (in a worker process or here); returns its result and its trained weights, on the CPU."""
+    result, model = run_one(tasks[job.task], job.mixer, job.seed, job.budget, torch.device(job.device), job.out_dir)
+    return result, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def summarize(runs: list[dict[str, Any]], cost: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -209,22 +253,28 @@ def run_study(
     device: str | torch.device = "cpu",
     sweep: bool | list[int] = True,
     command: str = "mambaout study",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Train every (task, mixer, seed), measure, compare with the paper's prediction, write the report.
 
     `budget`: "small", "default" or "full" (each task's table), or one dict (steps or epochs, batch_size, lr,
     warmup_steps) for every task. `sweep`: time blocks over sequence lengths at the sequence task's width (True:
-    6D x 1/8..8, or a list of lengths).
+    6D x 1/8..8, or a list of lengths). `workers`: processes that train runs side by side, one thread each
+    (default: the free cores on a CPU, 1 on a GPU); any number gives the same per-run results (`schedule.py`).
+    Costs (latency, memory, the sweep) are measured afterwards in this process, on one thread, every mixer in turn.
 
     Writes `output`/results.json, report.md, report.html, the plots, and runs/<task>-<mixer>-seed<k>/ with each
-    run's config.json and result.json. Prints one line per finished run. Returns the results dict.
+    run's config.json and result.json. Prints one line per finished run with an overall ETA. Returns the results.
 
     Example:
         >>> results = run_study(build_tasks(["digits"]), seeds=[0, 1], budget="small")  # doctest: +SKIP
     """
+    from mambaout.errors import UserError
     from mambaout.mixers import check_mixer
     from mambaout.study.analyze import LongSequenceTest
+    from mambaout.study.progress import Progress
     from mambaout.study.report import format_table, task_verdict, write_report
+    from mambaout.study.schedule import busy_warning, free_cores, machine_load, one_thread, run_jobs
     from mambaout.study.sweep import latency_sweep
 
     start = time.perf_counter()
@@ -232,53 +282,91 @@ def run_study(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds)
-    plan = [(task, [check_mixer(m) for m in (mixers or task.mixers)]) for task in tasks]
-    total, done = sum(len(ms) * len(seeds) for _, ms in plan), 0
-    results: dict[str, Any] = dict(
-        meta=dict(command=command, budget=budget, seeds=seeds, environment=environment(device)), tasks={}
+    if not seeds or (workers is not None and workers < 1):
+        raise UserError(f"a study needs at least one seed and one worker, got seeds {seeds} and workers {workers}")
+    workers = workers or (1 if device.type == "cuda" else free_cores())
+    rows = [resolve_budget(task, budget) for task in tasks]
+    plan = [[check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
+    jobs = [
+        RunJob(
+            t,
+            mixer,
+            seed,
+            rows[t],
+            str(device),
+            output / "runs" / f"{task.name}-{mixer}-seed{seed}",
+            weight=task.estimate_seconds(mixer, rows[t]),
+        )
+        for t, task in enumerate(tasks)
+        for seed in seeds
+        for mixer in plan[t]
+    ]
+    cores, load_start = machine_load()
+    progress = Progress([j.weight for j in jobs], workers, tail_s=15.0 * len(tasks) + (30.0 if sweep else 0.0))
+    progress.line(
+        f"mambaout study: {len(jobs)} runs in {workers} worker process{'es' if workers != 1 else ''}, one thread "
+        f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min on a 2-core CPU"
     )
-    for task, task_mixers in plan:
-        row = resolve_budget(task, budget)
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in task_mixers}
-        first_models: dict[str, torch.nn.Module] = {}
-        for seed in seeds:
-            for mixer in task_mixers:
-                done += 1
-                tag = f"[{done}/{total}] {task.name} {mixer} seed {seed}"
-                print(f"{tag}: training {row['steps']} steps...", file=sys.stderr, flush=True)
-                r, model = run_one(
-                    task, mixer, seed, row, device, output / "runs" / f"{task.name}-{mixer}-seed{seed}", desc=tag
-                )
-                runs[mixer].append(r)
-                if seed == seeds[0]:
-                    first_models[mixer] = model
-                print(
-                    f"{tag}: accuracy {100 * r['accuracy']:.1f}% in {r['train_seconds']:.0f} s "
-                    f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        print(f"{task.name}: measuring parameters, MACs, latency and memory...", file=sys.stderr, flush=True)
-        costs = measure_costs(task, first_models, row["batch_size"], device)
-        seq_len, dim = task.mixer_tokens()
-        entry = dict(
-            config=task.config(),
-            budget=row,
-            prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
-            mixers={m: summarize(rs, costs[m]) for m, rs in runs.items()},
-        )
-        entry["verdict"] = task_verdict(entry)
-        results["tasks"][task.name] = entry
-    if sweep:
-        seq_task = next((t for t in tasks if getattr(t, "dim", None)), tasks[0])
-        seq_len, dim = seq_task.mixer_tokens()
-        print(f"latency sweep at width {dim}...", file=sys.stderr, flush=True)
-        results["sweep"] = latency_sweep(
-            dim=dim,
-            causal=seq_task.causal,
-            device=device,
-            seq_lens=sweep if isinstance(sweep, list) else _study_sweep_lens(dim),
-        )
+    index = {id(j): i for i, j in enumerate(jobs)}
+
+    def on_done(job: RunJob, out: tuple[dict[str, Any], dict]) -> None:
+        r = out[0]
+        text = f"{tasks[job.task].name} {job.mixer} seed {job.seed}: {100 * r['accuracy']:.1f} %"
+        text += f" in {r['train_seconds']:.0f} s"
+        progress.done(index[id(job)], r["train_seconds"], text)
+
+    outcomes = run_jobs(execute_job, tasks, jobs, workers, on_done)
+    load_trained = machine_load()[1]
+    results: dict[str, Any] = dict(
+        meta=dict(
+            command=command,
+            budget=budget,
+            seeds=seeds,
+            workers=workers,
+            environment=environment(device, threads=1),
+        ),
+        tasks={},
+    )
+    progress.line("measuring parameters, MACs, latency and memory (one thread, every mixer in turn)...")
+    note = busy_warning(1, "latencies")
+    if note:
+        progress.line(f"note: {note}")
+    with one_thread():
+        load_measure = machine_load()[1]
+        for t, task in enumerate(tasks):
+            mine = [(j, o) for j, o in zip(jobs, outcomes) if j.task == t]
+            first = {}
+            for j, (_, weights) in mine:
+                if j.seed == seeds[0]:
+                    first[j.mixer] = task.build_model(j.mixer)
+                    first[j.mixer].load_state_dict(weights)
+                    first[j.mixer].to(device)
+            costs = measure_costs(task, first, rows[t]["batch_size"], device)
+            runs = {m: [r for j, (r, _) in mine if j.mixer == m] for m in plan[t]}
+            seq_len, dim = task.mixer_tokens()
+            entry = dict(
+                config=task.config(),
+                budget=rows[t],
+                prediction=LongSequenceTest(task.name, seq_len, dim, task.causal).as_dict(),
+                mixers={m: summarize(rs, costs[m]) for m, rs in runs.items()},
+            )
+            entry["verdict"] = task_verdict(entry)
+            results["tasks"][task.name] = entry
+        if sweep:
+            seq_task = next((t for t in tasks if getattr(t, "dim", None)), tasks[0])
+            seq_len, dim = seq_task.mixer_tokens()
+            progress.line(f"latency sweep at width {dim}...")
+            results["sweep"] = latency_sweep(
+                dim=dim,
+                causal=seq_task.causal,
+                device=device,
+                seq_lens=sweep if isinstance(sweep, list) else _study_sweep_lens(dim),
+                log=False,
+            )
+        load_end = machine_load()[1]
+    results["meta"]["load"] = dict(
+        cores=cores, start=load_start, after_training=load_trained, measuring=[load_measure, load_end]
+    )
     results["meta"]["wall_seconds"] = time.perf_counter() - start
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(results, output)

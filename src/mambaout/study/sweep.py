@@ -68,36 +68,59 @@ def latency_sweep(
 ) -> dict[str, Any]:
     """Forward latency (ms) and peak memory (MB) of one block per mixer at each L; see the module docstring.
 
+    Timing is interleaved: each of `repeats` rounds times every (L, mixer) once, the attention kernel alone next to
+    its block, and a point's latency is its best round, so load from other jobs falls on every mixer alike.
+
     Example:
         >>> result = latency_sweep(dim=32, seq_lens=[64, 128], log=False)
         >>> sorted(result["rows"][0])
         ['mixer', 'ms', 'peak_mb', 'seq_len']
     """
+    from mambaout.study.schedule import machine_load
+
     device = torch.device(device)
     seq_lens = list(seq_lens or default_seq_lens(dim))
-    rows: list[dict[str, Any]] = []
-    sdpa: list[dict[str, Any]] = []
     attn_name = "attn_causal" if causal else "attn"
-    start = time.perf_counter()
-    for name, kwargs in sweep_mixers(causal).items():
-        block = _sequence_block(dim, name, kernel_size, 8 / 3, {k: v for k, v in kwargs.items()}).to(device).eval()
-        for seq_len in seq_lens:
-            x = torch.randn(batch, seq_len, dim, device=device)
-            t0 = time.perf_counter()
-            block(x)  # warm-up, and the cut-off test
-            first = time.perf_counter() - t0
-            ms = latency_ms(lambda b=block, x=x: b(x), repeats=repeats, warmup=0, device=device)
-            peak = peak_memory_bytes(lambda b=block, x=x: b(x), device) / 2**20
-            rows.append(dict(mixer=name, seq_len=seq_len, ms=ms, peak_mb=peak))
-            if log:
-                print(f"  {name:<12} L={seq_len:<6} {ms:9.1f} ms {peak:8.1f} MB", file=sys.stderr, flush=True)
-            if first > max_call_s:
-                break
     heads = num_heads_for(dim)
-    for seq_len in [r["seq_len"] for r in rows if r["mixer"] == attn_name]:
+    start = time.perf_counter()
+    load_start = machine_load()[1]
+    blocks = {
+        name: _sequence_block(dim, name, kernel_size, 8 / 3, dict(kwargs)).to(device).eval()
+        for name, kwargs in sweep_mixers(causal).items()
+    }
+    # What each point runs: the blocks, and the attention kernel alone on the block's q, k, v shapes.
+    calls: dict[tuple[str, int], Any] = {}
+    cut: set[str] = set()
+    peak: dict[tuple[str, int], float] = {}
+    for seq_len in seq_lens:  # warm-up pass, shortest first: finds where a slow mixer stops being timed
+        x = torch.randn(batch, seq_len, dim, device=device)
         q = torch.randn(batch, heads, seq_len, dim // heads, device=device)
-        ms = latency_ms(lambda q=q: F.scaled_dot_product_attention(q, q, q, is_causal=causal), repeats, 1, device)
-        sdpa.append(dict(seq_len=seq_len, ms=ms))
+        for name, block in blocks.items():
+            if name in cut:
+                continue
+            t0 = time.perf_counter()
+            block(x)
+            if time.perf_counter() - t0 > max_call_s:
+                cut.add(name)
+            calls[(name, seq_len)] = lambda b=block, x=x: b(x)
+            peak[(name, seq_len)] = peak_memory_bytes(calls[(name, seq_len)], device) / 2**20
+            if name == attn_name:
+                calls[("kernel", seq_len)] = lambda q=q: F.scaled_dot_product_attention(q, q, q, is_causal=causal)
+                calls[("kernel", seq_len)]()
+    best = {key: math.inf for key in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            best[key] = min(best[key], latency_ms(fn, repeats=1, warmup=0, device=device))
+    rows = [
+        dict(mixer=name, seq_len=seq_len, ms=best[(name, seq_len)], peak_mb=peak[(name, seq_len)])
+        for name in blocks
+        for seq_len in seq_lens
+        if (name, seq_len) in calls
+    ]
+    if log:
+        for r in rows:
+            print(f"  {r['mixer']:<12} L={r['seq_len']:<6} {r['ms']:9.1f} ms {r['peak_mb']:8.1f} MB", file=sys.stderr)
+    sdpa = [dict(seq_len=L, ms=best[("kernel", L)]) for L in seq_lens if ("kernel", L) in calls]
     attn_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == attn_name}
     ratios = [s["ms"] / max(attn_ms[s["seq_len"]] - s["ms"], 1e-9) for s in sdpa]
     ssm_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == "ssm"}
@@ -115,6 +138,7 @@ def latency_sweep(
         measured_crossover=_crossover([s["seq_len"] for s in sdpa], ratios),
         attention_slower_than_ssm_from=_crossover(both, [attn_ms[L] / ssm_ms[L] for L in both]),
         seconds=time.perf_counter() - start,
+        load=[load_start, machine_load()[1]],
     )
 
 
@@ -124,9 +148,12 @@ def format_sweep(result: dict[str, Any]) -> str:
     by = {(r["mixer"], r["seq_len"]): r for r in result["rows"]}
     kernel = {s["seq_len"]: s for s in result["attention_kernel"]}
     head = f"{'L':>7}" + "".join(f"{m + ' ms':>16}" for m in mixers) + f"{'attn kernel ms':>16}{'kernel/rest':>13}"
+    threads = result["threads"]
+    load = result.get("load")
     lines = [
         f"block forward latency, width D={result['dim']}, batch {result['batch']}, {result['device']}, "
-        f"{result['threads']} threads ({result['seconds']:.0f} s)",
+        f"{threads} thread{'s' if threads != 1 else ''} ({result['seconds']:.0f} s"
+        + (f", load average {load[0]:.1f} → {load[1]:.1f})" if load else ")"),
         head,
     ]
     for L in result["seq_lens"]:

@@ -1,0 +1,138 @@
+"""Where the study's runs execute: each independent (task, mixer, seed) run on one thread, several runs at once.
+
+Why one thread: the study's models are small, and on a shared 2-core machine torch's OpenMP threads and numba's
+threads spin against each other and against other jobs (a digits SSM run took 955 s at torch's default 2 threads,
+48 s at 1). A run on one intra-op thread (torch and numba) also does its arithmetic in the same order on every
+machine, whatever its core count, so its numbers do not depend on where it ran. Parallelism comes from running
+independent runs side by side instead: `workers` processes (started with "spawn", so nothing of the parent's
+thread pools is inherited), as many as there are free cores. A run gives the same result in a worker process as in
+this process (`workers=1`), which is tested.
+
+- `machine_load()`: usable cores (`os.sched_getaffinity`) and the 1-minute load average.
+- `free_cores()`: usable cores minus the load, at least 1: the default number of workers.
+- `busy_warning(threads)`: a one-line note when other work takes a whole core of those `threads` need.
+- `one_thread()`: pin this process's torch and numba to one thread for a block (the `workers=1` path, timings).
+- `run_jobs(fn, shared, jobs, workers, on_done)`: `fn(shared, job)` for every job, longest (`job.weight`) first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def machine_load() -> tuple[int, float]:
+    """(cores this process may run on, 1-minute load average; 0.0 where the OS does not say)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cores, load
+
+
+def free_cores() -> int:
+    """Usable cores not already busy with other work: cores minus the whole part of the load average, at least 1.
+
+    A fraction of a core's load (often this very command starting up) does not take a worker away; one-thread
+    workers that do share a core only take turns, they do not spin against each other as OpenMP threads do.
+    """
+    cores, load = machine_load()
+    return max(1, min(cores, cores - int(load)))
+
+
+def busy_warning(threads: int, what: str = "timings") -> str | None:
+    """A note when other work takes at least a whole core of the ones `threads` need, else None (quiet machine)."""
+    cores, load = machine_load()
+    if load <= cores - threads + 1.0:
+        return None
+    return (
+        f"the machine is loaded (load average {load:.1f} on {cores} cores, {threads} thread"
+        f"{'s' if threads != 1 else ''} asked): other jobs share the cores, so the {what} are pessimistic and noisier; "
+        "rerun when it is quiet for numbers to compare"
+    )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread and one numba thread, restoring both afterwards."""
+    import numba
+    import torch
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
+    """Worker start-up: one thread for every library that has a pool, then keep what each job needs."""
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    import numba
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before the first inter-op use
+        torch.set_num_interop_threads(1)
+    numba.set_num_threads(1)
+    _worker_state.update(fn=fn, shared=shared)
+
+
+def _call_in_worker(job: Any) -> Any:
+    return _worker_state["fn"](_worker_state["shared"], job)
+
+
+def run_jobs(
+    fn: Callable[[Any, Any], Any],
+    shared: Any,
+    jobs: Sequence[Any],
+    workers: int,
+    on_done: Callable[[Any, Any], None] | None = None,
+) -> list[Any]:
+    """`fn(shared, job)` for every job: here on one thread if `workers == 1`, else in `workers` spawned processes.
+
+    `fn` must be a module-level function and `shared` picklable (it is sent to each worker once); jobs start
+    longest first (their `weight`) so the last one to finish is a short one. `on_done(job, result)` is called in
+    this process as each job finishes. Returns the results in the order of `jobs`.
+
+    Example:
+        >>> run_jobs(pow, 2, [3, 4], workers=1)  # doctest: +SKIP
+        [8, 16]
+    """
+    order = sorted(range(len(jobs)), key=lambda i: -getattr(jobs[i], "weight", 0))
+    results: list[Any] = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        with one_thread():
+            for i in order:
+                results[i] = fn(shared, jobs[i])
+                if on_done:
+                    on_done(jobs[i], results[i])
+        return results
+    import concurrent.futures as cf
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(fn, shared)
+    ) as pool:
+        futures = {pool.submit(_call_in_worker, jobs[i]): i for i in order}
+        try:
+            for future in cf.as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                if on_done:
+                    on_done(jobs[i], results[i])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return results
