@@ -2,8 +2,9 @@
 
 A task (`image_tasks`, `selective_copying`) supplies data, a model per mixer, a loss and an accuracy; this file owns
 what is common: AdamW from timm's `create_optimizer_v2` (weight decay 0.05, none on biases, norms and the SSM's
-A_log / D), timm's cosine schedule stepped per update (`create_scheduler_v2`, linear warm-up from 1e-6, down to
-1 % of lr), seeded initialisation and data order, then the cost measurements of `measure.py`. Each run writes
+A_log / D), timm's cosine schedule stepped per update (linear warm-up from 1e-6, down to 1 % of lr), the engine's
+training step (`mambaout.engine.loop`, the one every pipeline uses), seeded initialisation and data order, then the
+cost measurements of `measure.py`. Each run writes
 its resolved configuration (`config.json`) and its numbers (`result.json`) into its own folder.
 """
 
@@ -20,7 +21,6 @@ from typing import Any
 
 import torch
 from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
 from mambaout.bench.cost import count_macs, count_params
@@ -39,43 +39,41 @@ def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
 def train(
     task: Any, model: torch.nn.Module, budget: dict[str, Any], seed: int, device: torch.device, desc: str = ""
 ) -> dict[str, Any]:
-    """Train `model` on `task` for `budget["steps"]` updates; returns the final loss and the wall time."""
+    """Train `model` on `task` for `budget["steps"]` updates with the engine's training step; returns the final loss
+    and the wall time."""
+    from mambaout.engine.loop import TrainParts, train_updates
+    from mambaout.engine.schedule import cosine_per_update
+
     optimizer = create_optimizer_v2(model, "adamw", lr=budget["lr"], weight_decay=budget.get("weight_decay", 0.05))
-    # One scheduler "epoch" per update: timm's cosine then counts in steps, warm-up included.
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        "cosine",
-        num_epochs=budget["steps"],
-        warmup_epochs=budget["warmup_steps"],
-        warmup_lr=1e-6,
-        min_lr=budget["lr"] * 1e-2,
-        step_on_epochs=False,
-        updates_per_epoch=1,
+    # Counted in updates: timm's cosine with linear warm-up from 1e-6, down to 1 % of lr.
+    scheduler = cosine_per_update(optimizer, budget["steps"], budget["warmup_steps"], 1e-6, budget["lr"] * 1e-2)
+    parts = TrainParts(
+        model=model,
+        forward=model,
+        optimizer=optimizer,
+        loss=lambda forward, batch: task.loss(forward, batch[0].to(device), batch[1].to(device)),
+        schedule=lambda step: scheduler.step_update(step),
+        device=device,
     )
     generator = torch.Generator().manual_seed(seed)
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
     batches = task.train_batches(budget["steps"], budget["batch_size"], generator)
     # a bar only when asked (desc): runs in worker processes report through the study's progress lines instead
     bar = tqdm(
-        batches,
-        total=budget["steps"],
-        desc=desc,
-        leave=False,
-        file=sys.stderr,
-        mininterval=1.0,
-        disable=not desc or None,
+        total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0, disable=not desc or None
     )
-    for step, (x, y) in enumerate(bar):
-        loss = task.loss(model, x.to(device), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step_update(step + 1)
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    losses: list[float] = []
+
+    def on_update(step: int, loss: float, terms: dict[str, float], stats: Any) -> None:
+        losses.append(loss)
+        bar.update(1)
+        if step % 10 == 1:
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+    start = time.perf_counter()
+    try:
+        train_updates(parts, iter(batches), budget["steps"], on_update=on_update)
+    finally:
+        bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
