@@ -219,6 +219,14 @@ def test_seeds_that_disagree_make_the_comparison_inconclusive_not_within_noise()
     v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
     assert v["bottom_line"] == "Use the SSM: +88.0 points over the gated conv."  # no costs measured here
     assert "ssm vs attn_causal: inconclusive (seeds disagree: attn_causal: 100.0 and 56.3;" in v["measured"][2]
+    # when attention matches the SSM at a lower latency, the bottom line says so
+    mixers["attn_causal"] = _seeds(0.999, 0.997, latency_ms_b1=1.0)
+    mixers["ssm"]["latency_ms_b1"] = 2.0
+    v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
+    assert v["bottom_line"] == (
+        "Use the SSM: +88.0 points over the gated conv. Causal attention does as well (within noise) at 0.5× the "
+        "SSM's latency."
+    )
     # seeds 2 points apart near 100 % are not a disagreement, however small the sampling error
     assert not compare(_seeds(0.98, 0.999), _seeds(0.995, 0.996))["seeds_disagree"]
 

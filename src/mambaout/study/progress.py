@@ -24,7 +24,8 @@ class Progress:
         >>> p = Progress([10.0, 30.0], workers=1, tail_s=0.0)
         >>> p.eta_s()
         40.0
-        >>> p.done(0, 20.0, "digits conv seed 0: 97.5 %")  # measured twice the estimate: ETA doubles  # doctest: +SKIP
+        >>> p.done(0, 20.0, "digits conv seed 0: 97.5 %")  # doctest: +SKIP
+        [1/2] digits conv seed 0: 97.5 % · elapsed 0.3 min, ETA 1.0 min
     """
 
     def __init__(self, estimates_s: list[float], workers: int, tail_s: float = 0.0, stream: TextIO | None = None):

@@ -145,6 +145,24 @@ def bottom_line(mixers: dict[str, dict[str, Any]], c: dict[str, Any] | None) -> 
     )
 
 
+def _cheaper_alternative(verdict: dict[str, Any]) -> str:
+    """ " Causal attention does as well at 0.7× the SSM's latency." when the SSM wins and attention matches it."""
+    main = verdict.get("ssm_vs_conv")
+    if not main or not main["significant"] or main["delta_points"] <= 0:
+        return ""
+    for name, label in (("attn_causal", "Causal attention"), ("attn", "Attention")):
+        c = verdict.get(f"ssm_vs_{name}")
+        if c and not c["seeds_disagree"] and c.get("latency_ms_b1_ratio", 0) > 1:
+            if not c["significant"]:
+                return f" {label} does as well (within noise) at {1 / c['latency_ms_b1_ratio']:.1f}× the SSM's latency."
+            if c["delta_points"] < 0:
+                return (
+                    f" {label} does better ({-c['delta_points']:+.1f} points) at "
+                    f"{1 / c['latency_ms_b1_ratio']:.1f}× the SSM's latency."
+                )
+    return ""
+
+
 def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
     """Bottom line, prediction and measured comparisons for one task of results.json (see the module docstring)."""
     mixers, pred = task["mixers"], task["prediction"]
@@ -181,7 +199,7 @@ def task_verdict(task: dict[str, Any]) -> dict[str, Any]:
             c = compare(mixers[a], mixers[b])
             verdict[f"{a}_vs_{b}"] = c
             lines.append(_delta_sentence(a, b, c, (mixers[a], mixers[b])) + note + ".")
-    verdict["bottom_line"] = bottom_line(mixers, main)
+    verdict["bottom_line"] = bottom_line(mixers, main) + _cheaper_alternative(verdict)
     verdict["measured"] = lines or ["one mixer only: nothing to compare"]
     return verdict
 

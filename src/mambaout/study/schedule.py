@@ -121,18 +121,23 @@ def run_jobs(
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
+    pool = cf.ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(fn, shared)
-    ) as pool:
-        futures = {pool.submit(_call_in_worker, jobs[i]): i for i in order}
-        try:
-            for future in cf.as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                if on_done:
-                    on_done(jobs[i], results[i])
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    )
+    futures = {pool.submit(_call_in_worker, jobs[i]): i for i in order}
+    try:
+        for future in cf.as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            if on_done:
+                on_done(jobs[i], results[i])
+    except BaseException:
+        # Ctrl-C or a failed run: stop the workers now instead of waiting for their runs to finish
+        # (the executor has no public way to; its `_processes` maps pid -> Process).
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown()
     return results
