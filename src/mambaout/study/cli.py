@@ -24,16 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
         help="is the SSM worth it? train matched models (conv / ssm / attention mixers) and write a report",
         description="Train models that differ only in the token mixer on built-in tasks (scikit-learn digits: short, "
-        "fully visible; selective copying: causal, remote context) or your images, with several seeds; report "
+        "fully visible; selective copying: causal, remote context; the conveyor line: anomaly detection on "
+        "continuous video, long and causal) or your images or video, with several seeds; report "
         "accuracy, parameters, MACs, training time, latency and memory next to the paper's prediction. "
         f"With no arguments it takes at most about {STUDY_MINUTES} minutes on 2 CPU cores.",
     )
     p.add_argument(
         "--tasks",
-        help="comma-separated: digits, selective_copying, images (default: the first two, "
-        "or images when --data is given)",
+        help="comma-separated: digits, selective_copying, line, images (default: the first three; with --data: line "
+        "for a video dataset, images for class folders)",
     )
-    p.add_argument("--data", metavar="DIR", help="your images: DIR/train + DIR/val, or DIR/<class>/* (split 80/20)")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="your data: video (DIR/train, DIR/test, DIR/test_labels; UCSD Ped2, Avenue, ShanghaiTech layouts) for "
+        "the line task, or images (DIR/train + DIR/val, or DIR/<class>/*, split 80/20)",
+    )
     p.add_argument("--mixers", help="comma-separated subset of conv, ssm, attn, attn_causal (default: per task)")
     p.add_argument("--seeds", type=int, default=None, help="how many seeds, at least 1 (default 2; 3 with --full)")
     p.add_argument(
@@ -116,7 +122,13 @@ def run_study_command(args: argparse.Namespace) -> int:
     budget = "full" if args.full else args.budget
     seeds = args.seeds or (3 if args.full else 2)
     tasks = build_tasks(
-        _split(args.tasks), data=args.data, model=args.model, image_size=args.image_size, scan=args.scan
+        _split(args.tasks),
+        data=args.data,
+        model=args.model,
+        image_size=args.image_size,
+        scan=args.scan,
+        budget=budget,
+        work_dir=args.output,
     )
     results = run_study(
         tasks,

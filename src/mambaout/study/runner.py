@@ -147,8 +147,17 @@ def run_one(
     out_dir: Path,
     desc: str = "",
 ) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Train one (task, mixer, seed) and evaluate it; writes config.json and result.json, returns (result, model)."""
+    """Train one (task, mixer, seed) and evaluate it; writes config.json and result.json, returns (result, model).
+
+    A task with its own `run_one` (the line: an encoder shared by every run, AUROC per anomaly kind) trains and scores
+    itself, on the same engine; its model stays inside it (None here)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(task, "run_one"):
+        config = dict(task=task.config(), mixer=mixer, seed=seed, budget=budget, environment=environment(device, 1))
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        result = task.run_one(mixer, seed, budget, out_dir, stream_frames=())  # streaming cost: measured afterwards
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        return result, None
     torch.manual_seed(seed)
     model = task.build_model(mixer).to(device)
     config = dict(
@@ -187,7 +196,37 @@ class RunJob:
 def execute_job(tasks: list[Any], job: RunJob) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Run `job` (in a worker process or here); returns its result and its trained weights, on the CPU."""
     result, model = run_one(tasks[job.task], job.mixer, job.seed, job.budget, torch.device(job.device), job.out_dir)
-    return result, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return result, {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {}
+
+
+STREAM_FRAMES = (100, 1000, 10000)
+
+
+def measure_stream_costs(
+    task: Any, mixers: list[str], runs: dict[str, list[dict[str, Any]]], frames: tuple[int, ...] = STREAM_FRAMES
+) -> dict[str, dict[str, Any]]:
+    """Per mixer of a streaming task (the line): parameters, MACs per frame of the temporal model, and the streaming
+    step's latency and state memory after each count of `frames` (state memory is what the issue's memory argument is
+    about: attention keeps every past key, the SSM a fixed state). Per-kind AUROC is averaged over seeds."""
+    costs: dict[str, dict[str, Any]] = {}
+    for mixer in mixers:
+        model = task.build_model(mixer).eval()
+        x = task.sample_input(1)
+        macs = count_macs(model, inputs=x if mixer != "frame" else x[0]) / x.shape[1]
+        stream = task.stream_cost(model, frames)
+        last = stream[max(frames)]
+        kinds = sorted({k for r in runs[mixer] for k in r.get("auroc_per_kind", {})})
+        costs[mixer] = dict(
+            params=runs[mixer][0].get("params", count_params(model)),
+            macs=macs,
+            latency_ms_b1=last["step_ms"],
+            state_mb=last["state_bytes"] / 2**20,
+            stream={str(n): v for n, v in stream.items()},
+            auroc_per_kind={k: sum(r["auroc_per_kind"][k] for r in runs[mixer]) / len(runs[mixer]) for k in kinds},
+            auroc_per_kind_seeds={k: [r["auroc_per_kind"][k] for r in runs[mixer]] for k in kinds},
+            timeline=runs[mixer][0].get("timeline"),
+        )
+    return costs
 
 
 def summarize(runs: list[dict[str, Any]], cost: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -214,14 +253,18 @@ def build_tasks(
     model: str = "mambaout_pico",
     image_size: int | None = None,
     scan: str | None = None,
+    budget: str = "default",
+    work_dir: str | Path | None = None,
 ) -> list[Any]:
-    """The study's tasks by name: "digits", "selective_copying", and "images" (needs `data`, an ImageFolder)."""
+    """The study's tasks by name: "digits", "selective_copying", "line" (video anomaly detection: the built-in
+    conveyor line, or `data` in a video layout) and "images" (`data`, an ImageFolder). With `data` and no names:
+    "line" if `data` is a video dataset, else "images". `work_dir`: where the line task keeps its data and encoder."""
     from mambaout.errors import UserError
     from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
     from mambaout.study.selective_copying import SelectiveCopyingTask
 
     if names is None:
-        names = ["images"] if data else list(TASKS)
+        names = [_data_task(data)] if data else list(TASKS)
     unknown = [n for n in names if n not in (*TASKS, "images")]
     if unknown:
         raise UserError(f"unknown task {unknown[0]!r}; choose from {', '.join((*TASKS, 'images'))}")
@@ -234,12 +277,29 @@ def build_tasks(
             tasks.append(DigitsTask(image_size=image_size or 32, **image_kwargs))
         elif name == "images":
             tasks.append(ImageFolderTask(data, image_size=image_size or 64, **image_kwargs))
+        elif name == "line":
+            from mambaout.anomaly.study_task import LineTask
+
+            video = data if data and "images" not in names else None  # --data feeds the images task when both run
+            tasks.append(LineTask(video, work_dir=Path(work_dir or "study_out") / "line", budget=budget))
         else:
             tasks.append(SelectiveCopyingTask())
     return tasks
 
 
-TASKS = ("digits", "selective_copying")
+def _data_task(data: str | Path) -> str:
+    """'line' for a folder in one of the video layouts mambaout.video reads, else 'images'."""
+    from mambaout.errors import UserError
+    from mambaout.video import detect_layout
+
+    try:
+        detect_layout(data)
+    except UserError:
+        return "images"
+    return "line"
+
+
+TASKS = ("digits", "selective_copying", "line")
 
 
 def run_study(
@@ -272,7 +332,7 @@ def run_study(
     from mambaout.study.analyze import LongSequenceTest
     from mambaout.study.progress import Progress
     from mambaout.study.report import format_table, task_verdict, write_report
-    from mambaout.study.schedule import busy_warning, free_cores, machine_load, one_thread, run_jobs
+    from mambaout.study.schedule import busy_warning, machine_load, one_thread, run_jobs
     from mambaout.study.sweep import latency_sweep
 
     start = time.perf_counter()
@@ -282,9 +342,13 @@ def run_study(
     seeds = list(seeds)
     if not seeds or (workers is not None and workers < 1):
         raise UserError(f"a study needs at least one seed and one worker, got seeds {seeds} and workers {workers}")
-    workers = workers or (1 if device.type == "cuda" else free_cores())
+    # One worker per core: one-thread workers take turns on a busy core instead of spinning against other jobs the
+    # way OpenMP threads do, so every core a worker can get still shortens the study (`free_cores` is the advice
+    # `mambaout study` prints when the machine is loaded).
+    workers = workers or (1 if device.type == "cuda" else machine_load()[0])
     rows = [resolve_budget(task, budget) for task in tasks]
-    plan = [[check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
+    # a task's own mixers (the line's `frame`: no temporal model) are valid for it; the rest are the model mixers
+    plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
     jobs = [
         RunJob(
             t,
@@ -293,7 +357,7 @@ def run_study(
             rows[t],
             str(device),
             output / "runs" / f"{task.name}-{mixer}-seed{seed}",
-            weight=task.estimate_seconds(mixer, rows[t]),
+            weight=task.estimate_seconds(mixer, rows[t]) if hasattr(task, "estimate_seconds") else 10.0,
         )
         for t, task in enumerate(tasks)
         for seed in seeds
@@ -335,12 +399,15 @@ def run_study(
             mine = [(j, o) for j, o in zip(jobs, outcomes) if j.task == t]
             first = {}
             for j, (_, weights) in mine:
-                if j.seed == seeds[0]:
+                if j.seed == seeds[0] and weights:
                     first[j.mixer] = task.build_model(j.mixer)
                     first[j.mixer].load_state_dict(weights)
                     first[j.mixer].to(device)
-            costs = measure_costs(task, first, rows[t]["batch_size"], device)
             runs = {m: [r for j, (r, _) in mine if j.mixer == m] for m in plan[t]}
+            if hasattr(task, "stream_cost"):
+                costs = measure_stream_costs(task, plan[t], runs)
+            else:
+                costs = measure_costs(task, first, rows[t]["batch_size"], device)
             seq_len, dim = task.mixer_tokens()
             entry = dict(
                 config=task.config(),
