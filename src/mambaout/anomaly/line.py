@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mambaout.engine.config import option
 from mambaout.errors import UserError
 from mambaout.video.write import write_video
 
@@ -57,16 +58,16 @@ SUBTYPES = {
 class LineConfig:
     """Parameters of `generate_line` (the CLI flags); defaults generate in seconds and train small models on a CPU."""
 
-    period: int = 12  # P: items per cycle (a multiple of 3); the contextual memory is (P-3)*S frames
-    spacing: int = 16  # S: frames between consecutive items
-    frames: int = 1500  # per train video
-    test_frames: int = 1000  # per test video
-    train_videos: int = 2
-    test_videos: int = 3
-    size: int = 64
-    seed: int = 0
-    fps: float = 25.0
-    anomaly_fraction: float = 0.10  # target share of abnormal test frames, split evenly over the three kinds
+    period: int = option(12, "P: items per cycle, a multiple of 3 (contextual memory (P-3)·S frames)")
+    spacing: int = option(16, "S: frames between consecutive items")
+    frames: int = option(1500, "frames per train video")
+    test_frames: int = option(1000, "frames per test video")
+    train_videos: int = option(2, "normal training videos")
+    test_videos: int = option(3, "labelled test videos")
+    size: int = option(64, "frame side in pixels")
+    seed: int = option(0, "seed of everything the line draws")
+    fps: float = option(25.0, "frames per second of the written videos")
+    anomaly_fraction: float = option(0.10, "target share of abnormal test frames, split evenly over the three kinds")
 
     def check(self) -> None:
         if self.period < 6 or self.period % 3:
