@@ -190,6 +190,8 @@ def test_a_run_folder_without_a_detector_and_a_missing_engine_are_one_sentence_a
     assert "no trained detector" in capsys.readouterr().err
     assert main(["watch", video, "--run", str(run["conv"]), "--engine", "tensorrt"]) == 2
     assert "unknown engine 'tensorrt'" in capsys.readouterr().err
+    assert main(["export", "--format", "onnx", "--output", str(tmp_path / "g")]) == 2  # neither --model nor --run
+    assert "--model VARIANT" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     assert main(["watch", video, "--run", str(run["conv"]), "--engine", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
