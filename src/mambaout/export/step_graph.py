@@ -118,6 +118,8 @@ class StepEncoder(nn.Module):
 
 @dataclass
 class StateTensor:
+    """One state tensor of the graph: input `name`, output `output` (the next frame's `name`), zeros at the start."""
+
     name: str
     shape: list[int]
     dtype: str
