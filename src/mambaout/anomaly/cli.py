@@ -61,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--rate", type=float, default=0.0, help="replay a file at this many frames/s (0: at once)")
     w.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     w.add_argument("--quiet", action="store_true", help="no live line")
+    w.add_argument(
+        "--engine",
+        default="torch",
+        help="torch (default), or onnxruntime / openvino: the run's step graph (exported into RUN/export/ if missing)",
+    )
+    w.add_argument("--model", default=None, help="folder of an export of this run (`mambaout export --run RUN`)")
     w.set_defaults(func=run_watch)
 
 
@@ -151,5 +157,7 @@ def run_watch(args: argparse.Namespace) -> int:
         rate=args.rate,
         max_frames=args.max_frames,
         quiet=args.quiet,
+        engine=args.engine,
+        model=args.model,
     )
     return 0

@@ -11,6 +11,11 @@ equal `Detector.score_frames` on the whole video to float32 rounding.
 always reach at least as far as the state). Started again with the same arguments after a crash or kill -9, it
 loads the state, drops the rows written after it, skips the frames of a file or folder it already scored, and
 continues: the files hold one row per frame across the restart, with the scores of an uninterrupted run.
+
+`--engine onnxruntime|openvino` runs the same loop on the detector's exported step graph
+(`mambaout.export.step_engine.GraphStreamer`): `--model DIR` names an export of this run's detector, else the one in
+RUN/export/<format>/ is used, exported there first when missing or older than the detector. A state file belongs
+to one engine (the torch state and the graph's tensors are laid out differently).
 """
 
 from __future__ import annotations
@@ -148,6 +153,22 @@ class RowWriter:
 
 
 # -- the command --------------------------------------------------------------------------------------------------
+WATCH_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def _streamer(detector: Detector, run: str, engine: str, model: str | None, out):
+    """The PyTorch `Streamer`, or a `GraphStreamer` over the run's exported step graph in `engine`."""
+    if engine not in WATCH_ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(WATCH_ENGINES)}")
+    if engine == "torch":
+        if model:
+            raise UserError("--model names an exported step graph; give --engine onnxruntime or openvino with it")
+        return Streamer(detector)
+    from mambaout.export.step_engine import GraphStreamer, exported_for_run, load_step_engine
+
+    return GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out)))
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
@@ -164,6 +185,8 @@ def watch(
     max_frames: int | None = None,
     quiet: bool = False,
     out=None,
+    engine: str = "torch",
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Stream `source` through the detector of `run`; returns a summary (frames, alarms, fps, latency, memory).
 
@@ -174,7 +197,7 @@ def watch(
 
     out = out or sys.stderr
     detector, config = load_detector(run)
-    streamer = Streamer(detector)
+    streamer = _streamer(detector, run, engine, model, None if quiet else out)
     threshold = float(detector.threshold)
     done = dict(frames=0, alarms=0, next_frame=0)
     state_path = Path(state) if state else None
@@ -185,6 +208,11 @@ def watch(
             raise UserError(f"{state_path} cannot be read ({str(e)[:120]}); delete it to start the stream anew") from e
         if saved.get("kind") != STATE_KIND or saved.get("mixer") != detector.mixer:
             raise UserError(f"{state_path} is not a watch state of this detector; delete it or give another --state")
+        if saved.get("engine", "torch") != engine:
+            raise UserError(
+                f"{state_path} is a state of the {saved.get('engine', 'torch')} engine; resume with "
+                f"--engine {saved.get('engine', 'torch')}, or delete it to start anew with {engine}"
+            )
         streamer.load_state_dict(saved["streamer"])
         done = dict(frames=saved["frames"], alarms=saved["alarms"], next_frame=saved["next_frame"])
         if not quiet:
@@ -204,6 +232,7 @@ def watch(
         blob = dict(
             kind=STATE_KIND,
             mixer=detector.mixer,
+            engine=engine,
             run=str(run),
             next_frame=next_frame,
             frames=done["frames"],

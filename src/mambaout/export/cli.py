@@ -1,4 +1,5 @@
-"""`mambaout export`: a classifier or backbone to ONNX or OpenVINO IR, optionally int8, checked in its engine."""
+"""`mambaout export`: a classifier or backbone to ONNX or OpenVINO IR, optionally int8, checked in its engine; or
+(`--run`) a trained anomaly detector as a per-frame step graph, checked against the PyTorch stream."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX or OpenVINO IR (dynamic batch and size), fp32 or int8")
-    p.add_argument("--model", required=True, help="variant name, e.g. mambaout_femto")
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX or OpenVINO IR (dynamic batch and size), fp32 or int8, or a detector's step graph",
+    )
+    p.add_argument("--model", help="variant name, e.g. mambaout_femto")
+    p.add_argument("--run", help="a run folder of `mambaout anomaly train`: export its per-frame step graph")
     p.add_argument("--pretrained", help="weights: .pth/.safetensors file, https URL, or hf-hub:org/repo")
     p.add_argument("--num-classes", type=int, default=None, help="classes (default: the checkpoint's, or 1000)")
     p.add_argument("--mixer", default="conv", help="token mixer: conv, ssm, attn or attn_causal")
@@ -23,7 +28,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def run_step_graph(args: argparse.Namespace) -> int:
+    """`mambaout export --run RUN`: the detector's step graph and state.json, checked in its engine on a stream."""
+    from pathlib import Path
+
+    from mambaout.anomaly.detector import load_detector
+    from mambaout.errors import UserError
+    from mambaout.export.availability import require
+    from mambaout.export.formats import ENGINE_OF, check_format
+    from mambaout.export.step_engine import check_against_torch, load_step_engine
+    from mambaout.export.step_graph import export_step_graph, file_sha256
+    from mambaout.export.to_onnx import DEFAULT_OPSET
+
+    if args.model or args.features or args.int8 or args.pretrained:
+        raise UserError("--run exports a trained detector as it is; drop --model, --pretrained, --features and --int8")
+    fmt = check_format(args.format)
+    engine = ENGINE_OF[fmt]
+    require(engine)
+    require("onnx")
+    detector, config = load_detector(args.run)
+    run_dir = Path(args.run)
+    digest = file_sha256(run_dir / "detector.pt" if run_dir.is_dir() else run_dir)
+    opset = args.opset or DEFAULT_OPSET
+    target = export_step_graph(detector, fmt, args.output, config["image_size"], opset, detector_sha256=digest)
+    frames, difference = check_against_torch(detector, load_step_engine(engine, target.parent))
+    print(f"wrote {target} and {target.parent / 'state.json'} ({fmt}, opset {opset}, {detector.mixer} step graph)")
+    print(f"{engine} vs the PyTorch stream over {frames} frames: max score difference {difference:.2e}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.run:
+        return run_step_graph(args)
+    if not args.model:
+        from mambaout.errors import UserError
+
+        raise UserError("say what to export: --model VARIANT (a classifier or backbone) or --run RUN (a detector)")
     import tempfile
     from pathlib import Path
 

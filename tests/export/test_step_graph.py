@@ -1,0 +1,200 @@
+"""The streaming detector's step graph: run frame by frame in ONNX Runtime and OpenVINO it gives the scores of
+`mambaout watch` in PyTorch, its state layout is the one state.json documents, and what cannot be exported or run
+says so in one sentence."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "anomaly"))  # the anomaly tests' small runs
+from test_detector import HORIZONS, build_run  # noqa: E402
+
+from mambaout.anomaly.detector import load_detector  # noqa: E402
+from mambaout.anomaly.stream import watch  # noqa: E402
+from mambaout.cli import main  # noqa: E402
+from mambaout.export.step_engine import load_step_engine  # noqa: E402
+from mambaout.export.step_graph import DetectorStep, StepLayout  # noqa: E402
+
+WINDOW = 12
+FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One encoder (32 x 32 frames, embeddings of 16) and a detector per mixer on it (a few updates each)."""
+    root = tmp_path_factory.mktemp("step_graph")
+    data, conv = build_run(root, "conv", steps=20)
+    out = {"conv": conv}
+    for mixer in ("ssm", "frame", "attn_causal"):
+        out[mixer] = build_run(root, mixer, encoder=conv, steps=10)[1]
+    out["attn_window"] = build_run(root, "attn_causal", encoder=conv, name="attn_window", steps=10, window=WINDOW)[1]
+    return data, out
+
+
+@pytest.fixture(scope="module")
+def torch_scores(runs, tmp_path_factory):
+    """mixer -> the scores `mambaout watch` gives in PyTorch on test_00 (300 frames), computed once."""
+    data, run = runs
+    cache = {}
+
+    def get(mixer: str) -> np.ndarray:
+        if mixer not in cache:
+            csv = tmp_path_factory.mktemp("torch") / "s.csv"
+            watch(str(data / "test" / "test_00.avi"), str(run[mixer]), csv=str(csv), quiet=True)
+            cache[mixer] = read_scores(csv)
+        return cache[mixer]
+
+    return get
+
+
+def read_scores(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "frame,score,alarm"
+    rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
+    assert rows[:, 0].tolist() == list(range(len(rows)))
+    return rows[:, 1]
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_window", "frame"])
+def test_the_step_graph_streamed_in_an_engine_gives_the_scores_of_watch_in_pytorch(
+    runs, torch_scores, mixer, engine, tmp_path
+):
+    data, run = runs
+    csv = tmp_path / "s.csv"
+    summary = watch(str(data / "test" / "test_00.avi"), str(run[mixer]), csv=str(csv), quiet=True, engine=engine)
+    streamed, reference = read_scores(csv), torch_scores(mixer)
+    assert len(streamed) == len(reference) == summary["frames"] == 300  # the window (12) and ring (8) wrap many times
+    # the tolerance of tests/anomaly/test_stream.py: scores are standardised logs of small squared errors, so float32
+    # rounding shows up amplified (measured: at most 1.9e-4 in ONNX Runtime and OpenVINO; scores are O(1))
+    np.testing.assert_allclose(streamed, reference, rtol=1e-4, atol=1e-3)
+    threshold = float(load_detector(run[mixer])[0].threshold)
+    assert summary["alarms"] == int((reference > threshold).sum())
+    assert (run[mixer] / "export" / FORMAT[engine] / "state.json").is_file()  # exported on the fly into the run
+
+
+@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_window", "frame"])
+def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs, torch_scores, mixer):
+    data, run = runs
+    from mambaout.video import open_video
+
+    detector, config = load_detector(run[mixer])
+    step = DetectorStep(detector, config["image_size"]).eval()
+    state, scores = step.initial_state(), []
+    with torch.no_grad():
+        for frame in open_video(data / "test" / "test_00.avi", size=config["image_size"]):
+            score, alarm, *state = step(torch.from_numpy(frame), *state)
+            scores.append(float(score))
+    assert int(state[0]) == 300  # t counts the frames
+    np.testing.assert_allclose(scores, torch_scores(mixer), rtol=0, atol=1e-5)
+
+
+def test_state_json_documents_the_graph_inputs_outputs_and_the_calibration(runs, tmp_path, capsys):
+    import onnx
+
+    data, run = runs
+    out = tmp_path / "ssm_graph"
+    assert main(["export", "--run", str(run["ssm"]), "--format", "onnx", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "max score difference" in printed and "ssm step graph" in printed
+    layout = json.loads((out / "state.json").read_text())
+    detector, config = load_detector(run["ssm"])
+    channels = detector.temporal.blocks[0].split_indices[2]
+    expected = [("t", [1], "int64")]
+    for i in range(2):  # depth 2, kernel 4: three past conv inputs, and the scan state of 16
+        expected += [(f"block{i}.conv", [1, channels, 3], "float32"), (f"block{i}.ssm", [1, channels, 16], "float32")]
+    expected.append(("past", [max(HORIZONS), len(HORIZONS), 16], "float32"))
+    assert [(s["name"], s["shape"], s["dtype"]) for s in layout["state"]] == expected
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["frame"] + [s["name"] for s in layout["state"]]
+    assert [o.name for o in graph.output] == ["score", "alarm"] + [f"new.{s['name']}" for s in layout["state"]]
+    frame_type = graph.input[0].type.tensor_type
+    assert frame_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in frame_type.shape.dim] == [config["image_size"], config["image_size"], 3] == [32, 32, 3]
+    assert layout["frame"]["dtype"] == "uint8" and layout["horizons"] == list(HORIZONS)
+    np.testing.assert_allclose(layout["mu"], detector.mu.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(layout["sd"], detector.sd.numpy(), rtol=1e-6)
+    assert layout["threshold"] == pytest.approx(float(detector.threshold), rel=1e-6)
+    assert layout["model"] == "model.onnx" and layout["format"] == "onnx" and len(layout["detector_sha256"]) == 64
+
+
+def test_windowed_attention_keeps_a_ring_of_w_frames_and_frame_only_keeps_no_state(runs, tmp_path):
+    data, run = runs
+    for mixer in ("attn_window", "frame"):
+        args = ["export", "--run", str(run[mixer]), "--format", "openvino", "--output", str(tmp_path / mixer)]
+        assert main(args) == 0
+    attn = StepLayout.load(tmp_path / "attn_window")
+    detector = load_detector(run["attn_window"])[0]
+    heads = detector.temporal.blocks[0].mixer.num_heads
+    channels = detector.temporal.blocks[0].split_indices[2]
+    kv = {s.name: s.shape for s in attn.state if s.name.endswith(".kv")}
+    assert kv == {f"block{i}.kv": [2, 1, heads, WINDOW, channels // heads] for i in range(2)}
+    assert attn.window == WINDOW
+    assert [s.name for s in StepLayout.load(tmp_path / "frame").state] == ["t"]  # the k-NN bank is a constant
+    bank = load_detector(run["frame"])[0].temporal.bank
+    assert len(bank) > 100 and (tmp_path / "frame" / "model.bin").stat().st_size > 4 * bank.numel()
+
+
+def test_a_stream_on_an_engine_resumes_from_its_state_file_with_unbroken_scores(runs, torch_scores, tmp_path):
+    data, run = runs
+    video, csv, state = str(data / "test" / "test_00.avi"), tmp_path / "s.csv", tmp_path / "s.state"
+    args = dict(csv=str(csv), state=str(state), state_every=50, quiet=True, engine="onnxruntime")
+    watch(video, str(run["conv"]), max_frames=130, **args)  # stops at 130; the state is at 100
+    assert torch.load(state, weights_only=True)["next_frame"] == 100
+    watch(video, str(run["conv"]), **args)
+    np.testing.assert_allclose(read_scores(csv), torch_scores("conv"), rtol=1e-4, atol=1e-3)  # 300 rows, unbroken
+    assert main(["watch", video, "--run", str(run["conv"]), "--state", str(state), "--quiet"]) == 2  # torch engine
+
+
+def test_an_export_of_another_detector_is_refused(runs, tmp_path, capsys):
+    data, run = runs
+    out = tmp_path / "conv_graph"
+    assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(out)]) == 0
+    engine = load_step_engine("onnxruntime", out)
+    score, alarm, state = engine(np.zeros((32, 32, 3), np.uint8), engine.initial_state())
+    assert np.isfinite(score) and int(state[0][0]) == 1
+    video = str(data / "test" / "test_00.avi")
+    args = ["--engine", "onnxruntime", "--model", str(out), "--max-frames", "5", "--quiet"]
+    assert main(["watch", video, "--run", str(run["conv"]), *args]) == 0
+    assert main(["watch", video, "--run", str(run["ssm"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exported from another detector" in err and len(err.splitlines()) == 1
+
+
+def test_unwindowed_attention_is_refused_in_one_sentence_that_suggests_a_window(runs, tmp_path, capsys):
+    data, run = runs
+    args = ["export", "--run", str(run["attn_causal"]), "--format", "onnx", "--output", str(tmp_path / "a")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--window W" in err and len(err.splitlines()) == 1
+    video = str(data / "test" / "test_00.avi")
+    assert main(["watch", video, "--run", str(run["attn_causal"]), "--engine", "openvino", "--quiet"]) == 2
+    assert "--window W" in capsys.readouterr().err
+
+
+def test_a_run_folder_without_a_detector_and_a_missing_engine_are_one_sentence_and_exit_2(
+    runs, tmp_path, capsys, monkeypatch
+):
+    data, run = runs
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    assert main(["export", "--run", str(empty), "--format", "onnx", "--output", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no trained detector" in err and len(err.splitlines()) == 1
+    video = str(data / "test" / "test_00.avi")
+    assert main(["watch", video, "--run", str(empty), "--engine", "onnxruntime"]) == 2
+    assert "no trained detector" in capsys.readouterr().err
+    assert main(["watch", video, "--run", str(run["conv"]), "--engine", "tensorrt"]) == 2
+    assert "unknown engine 'tensorrt'" in capsys.readouterr().err
+    assert main(["export", "--format", "onnx", "--output", str(tmp_path / "g")]) == 2  # neither --model nor --run
+    assert "--model VARIANT" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    assert main(["watch", video, "--run", str(run["conv"]), "--engine", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "onnxruntime is not installed" in err and len(err.splitlines()) == 1
+    assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(tmp_path / "g")]) == 2
+    assert "onnxruntime is not installed" in capsys.readouterr().err
