@@ -84,15 +84,20 @@ def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
     return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
 
 
-def _openvino_engine(path: Path, threads: int | None) -> Engine:
+def compile_openvino(path: Path, threads: int | None = None) -> Any:
+    """The IR at `path` compiled for the CPU in f32 (OpenVINO would pick bf16 on CPUs that have it)."""
     ov = require("openvino")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        return ov.Core().compile_model(str(path), "CPU", config)
     except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
         raise _cannot_load("openvino", path, e) from e
+
+
+def _openvino_engine(path: Path, threads: int | None) -> Engine:
+    compiled = compile_openvino(path, threads)
     request = compiled.create_infer_request()
 
     def run(images: np.ndarray) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch
 from mambaout.anomaly.detector import Detector
 from mambaout.errors import UserError
 from mambaout.export.availability import require
-from mambaout.export.engines import _cannot_load, check_engine
+from mambaout.export.engines import _cannot_load, check_engine, compile_openvino
 from mambaout.export.step_graph import ALARM, FRAME, SCORE, StepLayout, export_step_graph, file_sha256
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}  # engine -> the format it runs
@@ -55,14 +55,7 @@ def _onnxruntime(path: Path, outputs: list[str], threads: int | None) -> Callabl
 
 
 def _openvino(path: Path, outputs: list[str], threads: int | None) -> Callable:
-    ov = require("openvino")
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    try:
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
-    except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
-        raise _cannot_load("openvino", path, e) from e
+    compiled = compile_openvino(path, threads)
     request = compiled.create_infer_request()
     ports = [compiled.output(name) for name in outputs]
 
