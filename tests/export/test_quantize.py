@@ -55,3 +55,14 @@ def test_openvino_int8_has_fake_quantize_nodes_and_stays_close_to_fp32(exported,
     ops = [op.get_type_name() for op in ov.Core().read_model(str(int8)).get_ops()]
     assert ops.count("FakeQuantize") >= 10
     assert 1e-4 < _int8_error("openvino", int8, xml_path, images) < 0.2
+
+
+def test_openvino_int8_keeps_a_dynamic_batch_at_the_calibration_size(exported, tmp_path):
+    import openvino as ov
+
+    _, _, xml_path = exported("conv", False)
+    images = calibration_images("digits", (64, 64), count=8)
+    int8 = quantize_openvino(xml_path, tmp_path / "int8.xml", images)
+    shape = ov.Core().read_model(str(int8)).input(0).get_partial_shape()
+    assert shape[0].is_dynamic and [d.get_length() for d in list(shape)[1:]] == [3, 64, 64]
+    assert _int8_error("openvino", int8, xml_path, images[:3]) < 0.2  # another batch size runs

@@ -49,10 +49,17 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.
 
 
 def quantize_openvino(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray) -> Path:
-    """Write an int8 copy of an OpenVINO IR (or ONNX) model with NNCF, calibrated on `calibration` images."""
+    """Write an int8 copy of an OpenVINO IR (or ONNX) model with NNCF, calibrated on `calibration` images.
+
+    The int8 IR keeps a dynamic batch but takes the calibration images' height and width as fixed: NNCF's quantized
+    graph fails at other spatial sizes (a DequantizationSubtract shape mismatch, seen with 64x64 calibration run at
+    224x224), so the size is stated in the IR instead of failing deep inside OpenVINO.
+    """
     ov = require("openvino")
     nncf = require("nncf")
     model = ov.Core().read_model(str(fp32_path))
+    height, width = calibration.shape[-2:]
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, calibration.shape[1], height, width])})
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
     quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
     int8_path = Path(int8_path)
