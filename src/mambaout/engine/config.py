@@ -144,7 +144,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_yaml(cfg: Any, head: str = "", derived: dict[str, Any] | None = None) -> str:
     """The resolved configuration as YAML (loadable with --config), derived numbers under `derived:`."""
-    body = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+    values = to_dict(cfg)
+    # lists inline ("horizons: [1, 16]"), but the mapping itself always one key a line
+    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+    if body.startswith("{"):
+        body = yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
     tail = yaml.safe_dump({"derived": derived}, sort_keys=False) if derived else ""
     return head + body + tail
 
