@@ -19,10 +19,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import nn
 
 from mambaout.models.factory import create_model
-from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
 
 
 class FrameEncoder(nn.Module):

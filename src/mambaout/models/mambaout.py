@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm, LayerScale, calculate_drop_path_rates, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -409,8 +408,3 @@ class MambaOut(nn.Module):
             self.head.reset(0, "", reset_other=True, in_features=self.num_features)
             self.head_hidden_size = self.head.num_features
         return take
-
-
-# Transitional: data/, dense/ and study/ still import these two names from here. They are timm's constants; this
-# line goes once those call sites import `timm.data.IMAGENET_DEFAULT_MEAN/STD` themselves.
-IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

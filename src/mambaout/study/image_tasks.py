@@ -181,10 +181,11 @@ class ImageFolderTask(_ImageTask):
         self, root: str | Path, model: str = "mambaout_pico", image_size: int = 64, mixer_kwargs: dict | None = None
     ):
         super().__init__(model, image_size, mixer_kwargs)
+        from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+        from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
         from torchvision import transforms
 
         from mambaout.data.folder import ClassFolder, check_classes, image_folder_splits
-        from mambaout.models.mambaout import IMAGENET_MEAN, IMAGENET_STD
 
         root = Path(root)
         if not root.is_dir():
