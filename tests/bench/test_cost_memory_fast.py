@@ -6,10 +6,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
-from mambaout.bench.cost import FUSED_OP_FLOPS, count_macs, count_params
-from mambaout.bench.memory import TensorMemoryTracker, peak_memory_bytes
 from mambaout.infer.fast import fast_dtype, optimize_for_inference
-from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
+from mambaout.measure.cost import FUSED_OP_FLOPS, count_macs, count_params
+from mambaout.measure.memory import TensorMemoryTracker, peak_memory_bytes
+from mambaout.models.fuse import fuse_for_inference, is_fused, unfuse
 
 
 def test_macs_of_a_linear_and_a_conv_are_exact():

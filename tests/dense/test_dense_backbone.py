@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mambaout import create_model
-from mambaout.bench.cost import count_params
 from mambaout.dense import MambaOutBackbone
+from mambaout.measure.cost import count_params
 
 
 def test_backbone_gives_normalised_maps_at_strides_4_8_16_32():

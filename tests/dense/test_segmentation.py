@@ -6,12 +6,12 @@ import pytest
 import torch
 from torchvision.io import decode_image
 
-from mambaout.bench.cost import count_params
 from mambaout.cli import main
 from mambaout.dense import ADE20K, upernet
 from mambaout.dense.ade20k import IGNORE_INDEX, TrainTransform
 from mambaout.dense.segment import confusion_matrix, predict_probs, segmentation_metrics, slide_logits
 from mambaout.errors import UserError
+from mambaout.measure.cost import count_params
 
 
 def test_upernet_returns_logits_at_input_size_and_the_aux_head_only_in_training():

@@ -6,7 +6,7 @@ from timm.optim import create_optimizer_v2
 
 import mambaout
 from mambaout import UserError
-from mambaout.bench.cost import count_macs, count_params
+from mambaout.measure.cost import count_macs, count_params
 from mambaout.mixers import MIXERS, build_mixer, is_causal
 from mambaout.mixers.local_conv import raster_causal_mask
 from mambaout.ssm import scan_flops

@@ -5,7 +5,7 @@ import torch
 from timm.optim import param_groups_layer_decay
 
 import mambaout
-from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
+from mambaout.models.fuse import fuse_for_inference, is_fused, unfuse
 
 
 @pytest.fixture(scope="module")

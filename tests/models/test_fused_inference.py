@@ -7,7 +7,7 @@ import torch
 from timm.layers import DropPath
 
 import mambaout
-from mambaout.infer.fuse import FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
+from mambaout.models.fuse import FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
 from mambaout.models.mambaout import GatedCNNBlock
 
 

@@ -1,45 +1,157 @@
-"""Imports run one way: the model library never reaches up into bench or infer, and no two modules import each other."""
+"""Imports run one way: every package of mambaout sits in a tier and imports only from the tiers below it.
+
+Counted are all `mambaout` imports of every module, at the top and inside functions (an AST walk, not what happens
+to be imported at run time). A module may import from its own package or from a lower tier, never from a higher
+tier or sideways from another package of its own tier; no two modules import each other, directly or round a
+circle; and no module imports another module's private (underscore) names.
+"""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import mambaout
 
 SRC = Path(mambaout.__file__).parent
 
+# Bottom first. A package imports only from the tiers before its own. The table is the README's "Layout".
+TIERS = [
+    {"errors", "measure"},  # what a user did wrong; counting, weighing and timing a model
+    {"ssm"},  # the selective scan
+    {"mixers"},  # token mixers: local conv, SSM, attention
+    {"models"},  # the MambaOut family, its fused inference blocks, the 1-D sequence model
+    {"data", "video"},  # images and video in
+    {"engine"},  # runtime, training step, epochs, checkpoints, records, config-driven command lines
+    {"train", "dense", "anomaly"},  # the pipelines: classification, detection/segmentation, line video
+    {"study"},  # "is the SSM worth it?" over tasks of every pipeline
+    {"infer"},  # classify images, the fast inference path
+    {"export"},  # ONNX / OpenVINO
+    {"bench"},  # speed of models and engines side by side
+    {"mambaout"},  # the package's own namespace (`mambaout.create_model`, `__version__`)
+    {"cli"},  # the `mambaout` command
+    {"__main__"},  # `python -m mambaout`
+]
 
-def imports_of(package: str) -> dict[str, set[str]]:
-    """Every `mambaout.*` module each module of `package` imports, at the top or inside a function."""
-    graph = {}
-    for path in sorted((SRC / package).glob("*.py")):
-        name = f"mambaout.{package}.{path.stem}".removesuffix(".__init__")
+# Edges of the line-video detector still being reworked (the streaming step graph moves into `anomaly/`, which
+# closes the circle stream <-> step_engine and the private reach into the temporal model). To be emptied, not grown.
+PENDING_ANOMALY_EDGES = {
+    ("mambaout.anomaly.stream", "mambaout.export.step_engine"),
+    ("mambaout.export.step_engine", "mambaout.export.engines._cannot_load"),
+}
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(("mambaout", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+
+
+MODULES = {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _resolve(name: str) -> str:
+    """The module an imported name lives in: `mambaout.models.fuse` for `from mambaout.models import fuse`."""
+    while name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def imports() -> dict[str, set[tuple[str, str | None]]]:
+    """module -> {(imported module, imported name or None)} for every `mambaout` import anywhere in the module."""
+    graph: dict[str, set[tuple[str, str | None]]] = {}
+    for module, path in MODULES.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mambaout."):
-                found.add(node.module)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+                if base == "mambaout" or base.startswith("mambaout."):
+                    for alias in node.names:
+                        full = f"{base}.{alias.name}"
+                        found.add((full, None) if full in MODULES else (base, alias.name))
             elif isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("mambaout.")}
-        graph[name] = found
+                found |= {(a.name, None) for a in node.names if a.name.split(".")[0] == "mambaout"}
+        graph[module] = {(_resolve(target), name) for target, name in found}
     return graph
 
 
-def test_models_reach_bench_only_from_their_cli_and_never_infer():
-    graph = imports_of("models")
-    assert len(graph) == 6
-    upward = {
-        m: sorted(i for i in deps if i.startswith(("mambaout.bench", "mambaout.infer"))) for m, deps in graph.items()
-    }
-    assert {m: deps for m, deps in upward.items() if deps} == {"mambaout.models.cli": ["mambaout.bench.cost"]}
+def package_of(module: str) -> str:
+    return module.split(".")[1] if "." in module else "mambaout"
 
 
-def test_no_import_cycles_in_models_bench_and_infer():
-    graph = {**imports_of("models"), **imports_of("bench"), **imports_of("infer")}
+def tier_of(module: str) -> int:
+    return next(i for i, tier in enumerate(TIERS) if package_of(module) in tier)
 
-    def reaches(start: str, target: str, seen: set[str]) -> bool:
-        for dep in graph.get(start, ()):
-            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
-                return True
-        return False
 
-    assert [m for m in graph if reaches(m, m, {m})] == []
-    assert graph["mambaout.bench.cost"] == set()  # counting needs no model switch
+def test_every_package_has_a_tier_and_every_tier_entry_exists():
+    packages = {package_of(m) for m in MODULES}
+    assert packages == set().union(*TIERS)
+    assert sum(len(t) for t in TIERS) == len(packages)  # each package in one tier only
+
+
+def test_no_import_runs_up_or_sideways():
+    wrong = sorted(
+        (module, target)
+        for module, targets in imports().items()
+        for target, _ in targets
+        if package_of(target) != package_of(module)
+        and tier_of(target) >= tier_of(module)
+        and (module, target) not in PENDING_ANOMALY_EDGES
+    )
+    assert wrong == []
+
+
+@pytest.mark.parametrize("edge", sorted(PENDING_ANOMALY_EDGES))
+def test_pending_edges_still_exist(edge):
+    """An entry whose import is gone must leave the list, so the list only ever shrinks."""
+    module, target = edge
+    assert target in {t for t, _ in imports()[module]} | {f"{t}.{n}" for t, n in imports()[module] if n}
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = sorted(
+        (module, f"{target}.{name}")
+        for module, targets in imports().items()
+        for target, name in targets
+        if name and name.startswith("_") and not name.endswith("__") and target != module
+    )
+    assert [edge for edge in private if edge not in PENDING_ANOMALY_EDGES] == []
+
+
+def test_no_import_cycles_between_modules():
+    graph = {m: {t for t, _ in targets if t != m} for m, targets in imports().items()}
+    # Tarjan's strongly connected components: a component of more than one module is a circle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(m: str) -> None:
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for t in graph[m]:
+            if t not in index:
+                visit(t)
+                low[m] = min(low[m], low[t])
+            elif t in stack:
+                low[m] = min(low[m], index[t])
+        if low[m] == index[m]:
+            component = []
+            while not component or component[-1] != m:
+                component.append(stack.pop())
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    pending = [c for c in circles if any(set(e) <= set(c) for e in PENDING_ANOMALY_EDGES)]
+    assert [c for c in circles if c not in pending] == []
+
+
+def test_measuring_needs_nothing_else_of_the_package():
+    """Counting, weighing and timing import no model, so every command can use them."""
+    assert {
+        t for m, ts in imports().items() if package_of(m) == "measure" for t, _ in ts if package_of(t) != "measure"
+    } == set()

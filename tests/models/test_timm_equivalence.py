@@ -5,7 +5,7 @@ import timm
 import torch
 
 import mambaout
-from mambaout.infer.fuse import fuse_for_inference, is_fused
+from mambaout.models.fuse import fuse_for_inference, is_fused
 
 TIMM_VARIANTS = [n for n in mambaout.list_models() if n != "mambaout_pico"]
 

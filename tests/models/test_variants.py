@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mambaout
-from mambaout.bench.cost import count_macs, count_params
+from mambaout.measure.cost import count_macs, count_params
 from mambaout.models.variants import VARIANTS
 
 PAPER = {  # name: (params M, GMACs, top-1) as printed in the paper

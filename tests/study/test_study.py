@@ -9,11 +9,12 @@ from PIL import Image
 
 from mambaout import UserError
 from mambaout.cli import main
+from mambaout.engine.records import plural
+from mambaout.models.sequence import SequenceModel
 from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
-from mambaout.study.report import accuracy_figure, clipped_error, compare, format_table, plural, task_verdict
+from mambaout.study.report import accuracy_figure, clipped_error, compare, format_table, task_verdict
 from mambaout.study.runner import build_tasks, run_study
 from mambaout.study.selective_copying import selective_copying_batch
-from mambaout.study.sequence_model import SequenceModel
 
 
 def test_selective_copying_hides_the_data_tokens_in_blanks_and_asks_for_them_in_order():

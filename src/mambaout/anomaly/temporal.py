@@ -26,7 +26,7 @@ from mambaout.errors import UserError
 from mambaout.mixers import check_mixer
 from mambaout.mixers.attention import AttentionMixer
 from mambaout.models.mambaout import GatedCNNBlock
-from mambaout.study.sequence_model import SequenceModel
+from mambaout.models.sequence import SequenceModel
 
 
 class WindowedAttention(AttentionMixer):

@@ -1,5 +1,3 @@
-"""Cost and speed: parameter and MAC counts, throughput, latency and peak memory, side by side with timm."""
+"""`mambaout bench`: throughput, latency and peak memory of a model, side by side with timm or other engines.
 
-from mambaout.bench.cost import count_macs, count_params
-
-__all__ = ["count_macs", "count_params"]
+The counting, weighing and timing themselves live in `mambaout.measure`, shared with every other command."""

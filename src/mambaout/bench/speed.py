@@ -1,15 +1,14 @@
 """Throughput, latency and peak memory of a model's inference, optionally side by side with timm's same model.
 
-Timing protocol: `warmup` untimed forwards, then `repeats` timed forwards of one batch each; the reported number is
-the median (and the spread is the inter-quartile range). With `compare_timm=True` timm's model is built with
-identical weights in the same process and the two are timed in alternation (ours, timm, ours, timm, ...), so that
-whatever else the machine is doing falls on both alike; the ratio of medians is printed.
+Timing protocol (`mambaout.measure.timing`, shared by every command): `warmup` untimed rounds, then `repeats` timed
+forwards of one batch each; the reported number is the median (and the spread is the inter-quartile range). With
+`compare_timm=True` timm's model is built with identical weights in the same process and the two are timed in
+alternation (ours, timm, ours, timm, ...), so that whatever else the machine is doing falls on both alike; the ratio of
+medians is printed.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -18,9 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mambaout.bench.cost import count_macs, count_params
-from mambaout.bench.memory import peak_memory_bytes
 from mambaout.errors import UserError
+from mambaout.measure import count_macs, count_params, interleaved, median_iqr, peak_memory_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,7 +33,7 @@ class BenchConfig:
     channels_last: bool = False
     compile: bool = False
     fast: bool = False  # mambaout.infer.fast: the package's fast inference path
-    fuse: bool = True  # our model with the fused CPU blocks (mambaout.infer.fuse); False: the reference blocks
+    fuse: bool = True  # our model with the fused CPU blocks (mambaout.models.fuse); False: the reference blocks
     warmup: int = 3
     repeats: int = 10
     compare_timm: bool = False
@@ -53,24 +51,6 @@ class BenchResult:
     latency_iqr_ms: float
     peak_memory_mb: float  # activations at batch_size, beyond weights and input
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _median_iqr(xs: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-    return statistics.median(xs), q[2] - q[0]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
 
 
 def prepare(model: nn.Module, cfg: BenchConfig, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -94,8 +74,8 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     Example:
         >>> run_benchmark(BenchConfig("mambaout_femto", batch_size=8, compare_timm=True))  # doctest: +SKIP
     """
-    from mambaout.infer.fuse import fuse_for_inference
     from mambaout.models.factory import create_model
+    from mambaout.models.fuse import fuse_for_inference
 
     if cfg.dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
@@ -128,25 +108,19 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     cost = {k: (count_params(m), count_macs(m, (1, 3, cfg.image_size, cfg.image_size))) for k, m in models.items()}
     fns = {k: prepare(m, cfg, x) for k, m in models.items()}
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    lat: dict[str, list[float]] = {k: [] for k in fns}
-    outputs = {}
     with torch.inference_mode(), autocast:
-        for k, fn in fns.items():
-            for _ in range(cfg.warmup):
-                outputs[k] = fn(x)
-                fn(x1)
-        for _ in range(cfg.repeats):  # interleaved: ours, timm, ours, timm, ...
-            for k, fn in fns.items():
-                times[k].append(_timed(lambda fn=fn: fn(x), device))
-            for k, fn in fns.items():
-                lat[k].append(_timed(lambda fn=fn: fn(x1), device))
+        outputs = {k: fn(x) for k, fn in fns.items()}
+        calls = {(k, "batch"): (lambda fn=fn: fn(x)) for k, fn in fns.items()}
+        calls |= {(k, "one"): (lambda fn=fn: fn(x1)) for k, fn in fns.items()}
+        seconds = interleaved(calls, cfg.repeats, cfg.warmup, device)  # ours, timm, ours, timm, ...
+        times = {k: seconds[(k, "batch")] for k in fns}
+        lat = {k: seconds[(k, "one")] for k in fns}
         mem = {k: peak_memory_bytes(lambda fn=fn: fn(x), device) for k, fn in fns.items()} if not cfg.compile else {}
 
     results = []
     for k in fns:
-        thr, thr_iqr = _median_iqr([cfg.batch_size / t for t in times[k]])
-        l, l_iqr = _median_iqr([1000 * t for t in lat[k]])
+        thr, thr_iqr = median_iqr([cfg.batch_size / t for t in times[k]])
+        l, l_iqr = median_iqr([1000 * t for t in lat[k]])
         results.append(
             BenchResult(
                 impl=k,

@@ -5,7 +5,7 @@ The paper used mmdetection's and mmsegmentation's `get_flops` (mmcv's counter: c
   box head on 1000 proposals and the mask head on the first 100 of them. No resizing, no NMS, no RoI sampling.
 - UperNet, one 512x2048 image: backbone + decode head (the auxiliary head is training-only and not counted, but its
   parameters are, as mmcv counts every parameter of the model).
-MACs come from `mambaout.bench.cost.count_macs` (FlopCounterMode conv + matmul, plus fvcore's 5 per element for each
+MACs come from `mambaout.measure.cost.count_macs` (FlopCounterMode conv + matmul, plus fvcore's 5 per element for each
 norm). The models are built on the meta device by default: shapes only, so the count is instant and allocates nothing.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mambaout.bench.cost import count_macs, count_params
 from mambaout.dense.maskrcnn import mask_rcnn
 from mambaout.dense.uperhead import upernet
+from mambaout.measure.cost import count_macs, count_params
 
 # Paper Tables 2 and 3: (params M, GMACs).
 PAPER_COST: dict[str, dict[str, tuple[float, float]]] = {

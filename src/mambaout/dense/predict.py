@@ -15,7 +15,7 @@ from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mambaout.errors import UserError
-from mambaout.infer.fuse import fuse_for_inference
+from mambaout.models.fuse import fuse_for_inference
 
 
 def palette(n: int) -> torch.Tensor:

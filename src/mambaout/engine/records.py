@@ -125,3 +125,10 @@ class RunLog:
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 thread", "2 threads", "0 classes", "12 epochs" (English plural for the words runs print)."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}es" if word.endswith(("s", "sh", "ch", "x")) else f"{n} {word}s"

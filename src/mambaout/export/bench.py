@@ -4,14 +4,13 @@ Engine names: "torch" (the model as given, fp32), "torch_fast" (`mambaout.infer.
 "timm" (timm's same architecture with the same weights, eager fp32), "onnxruntime", "openvino" (fp32 exports) and
 "onnxruntime_int8", "openvino_int8" (post-training int8, calibrated on `calibration`). All engines are timed in
 interleaved rounds (each round times every engine once at `batch` and once at batch 1), so whatever else the
-machine does falls on all of them alike; the medians are reported.
+machine does falls on all of them alike; the medians are reported (`mambaout.measure.timing`, as every command).
 """
 
 from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from mambaout.export.engines import load_engine, relative_error
 from mambaout.export.quantize import quantize_onnx, quantize_openvino
 from mambaout.export.to_onnx import export_onnx
 from mambaout.export.to_openvino import onnx_to_openvino
+from mambaout.measure import interleaved
 
 BENCH_ENGINES = ("torch", "torch_fast", "timm", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8")
 
@@ -74,12 +74,6 @@ def _build(name: str, model: nn.Module, workdir: Path, calibration: np.ndarray, 
     return precision, lambda x: loaded(x)[0]
 
 
-def _timed(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
-    t = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t
-
-
 def compare_engines(
     model: nn.Module,
     engines: Sequence[str] = BENCH_ENGINES,
@@ -114,14 +108,12 @@ def compare_engines(
         if not isinstance(calib, np.ndarray):
             calib = calibration_images(calibration, (image_size, image_size))
         runners = {name: _build(name, model, Path(tmp), calib, threads) for name in engines}
-        for _ in range(warmup):
-            for _, run in runners.values():
-                run(x_batch), run(x_one)
-        times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runners}
-        for _ in range(repeats):
-            for name, (_, run) in runners.items():
-                times[name][0].append(_timed(run, x_batch))
-                times[name][1].append(_timed(run, x_one))
+        calls = {}
+        for name, (_, run) in runners.items():
+            calls[(name, "batch")] = lambda run=run: run(x_batch)
+            calls[(name, "one")] = lambda run=run: run(x_one)
+        seconds = interleaved(calls, repeats, warmup)
+        times = {name: (seconds[(name, "batch")], seconds[(name, "one")]) for name in runners}
         reference = _torch_runner(model)
         rows = []
         for name, (precision, run) in runners.items():

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from mambaout.export.scan import DEFAULT_MAX_TOKENS, UnrolledSSMMixer, rounds_for
-from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
 from mambaout.mixers.ssm import SSMMixer
+from mambaout.models.fuse import fuse_for_inference, is_fused, unfuse
 
 
 class FeatureMaps(nn.Module):

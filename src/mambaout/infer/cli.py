@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mambaout.errors import UserError
-    from mambaout.infer.fuse import fuse_for_inference
     from mambaout.infer.predict import predict
     from mambaout.models.factory import create_model
+    from mambaout.models.fuse import fuse_for_inference
 
     names = None
     if args.class_names:

@@ -4,7 +4,7 @@
 
 - CUDA: bf16 autocast + channels-last input (what tensor cores want); `compile=True` adds torch.compile.
 - CPU with native bf16 (AVX512-BF16 or AMX): bf16 autocast.
-- Other CPUs: the fused fp32 blocks (`mambaout.infer.fuse`, equal to the reference to float32 rounding). Measured on
+- Other CPUs: the fused fp32 blocks (`mambaout.models.fuse`, equal to the reference to float32 rounding). Measured on
   a 2-core AVX-512 Xeon without BF16 (see docs/models.md): bf16 autocast ran 2.1x slower and int8 dynamic
   quantization 1.25x slower than the fused fp32 path, and torch.compile took ~5 minutes to compile and was not
   faster.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mambaout.infer.fuse import fuse_for_inference
+from mambaout.models.fuse import fuse_for_inference
 
 
 def cpu_has_native_bf16() -> bool:

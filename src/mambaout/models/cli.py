@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mambaout.bench.cost import count_macs, count_params
+    from mambaout.measure.cost import count_macs, count_params
     from mambaout.models.factory import list_models
     from mambaout.models.variants import build_variant
 

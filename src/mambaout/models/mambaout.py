@@ -5,7 +5,7 @@ Paper: "MambaOut: Do We Really Need Mamba for Vision?" (Yu & Wang, CVPR 2025, ar
 Layout is channels-last (B, H, W, C) inside the network; permutes wrap only the convolutions. Parameter names follow
 timm's `mambaout.py` so `timm/mambaout_*` weights load as they are; the authors' release layout is remapped in
 `mambaout.models.checkpoint`, the variant table lives in `mambaout.models.variants`. This file is the reference
-arithmetic only: the fused CPU inference kernels are a separate, explicit step (`mambaout.infer.fuse`).
+arithmetic only: the fused CPU inference kernels are a separate, explicit step (`mambaout.models.fuse`).
 
 The token mixer of every block is a parameter (`mixer=`): "conv" is MambaOut's 7x7 depthwise conv; the study's
 other mixers (conv + SSM, attention, causal attention) plug into the same slot, so an ablation changes the mixer and

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mambaout.engine.records import plural
 from mambaout.errors import UserError
-from mambaout.study.report import plural
 
 
 def _stratified_split(labels: list[int] | torch.Tensor, test_fraction: float = 0.2) -> tuple[list[int], list[int]]:
@@ -51,7 +51,7 @@ class _ImageTask:
     # the data: subclasses set self.in_chans, self.num_classes and provide _train_set / _eval_batches
 
     def build_model(self, mixer: str) -> nn.Module:
-        from mambaout import create_model
+        from mambaout.models.factory import create_model
 
         model = create_model(
             self.model_name,

@@ -26,16 +26,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mambaout.engine.records import plural
+
 PAPER_CAUSAL_ATTENTION = "the paper: causal attention cost ViT-Ti 1.6 and ViT-S 0.9 ImageNet top-1 points"
 SEED_AGREEMENT_SIGMAS = 4.0
 MIN_DISAGREEMENT_POINTS = 2.0
-
-
-def plural(n: int, word: str) -> str:
-    """ "1 thread", "2 threads", "0 classes" (English plural for the words the study prints)."""
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word}es" if word.endswith(("s", "sh", "ch", "x")) else f"{n} {word}s"
 
 
 def _spread(s: dict[str, Any]) -> float:

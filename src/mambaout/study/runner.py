@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -23,8 +24,7 @@ import torch
 from timm.optim import create_optimizer_v2
 from tqdm import tqdm
 
-from mambaout.bench.cost import count_macs, count_params
-from mambaout.study.measure import inference_latency_ms, peak_memory_bytes
+from mambaout.measure import count_macs, count_params, interleaved, peak_memory_bytes
 
 
 def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +86,9 @@ def measure_costs(
 ) -> dict[str, dict[str, Any]]:
     """Per mixer: parameters, MACs per sample, latency at batch 1 and at the training batch, training-step memory.
 
-    Latency is the best of `rounds` rounds that each time every mixer in turn (best of 3 calls at batch 1, of 1 at
-    batch N), so background load on a shared machine hits all mixers alike and only ever adds time.
+    Latency is the median over `rounds` rounds that each time every mixer in turn (3 calls at batch 1, 1 at batch N,
+    after one untimed round), so background load on a shared machine hits all mixers alike
+    (`mambaout.measure.timing`, as every command).
     """
     x1 = task.sample_input(1).to(device)
     xn = task.sample_input(batch_size).to(device)
@@ -102,14 +103,14 @@ def measure_costs(
             macs=count_macs(model, inputs=x1),
             latency_batch=batch_size,
             peak_train_mem_mb=peak / 2**20,
-            latency_ms_b1=math.inf,
-            latency_ms_bN=math.inf,
         )
-    for _ in range(rounds):
-        for mixer, model in models.items():
-            c = costs[mixer]
-            c["latency_ms_b1"] = min(c["latency_ms_b1"], inference_latency_ms(model, x1, repeats=3, warmup=1))
-            c["latency_ms_bN"] = min(c["latency_ms_bN"], inference_latency_ms(model, xn, repeats=1, warmup=1))
+        model.eval()
+    with torch.inference_mode():
+        b1 = interleaved({m: (lambda m=m: models[m](x1)) for m in models}, 3 * rounds, warmup=1, device=device)
+        bn = interleaved({m: (lambda m=m: models[m](xn)) for m in models}, rounds, warmup=1, device=device)
+    for mixer in models:
+        costs[mixer]["latency_ms_b1"] = 1e3 * statistics.median(b1[mixer])
+        costs[mixer]["latency_ms_bN"] = 1e3 * statistics.median(bn[mixer])
     return costs
 
 

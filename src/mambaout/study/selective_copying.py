@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambaout.study.sequence_model import SequenceModel
+from mambaout.models.sequence import SequenceModel
 
 TEST_SEED = 1234
 
@@ -84,7 +84,7 @@ class SelectiveCopyingTask:
         `position_embedding`: learned
         absolute positions for every mixer (without them causal attention stalled near 57 % on 3 of 5 seeds: it
         cannot tell the i-th data token from the others). `init`: the sequence model's init ("mamba" or "timm",
-        see `sequence_model`).
+        see `mambaout.models.sequence`).
         """
         self.data_len, self.num_tokens, self.vocab = data_len, num_tokens, vocab
         self.dim, self.depth, self.kernel_size = dim, depth, kernel_size

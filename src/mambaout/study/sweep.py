@@ -15,6 +15,7 @@ longer lengths.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -23,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mambaout.measure import interleaved, peak_memory_bytes
 from mambaout.mixers.attention import num_heads_for
-from mambaout.study.measure import latency_ms, peak_memory_bytes
-from mambaout.study.sequence_model import _sequence_block
+from mambaout.models.sequence import sequence_block
 
 DEFAULT_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1, 2)
 
@@ -69,7 +70,8 @@ def latency_sweep(
     """Forward latency (ms) and peak memory (MB) of one block per mixer at each L; see the module docstring.
 
     Timing is interleaved: each of `repeats` rounds times every (L, mixer) once, the attention kernel alone next to
-    its block, and a point's latency is its best round, so load from other jobs falls on every mixer alike.
+    its block, and a point's latency is the median over rounds (`mambaout.measure.timing`), so load from other jobs
+    falls on every mixer alike.
 
     Example:
         >>> result = latency_sweep(dim=32, seq_lens=[64, 128], log=False)
@@ -85,7 +87,7 @@ def latency_sweep(
     start = time.perf_counter()
     load_start = machine_load()[1]
     blocks = {
-        name: _sequence_block(dim, name, kernel_size, 8 / 3, dict(kwargs)).to(device).eval()
+        name: sequence_block(dim, name, kernel_size, 8 / 3, dict(kwargs)).to(device).eval()
         for name, kwargs in sweep_mixers(causal).items()
     }
     # What each point runs: the blocks, and the attention kernel alone on the block's q, k, v shapes.
@@ -107,12 +109,10 @@ def latency_sweep(
             if name == attn_name:
                 calls[("kernel", seq_len)] = lambda q=q: F.scaled_dot_product_attention(q, q, q, is_causal=causal)
                 calls[("kernel", seq_len)]()
-    best = {key: math.inf for key in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            best[key] = min(best[key], latency_ms(fn, repeats=1, warmup=0, device=device))
+    seconds = interleaved(calls, repeats, device=device)
+    ms = {key: 1e3 * statistics.median(times) for key, times in seconds.items()}
     rows = [
-        dict(mixer=name, seq_len=seq_len, ms=best[(name, seq_len)], peak_mb=peak[(name, seq_len)])
+        dict(mixer=name, seq_len=seq_len, ms=ms[(name, seq_len)], peak_mb=peak[(name, seq_len)])
         for name in blocks
         for seq_len in seq_lens
         if (name, seq_len) in calls
@@ -120,7 +120,7 @@ def latency_sweep(
     if log:
         for r in rows:
             print(f"  {r['mixer']:<12} L={r['seq_len']:<6} {r['ms']:9.1f} ms {r['peak_mb']:8.1f} MB", file=sys.stderr)
-    sdpa = [dict(seq_len=L, ms=best[("kernel", L)]) for L in seq_lens if ("kernel", L) in calls]
+    sdpa = [dict(seq_len=L, ms=ms[("kernel", L)]) for L in seq_lens if ("kernel", L) in calls]
     attn_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == attn_name}
     ratios = [s["ms"] / max(attn_ms[s["seq_len"]] - s["ms"], 1e-9) for s in sdpa]
     ssm_ms = {r["seq_len"]: r["ms"] for r in rows if r["mixer"] == "ssm"}

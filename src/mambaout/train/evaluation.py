@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from mambaout.data import DIGITS_CLASSES, SkipBadImages, digits_splits, eval_folder, eval_loader
 from mambaout.engine.distributed import all_reduce_sum, resolve_device
 from mambaout.errors import UserError
-from mambaout.infer.fuse import fuse_for_inference
 from mambaout.models.checkpoint import checkpoint_filter, read_state_dict, resolve_source, unwrap_state_dict
 from mambaout.models.factory import create_model
+from mambaout.models.fuse import fuse_for_inference
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from mambaout.engine.distributed import broadcast_object, close_processes
 from mambaout.engine.fit import Progress, fit, restore_training_state, training_state
 from mambaout.engine.loop import TrainingDiverged, TrainParts
 from mambaout.engine.records import RunRecords
+from mambaout.engine.records import plural as _plural
 from mambaout.engine.runtime import AMP_NAMES, Runtime, intra_op_threads, seed_all, setup_runtime
 from mambaout.engine.schedule import cosine_per_update
 from mambaout.errors import UserError
@@ -337,10 +338,3 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
 
         plot_run(run_dir)
     return RunResult(run_dir, recipe.epochs, best["top1"], best["epoch"], last, time.perf_counter() - started)
-
-
-def _plural(n: int, word: str) -> str:
-    """'1 class', '2 classes', '1 epoch', '12 epochs'."""
-    if n == 1:
-        return f"1 {word}"
-    return f"{n} {word}es" if word.endswith(("s", "x")) else f"{n} {word}s"

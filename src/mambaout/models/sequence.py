@@ -30,7 +30,7 @@ from mambaout.mixers import check_mixer
 from mambaout.models.mambaout import GatedCNNBlock
 
 
-def _sequence_block(
+def sequence_block(
     dim: int, mixer: str, kernel_size: int, expansion_ratio: float, mixer_kwargs: dict[str, Any]
 ) -> GatedCNNBlock:
     return GatedCNNBlock(dim, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=dict(layout="1d", **mixer_kwargs))
@@ -64,7 +64,7 @@ class SequenceModel(nn.Module):
         # learned absolute positions (up to max_len tokens), added to the token embedding; None: none
         self.pos_embed = nn.Parameter(torch.zeros(max_len, dim)) if max_len else None
         self.blocks = nn.Sequential(
-            *[_sequence_block(dim, mixer, kernel_size, expansion_ratio, mixer_kwargs or {}) for _ in range(depth)]
+            *[sequence_block(dim, mixer, kernel_size, expansion_ratio, mixer_kwargs or {}) for _ in range(depth)]
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)

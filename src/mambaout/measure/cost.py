@@ -7,7 +7,7 @@ models then round to the printed 1.2 / 1.5 / 4.5 / 9.0 / 15.8 G (conv and matmul
 15.79 G, so femto and small would print 0.1 G low). Activations, the gate product and pooling are not counted, as
 in fvcore.
 
-The fused CPU inference blocks (`mambaout.infer.fuse`) call oneDNN's fused linear op, which the counter does not
+The fused CPU inference blocks (`mambaout.models.fuse`) call oneDNN's fused linear op, which the counter does not
 know; `FUSED_OP_FLOPS` tells it that op's cost (that of the `addmm` it replaces), so a fused model counts the same as
 its reference and any model can be counted as it is.
 

@@ -1,0 +1,20 @@
+"""Measuring a model: parameter and MAC counts (`cost`), peak tensor memory (`memory`) and wall time (`timing`).
+
+The bottom of the package: it imports nothing else of mambaout, so every command (bench, study, export, watch)
+counts, times and weighs the same way, and their numbers can be set side by side.
+"""
+
+from mambaout.measure.cost import count_macs, count_params
+from mambaout.measure.memory import peak_memory_bytes
+from mambaout.measure.timing import inference_latency_ms, interleaved, latency_ms, median_iqr, timed
+
+__all__ = [
+    "count_macs",
+    "count_params",
+    "inference_latency_ms",
+    "interleaved",
+    "latency_ms",
+    "median_iqr",
+    "peak_memory_bytes",
+    "timed",
+]
