@@ -84,6 +84,16 @@ def test_randaugment_at_full_magnitude_runs_under_recent_pillow():
     assert len({t(image).sum().item() for _ in range(200)}) > 10
 
 
+def test_building_the_augmentation_leaves_timms_global_op_table_alone():
+    from timm.data import auto_augment
+
+    before = dict(auto_augment.NAME_TO_OP)
+    train_transform(16, auto_augment="rand-n3-m10-mstd0-inc1", reprob=0.0)
+    assert (
+        auto_augment.NAME_TO_OP == before and auto_augment.NAME_TO_OP["PosterizeIncreasing"] is auto_augment.posterize
+    )
+
+
 def test_eval_transform_resizes_crops_and_normalises_like_timm():
     t = eval_transform(224)
     kinds = [type(x).__name__ for x in t.transforms]

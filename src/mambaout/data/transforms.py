@@ -21,18 +21,28 @@ def _posterize_keeping_zero_bits(img: Image.Image, bits_to_keep: int, **kwargs) 
     return auto_augment.posterize(img, bits_to_keep, **kwargs)
 
 
-def _allow_zero_bit_posterize() -> None:
-    """timm's RandAugment 'inc1' asks for 0-bit posterize at magnitude 10 (reached by m9 with mstd 0.5), which
-    recent Pillow rejects with a ValueError. Give those ops Pillow's former answer (a black image) instead."""
+def allow_zero_bit_posterize(transform: Callable) -> Callable:
+    """`transform` with its auto-augment ops answering a 0-bit posterize as Pillow once did (a black image).
+
+    timm's RandAugment 'inc1' asks for 0-bit posterize at magnitude 10 (reached by m9 with mstd 0.5), which recent
+    Pillow rejects with a ValueError. Only the ops of this transform change, not timm's global op table."""
     try:
         ImageOps.posterize(Image.new("L", (1, 1)), 0)
+        return transform  # this Pillow still answers 0 bits itself
     except ValueError:
-        for name, op in auto_augment.NAME_TO_OP.items():
-            if op is auto_augment.posterize:
-                auto_augment.NAME_TO_OP[name] = _posterize_keeping_zero_bits
-
-
-_allow_zero_bit_posterize()
+        pass
+    stack = list(getattr(transform, "transforms", [transform]))
+    while stack:
+        t = stack.pop()
+        if isinstance(t, auto_augment.AugmentOp):
+            if t.aug_fn is auto_augment.posterize:
+                t.aug_fn = _posterize_keeping_zero_bits
+        elif isinstance(t, (list, tuple)):
+            stack.extend(t)
+        else:  # RandAugment and AugMix keep `ops`, AutoAugment a `policy` of op lists
+            stack.extend(getattr(t, "ops", ()))
+            stack.extend(getattr(t, "policy", ()))
+    return transform
 
 
 def train_transform(
@@ -51,7 +61,7 @@ def train_transform(
     Example:
         >>> t = train_transform(224)  # the paper's augmentation
     """
-    return create_transform(
+    transform = create_transform(
         input_size,
         is_training=True,
         scale=tuple(scale),
@@ -64,6 +74,7 @@ def train_transform(
         mean=tuple(mean),
         std=tuple(std),
     )
+    return allow_zero_bit_posterize(transform)
 
 
 def eval_transform(

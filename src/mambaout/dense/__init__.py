@@ -10,50 +10,21 @@ Example:
 
 import importlib
 
-# name -> module; loaded on first use so that `mambaout --help` does not import torchvision's detection models
-_WHERE = {
-    "ADE20K": "ade20k",
-    "MambaOutBackbone": "backbone",
-    "CocoInstances": "coco",
-    "PAPER_COST": "cost",
-    "cost_table": "cost",
-    "detection_cost": "cost",
-    "segmentation_cost": "cost",
-    "DetectConfig": "configs",
-    "SegmentConfig": "configs",
-    "evaluate_detector": "detect",
-    "load_detector": "detect",
-    "train_detector": "detect",
-    "BackboneFPN": "maskrcnn",
-    "mask_rcnn": "maskrcnn",
-    "evaluate_segmenter": "segment",
-    "load_segmenter": "segment",
-    "train_segmenter": "segment",
-    "UperNet": "uperhead",
-    "upernet": "uperhead",
+# module -> the names it offers here; each module loads on first use of one of its names, so that `mambaout --help`
+# does not import torchvision's detection models
+_EXPORTS = {
+    "ade20k": ("ADE20K",),
+    "backbone": ("MambaOutBackbone",),
+    "coco": ("CocoInstances",),
+    "configs": ("DetectConfig", "SegmentConfig"),
+    "cost": ("PAPER_COST", "cost_table", "detection_cost", "segmentation_cost"),
+    "detect": ("evaluate_detector", "load_detector", "train_detector"),
+    "maskrcnn": ("BackboneFPN", "mask_rcnn"),
+    "segment": ("evaluate_segmenter", "load_segmenter", "train_segmenter"),
+    "uperhead": ("UperNet", "upernet"),
 }
-
-__all__ = [
-    "ADE20K",
-    "PAPER_COST",
-    "BackboneFPN",
-    "CocoInstances",
-    "DetectConfig",
-    "MambaOutBackbone",
-    "SegmentConfig",
-    "UperNet",
-    "cost_table",
-    "detection_cost",
-    "evaluate_detector",
-    "evaluate_segmenter",
-    "load_detector",
-    "load_segmenter",
-    "mask_rcnn",
-    "segmentation_cost",
-    "train_detector",
-    "train_segmenter",
-    "upernet",
-]
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):

@@ -70,4 +70,19 @@ def build_mixer(name: str, dim: int, kernel_size: int = 7, layout: str = "2d", *
     return AttentionMixer(dim, kernel_size, layout, causal=name == "attn_causal", **kwargs)
 
 
-__all__ = ["MIXERS", "AttentionMixer", "LocalConv", "build_mixer", "check_mixer", "is_causal"]
+def init_mixer_weights(model: nn.Module) -> nn.Module:
+    """Apply each mixer's own initialisation (the SSM's A_log and Δ bias) again, after a network-wide init.
+
+    A model's `self.apply(init)` overwrites every Linear, those inside the mixers too; call this last.
+
+    Example:
+        >>> model.apply(model._init_weights)  # doctest: +SKIP
+        >>> init_mixer_weights(model)  # doctest: +SKIP
+    """
+    for m in model.modules():
+        if m is not model and callable(getattr(m, "init_weights", None)):
+            m.init_weights()
+    return model
+
+
+__all__ = ["MIXERS", "AttentionMixer", "LocalConv", "build_mixer", "check_mixer", "init_mixer_weights", "is_causal"]

@@ -122,6 +122,21 @@ class GatedCNNBlock(nn.Module):
         x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(x)) + shortcut
 
+    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """`forward` for one token x (B, C) of a causal 1-D block, the mixer stepping with its state.
+
+        `state` starts as `block.mixer.init_state(B)` (the conv's last k - 1 inputs, the SSM's state, attention's
+        key/value cache); stepping through a sequence gives `forward`'s output to float32 rounding.
+
+        Example:
+            >>> block = GatedCNNBlock(16, kernel_size=4, mixer="conv", mixer_kwargs=dict(layout="1d")).eval()
+            >>> y, state = block.step(torch.randn(2, 16), block.mixer.init_state(2))
+        """
+        g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
+        c, state = self.mixer.step(c, state)
+        y = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
+        return self.drop_path(self.ls(y)) + x, state
+
 
 class MambaOutStage(nn.Module):
     """[Downsample] -> depth x GatedCNNBlock. NHWC."""
@@ -309,9 +324,9 @@ class MambaOut(nn.Module):
         )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
-        for m in self.modules():  # mixers with a design-specific init (the SSM's A_log and Δ bias) apply it last
-            if m is not self and callable(getattr(m, "init_weights", None)):
-                m.init_weights()
+        from mambaout.mixers import init_mixer_weights
+
+        init_mixer_weights(self)  # mixers with a design-specific init (the SSM's A_log and Δ bias) apply it last
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

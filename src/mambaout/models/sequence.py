@@ -26,7 +26,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from mambaout.mixers import check_mixer
+from mambaout.mixers import check_mixer, init_mixer_weights
 from mambaout.models.mambaout import GatedCNNBlock
 
 
@@ -74,9 +74,7 @@ class SequenceModel(nn.Module):
             self.apply(self._init_mamba)
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():  # modules with their own initialisation (the SSM's Δ bias) apply it last
-            if m is not self and callable(getattr(m, "init_weights", None)):
-                m.init_weights()
+        init_mixer_weights(self)  # the mixers' own initialisation (the SSM's Δ bias) last
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

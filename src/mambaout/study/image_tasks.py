@@ -51,6 +51,7 @@ class _ImageTask:
     # the data: subclasses set self.in_chans, self.num_classes and provide _train_set / _eval_batches
 
     def build_model(self, mixer: str) -> nn.Module:
+        from mambaout.mixers import init_mixer_weights
         from mambaout.models.factory import create_model
 
         model = create_model(
@@ -60,10 +61,7 @@ class _ImageTask:
             mixer=mixer,
             mixer_kwargs=self.mixer_kwargs.get(mixer),
         )
-        for m in model.modules():  # modules with their own initialisation (the SSM's Δ bias) apply it last
-            if m is not model and callable(getattr(m, "init_weights", None)):
-                m.init_weights()
-        return model
+        return init_mixer_weights(model)  # the mixers' own initialisation (the SSM's Δ bias) last
 
     def mixer_tokens(self) -> tuple[int, int]:
         """(L, D) of the longest sequence a mixer sees: the first stage, (size / 4)² tokens at its width."""
