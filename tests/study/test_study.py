@@ -11,10 +11,12 @@ from mambaout import UserError
 from mambaout.cli import main
 from mambaout.engine.records import plural
 from mambaout.models.sequence import SequenceModel
+from mambaout.study.figures import accuracy_figure, clipped_error
 from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
-from mambaout.study.report import accuracy_figure, clipped_error, compare, format_table, task_verdict
+from mambaout.study.render import format_table
 from mambaout.study.runner import build_tasks, run_study
 from mambaout.study.selective_copying import selective_copying_batch
+from mambaout.study.stats import compare, task_verdict
 
 
 def test_selective_copying_hides_the_data_tokens_in_blanks_and_asks_for_them_in_order():
@@ -319,7 +321,7 @@ def test_study_and_analyze_commands_import_no_heavy_library_until_they_run():
     # The package's own __init__ (not this module's concern) is bypassed: only what the command modules import counts.
     code = (
         "import sys, types; pkg = types.ModuleType('mambaout'); pkg.__path__ = [sys.argv[1]]; "
-        "sys.modules['mambaout'] = pkg; import mambaout.study.cli, mambaout.study.analyze, mambaout.study.report, "
+        "sys.modules['mambaout'] = pkg; import mambaout.study.cli, mambaout.study.analyze, mambaout.study.render, "
         "mambaout.study.schedule, mambaout.study.progress; "
         "print(sorted({'torch', 'numpy', 'numba', 'timm', 'matplotlib', 'sklearn'} & set(sys.modules)))"
     )
@@ -328,3 +330,32 @@ def test_study_and_analyze_commands_import_no_heavy_library_until_they_run():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_markdown_table_of_the_report_is_a_table_in_its_html(tmp_path):
+    import re
+
+    from mambaout.study.render import write_report
+
+    kinds = dict(local=0.9, contextual=0.6)
+    mixers = {}
+    for mixer, acc in (("conv", 0.74), ("ssm", 0.73)):
+        mixers[mixer] = _seeds(acc, acc + 0.01, latency_ms_b1=1.0, params=1000, macs=2e6, peak_train_mem_mb=1.0)
+        mixers[mixer].update(
+            auroc_per_kind=kinds,
+            auroc_per_kind_seeds={k: [v, v] for k, v in kinds.items()},
+            stream={str(n): dict(step_ms=0.5, state_bytes=1024 * n) for n in (100, 1000)},
+        )
+    line = dict(prediction=CAUSAL, mixers=mixers, budget=dict(steps=1, batch_size=2))
+    line["config"] = dict(task="line", context_frames=144, cycle_frames=48, conv_reach=9)
+    line["verdict"] = task_verdict(line)
+    env = dict(device="cpu", cpu="AMD EPYC, 2 cores, AVX512", torch="2", threads=1)
+    meta = dict(command="mambaout study", budget="default", seeds=[0, 1], environment=env, wall_seconds=60.0)
+    paths = write_report(dict(meta=meta, tasks=dict(line=line)), tmp_path)
+    markdown_text, html = paths["markdown"].read_text(), paths["html"].read_text()
+    # a Markdown table: a header row followed by its |---| separator row
+    tables = re.findall(r"^\|.*\|\n\|(?:-+\|)+$", markdown_text, flags=re.M)
+    assert len(tables) == 3  # the summary, the line task's AUROC per kind and its streaming cost
+    assert html.count("<table>") == len(tables) and "| mixer |" not in html
+    assert "<th>AUROC contextual</th>" in html and "<td>90.0 (90 / 90)</td>" in html
+    assert html.count("data:image/png;base64,") == 2 and "<strong>line:</strong>" in html

@@ -332,8 +332,9 @@ def run_study(
     from mambaout.mixers import check_mixer
     from mambaout.study.analyze import LongSequenceTest
     from mambaout.study.progress import Progress
-    from mambaout.study.report import format_table, task_verdict, write_report
+    from mambaout.study.render import format_table, write_report
     from mambaout.study.schedule import busy_warning, machine_load, one_thread, run_jobs
+    from mambaout.study.stats import task_verdict
     from mambaout.study.sweep import latency_sweep
 
     start = time.perf_counter()
