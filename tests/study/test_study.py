@@ -264,6 +264,14 @@ def test_english_plurals():
     assert plural(1, "class") == "1 class" and plural(3, "class") == "3 classes"
 
 
+def test_plurals_of_the_words_a_training_run_prints():
+    assert [plural(n, w) for n, w in ((2, "epoch"), (3, "update"), (2, "worker process"))] == [
+        "2 epochs",
+        "3 updates",
+        "2 worker processes",
+    ]
+
+
 def test_runs_in_worker_processes_give_the_same_numbers_as_in_this_process(tmp_path):
     tasks = build_tasks(["selective_copying"])
     budget = dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1)

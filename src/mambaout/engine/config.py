@@ -19,7 +19,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,27 @@ def option(default: Any, help: str, group: str = "options", choices: tuple | Non
 
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's type, evaluated (`typing.get_type_hints`: annotations written as strings become types)."""
+    return typing.get_type_hints(cls)
+
+
+def _shape(tp: Any) -> tuple[Any, tuple, bool]:
+    """(base, arguments, optional) of a type: int | None -> (int, (), True); tuple[int, ...] -> (tuple, (int, ...),
+    False); a union of several types other than None counts as str."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0] if len(args) == 1 else str
+    return (typing.get_origin(tp) or tp), typing.get_args(tp), optional
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -69,18 +93,18 @@ def check_keys(cls: type, values: dict[str, Any], where: str, what: str = "confi
             raise UserError(f"unknown {what} key {key!r} in {where}{hint}; --print-config lists the keys")
 
 
-def _scalar(kind: str, value: Any) -> Any:
-    if kind.startswith("bool"):
+def _scalar(kind: Any, value: Any) -> Any:
+    if kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
             return value.lower() in ("true", "yes")
         if not isinstance(value, bool):
             raise ValueError
         return value
-    if kind.startswith("int"):
+    if kind is int:
         if isinstance(value, bool) or float(value) != int(float(value)):
             raise ValueError
         return int(float(value))
-    if kind.startswith("float"):
+    if kind is float:
         return float(value)
     return str(value)
 
@@ -88,25 +112,25 @@ def _scalar(kind: str, value: Any) -> Any:
 def coerce(cls: type, name: str, value: Any, what: str = "config") -> Any:
     """Check one value against the field's type (YAML gives ints for floats, lists for tuples, 'none' for None)."""
     f = fields_of(cls)[name]
-    kind = str(f.type)
+    tp = field_types(cls)[name]
+    base, args, optional = _shape(tp)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        if "None" not in kind:
+        if not optional:
             raise UserError(f"{what} key {name!r} cannot be empty; give a value (default {f.default!r})")
         return None
     try:
-        if kind.startswith("tuple"):
-            inner = kind[len("tuple[") :].split(",")[0].strip()
+        if base is tuple:
             items = [value] if isinstance(value, (int, float, str)) else list(value)
-            value = tuple(_scalar(inner, v) for v in items)
-            if "..." not in kind and len(value) != kind.count(",") + 1:
+            value = tuple(_scalar(args[0], v) for v in items)
+            if Ellipsis not in args and len(value) != len(args):
                 raise ValueError
-        elif kind.startswith("dict"):
+        elif base is dict:
             if not isinstance(value, dict):
                 raise ValueError
         else:
-            value = _scalar(kind, value)
+            value = _scalar(base, value)
     except (TypeError, ValueError):
-        raise UserError(f"{what} key {name!r} got {value!r}, which is not a valid {kind}") from None
+        raise UserError(f"{what} key {name!r} got {value!r}, which is not a valid {_type_name(tp)}") from None
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise UserError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
@@ -153,7 +177,7 @@ def to_yaml(cfg: Any, head: str = "", derived: dict[str, Any] | None = None) -> 
     return head + body + tail
 
 
-_METAVARS = {"int": "N", "float": "X"}
+_METAVARS = {int: "N", float: "X"}
 
 
 def add_config_flags(
@@ -177,24 +201,23 @@ def add_config_flags(
             group = f.metadata.get("group", "options")
             target = groups.setdefault(group, parser.add_argument_group(group))
         flag = "--" + name.replace("_", "-")
-        kind = str(f.type)
+        base, args, _ = _shape(field_types(cls)[name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "-" if default in (None, "") else default
         help_text = f"{f.metadata.get('help', '')} [{shown}]"
         if name in required:
             help_text = f"{f.metadata.get('help', '')} (required)"
         kwargs: dict[str, Any] = dict(default=None, help=help_text)
-        if kind.startswith("bool"):
+        if base is bool:
             target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if f.metadata.get("choices"):
             kwargs["choices"] = list(f.metadata["choices"])
-        elif kind.startswith("tuple"):
-            inner = kind[len("tuple[") :].split(",")[0].strip()
-            kwargs["nargs"] = "+" if "..." in kind else kind.count(",") + 1
-            kwargs["metavar"] = metavars.get(name, _METAVARS.get(inner, "V"))
-        elif not kind.startswith("dict"):
-            kwargs["metavar"] = metavars.get(name) or _METAVARS.get(kind.split(" ")[0], "NAME")
+        elif base is tuple:
+            kwargs["nargs"] = "+" if Ellipsis in args else len(args)
+            kwargs["metavar"] = metavars.get(name, _METAVARS.get(args[0], "V"))
+        elif base is not dict:
+            kwargs["metavar"] = metavars.get(name) or _METAVARS.get(base, "NAME")
         else:
             continue  # dict fields come from YAML only
         target.add_argument(flag, **kwargs)

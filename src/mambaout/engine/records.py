@@ -128,10 +128,11 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def plural(n: int, word: str) -> str:
-    """ "1 thread", "2 threads", "0 classes", "12 epochs" (English plural for the words runs print)."""
+    """ "1 thread", "2 threads", "0 classes", "12 epochs" (English plural of the words runs print: "es" after
+    s and x only; "epoch" takes an s)."""
     if n == 1:
         return f"{n} {word}"
-    return f"{n} {word}es" if word.endswith(("s", "sh", "ch", "x")) else f"{n} {word}s"
+    return f"{n} {word}es" if word.endswith(("s", "x")) else f"{n} {word}s"
 
 
 def format_count(n: float | None) -> str:
