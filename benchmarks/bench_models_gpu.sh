@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for the model library (issue 2), for a session that is lent a GPU: AMP + channels-last throughput of
+# GPU check for the model library, on a machine with a GPU: AMP + channels-last throughput of
 # femto/tiny/base against timm with identical weights, in one run, with the achieved fraction of the dense bf16 peak.
 # Usage: bash benchmarks/bench_models_gpu.sh [PEAK_TFLOPS]   (H100 SXM bf16 dense: 989; H200: 989)
 set -euo pipefail

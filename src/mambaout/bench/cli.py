@@ -5,64 +5,70 @@ from __future__ import annotations
 import argparse
 import json
 
+from mambaout.engine.config import add_config_flags, config_from_args, dataclass, option
+
+
+@dataclass
+class BenchCommand:
+    model: str = option("mambaout_femto", "variant name")
+    batch_size: int = option(8, "images per timed forward")
+    image_size: int = option(224, "input side in pixels")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    dtype: str = option("fp32", "bf16/fp16 run under autocast", choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = option(False, "channels-last memory format for input and convs")
+    compile: bool = option(False, "torch.compile the model(s)")
+    fast: bool = option(False, "the package's fast inference path (mambaout.infer.fast)")
+    reference: bool = option(False, "time our reference blocks, without the fused CPU kernels")
+    warmup: int = option(3, "untimed rounds first")
+    repeats: int = option(10, "timed rounds (the median is reported)")
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    compare_timm: bool = option(False, "also time timm's model with identical weights")
+    peak_tflops: float | None = option(
+        None, "the device's dense peak for the dtype (e.g. 989 for H100 bf16): prints the achieved fraction"
+    )
+    engine: str | None = option(
+        None,
+        "compare inference engines side by side instead: torch, torch_fast, timm, onnxruntime, onnxruntime_int8, "
+        "openvino, openvino_int8 (needs pip install -e '.[export]')",
+    )
+    json: bool = option(False, "print the result as JSON")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure params, GMACs, img/s, latency and peak memory (optionally vs timm)")
-    p.add_argument("--model", default="mambaout_femto")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="bf16/fp16 run under autocast")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for input and convs")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
-    p.add_argument("--fast", action="store_true", help="the package's fast inference path (mambaout.infer.fast)")
-    p.add_argument("--reference", action="store_true", help="time our reference blocks, without the fused CPU kernels")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--compare-timm", action="store_true", help="also time timm's model with identical weights")
-    p.add_argument(
-        "--peak-tflops",
-        type=float,
-        default=None,
-        help="the device's dense peak for the dtype (e.g. 989 for H100 bf16): prints the achieved fraction",
-    )
-    p.add_argument(
-        "--engine",
-        metavar="E[,E...]",
-        help="compare inference engines side by side instead: torch, torch_fast, timm, onnxruntime, onnxruntime_int8, "
-        "openvino, openvino_int8 (needs pip install -e '.[export]')",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_config_flags(p, BenchCommand, metavars=dict(engine="E[,E...]", model="NAME"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, BenchCommand)
+    if cfg is None:
+        return 0
     from mambaout.bench.speed import BenchConfig, run_benchmark
     from mambaout.models.factory import check_model_name
 
-    if args.engine:
-        return run_engines(args)
-    cfg = BenchConfig(
-        model=check_model_name(args.model),
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        device=args.device,
-        dtype=args.dtype,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        fast=args.fast,
-        fuse=not args.reference,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        threads=args.threads,
-        compare_timm=args.compare_timm,
+    if cfg.engine:
+        return run_engines(cfg)
+    bench = BenchConfig(
+        model=check_model_name(cfg.model),
+        batch_size=cfg.batch_size,
+        image_size=cfg.image_size,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        fast=cfg.fast,
+        fuse=not cfg.reference,
+        warmup=cfg.warmup,
+        repeats=cfg.repeats,
+        threads=cfg.threads,
+        compare_timm=cfg.compare_timm,
     )
-    out = run_benchmark(cfg)
-    if args.peak_tflops:  # achieved = MACs x 2 x img/s
+    out = run_benchmark(bench)
+    if cfg.peak_tflops:  # achieved = MACs x 2 x img/s
         for r in out["results"]:
-            r["fraction_of_peak"] = r["gmacs"] * 2 * r["throughput"] / (args.peak_tflops * 1e3)
-    if args.json:
+            r["fraction_of_peak"] = r["gmacs"] * 2 * r["throughput"] / (cfg.peak_tflops * 1e3)
+    if cfg.json:
         print(json.dumps(out, indent=2))
         return 0
     c = out["config"]
@@ -91,19 +97,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_engines(args: argparse.Namespace) -> int:
+def run_engines(cfg: BenchCommand) -> int:
     """`mambaout bench --engine ...`: throughput, latency and agreement of each engine, interleaved in one process."""
     from mambaout.export.bench import compare_engines, format_rows
     from mambaout.export.calibration import calibration_images
     from mambaout.models.factory import check_model_name, create_model
 
-    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
-    if args.compare_timm and "timm" not in engines:
+    engines = [e.strip() for e in cfg.engine.split(",") if e.strip()]
+    if cfg.compare_timm and "timm" not in engines:
         engines.append("timm")
-    model = create_model(check_model_name(args.model))
-    images = calibration_images("digits", (args.image_size, args.image_size), count=16)  # agreement vs PyTorch fp32
+    model = create_model(check_model_name(cfg.model))
+    images = calibration_images("digits", (cfg.image_size, cfg.image_size), count=16)  # agreement vs PyTorch fp32
     rows = compare_engines(
-        model, engines, args.batch_size, args.image_size, args.repeats, images=images, threads=args.threads
+        model, engines, cfg.batch_size, cfg.image_size, cfg.repeats, images=images, threads=cfg.threads
     )
-    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    print(json.dumps(rows, indent=2) if cfg.json else format_rows(rows))
     return 0

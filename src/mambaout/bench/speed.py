@@ -19,6 +19,7 @@ from torch import nn
 
 from mambaout.errors import UserError
 from mambaout.measure import count_macs, count_params, interleaved, median_iqr, peak_memory_bytes
+from mambaout.measure.machine import machine_description
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -145,17 +146,3 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         out["max_abs_logit_diff"] = (outputs["mambaout"].float() - outputs["timm"].float()).abs().max().item()
     return out
 
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

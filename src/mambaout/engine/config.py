@@ -33,7 +33,17 @@ from mambaout.errors import UserError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # mixed precision: auto is bf16 on GPUs that have it
 
-__all__ = ["dataclass", "option", "add_config_flags", "resolve_config", "load_yaml", "coerce", "check_keys", "to_yaml"]
+__all__ = [
+    "dataclass",
+    "option",
+    "add_config_flags",
+    "config_from_args",
+    "resolve_config",
+    "load_yaml",
+    "coerce",
+    "check_keys",
+    "to_yaml",
+]
 
 
 def option(default: Any, help: str, group: str = "options", choices: tuple | None = None, **metadata: Any) -> Any:
@@ -66,6 +76,10 @@ def _shape(tp: Any) -> tuple[Any, tuple, bool]:
 
 
 def _type_name(tp: Any) -> str:
+    """ "int" for int and for int | None (None is said apart), "tuple[int, ...]" for the rest."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else tp
     return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
 
 
@@ -205,9 +219,9 @@ def add_config_flags(
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "-" if default in (None, "") else default
         help_text = f"{f.metadata.get('help', '')} [{shown}]"
-        if name in required:
-            help_text = f"{f.metadata.get('help', '')} (required)"
         kwargs: dict[str, Any] = dict(default=None, help=help_text)
+        if name in required:
+            kwargs.update(help=f"{f.metadata.get('help', '')} (required)", required=True)
         if base is bool:
             target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
@@ -227,3 +241,16 @@ def flags_of(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The config fields among parsed arguments (None: not given)."""
     names = fields_of(cls)
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+def config_from_args(args: argparse.Namespace, cls: type, what: str = "config") -> Any | None:
+    """The `cls` the flags and `--config` ask for; with `--print-config` it is printed and None is returned.
+
+    Example:
+        >>> cfg = config_from_args(parser.parse_args(argv), BenchConfig)  # doctest: +SKIP
+    """
+    cfg = resolve_config(cls, flags_of(args, cls), args.config, what=what)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return None
+    return cfg

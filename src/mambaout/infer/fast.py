@@ -3,7 +3,8 @@
 `optimize_for_inference` picks, per device:
 
 - CUDA: bf16 autocast + channels-last input (what tensor cores want); `compile=True` adds torch.compile.
-- CPU with native bf16 (AVX512-BF16 or AMX): bf16 autocast.
+- CPU with native bf16 (AVX512-BF16 or AMX): bf16 autocast. Measured on a quiet 2-core AMD EPYC with avx512_bf16
+  (docs/export.md): 1.39x the throughput of the fused fp32 blocks.
 - Other CPUs: the fused fp32 blocks (`mambaout.models.fuse`, equal to the reference to float32 rounding). Measured on
   a 2-core AVX-512 Xeon without BF16 (see docs/models.md): bf16 autocast ran 2.1x slower and int8 dynamic
   quantization 1.25x slower than the fused fp32 path, and torch.compile took ~5 minutes to compile and was not

@@ -1,10 +1,12 @@
-"""Measuring a model: parameter and MAC counts (`cost`), peak tensor memory (`memory`) and wall time (`timing`).
+"""Measuring a model: parameter and MAC counts (`cost`), peak tensor memory (`memory`), wall time (`timing`) and
+the machine it ran on (`machine`).
 
 The bottom of the package: it imports nothing else of mambaout, so every command (bench, study, export, watch)
 counts, times and weighs the same way, and their numbers can be set side by side.
 """
 
 from mambaout.measure.cost import count_macs, count_params
+from mambaout.measure.machine import machine_description
 from mambaout.measure.memory import peak_memory_bytes
 from mambaout.measure.timing import inference_latency_ms, interleaved, latency_ms, median_iqr, timed
 
@@ -14,6 +16,7 @@ __all__ = [
     "inference_latency_ms",
     "interleaved",
     "latency_ms",
+    "machine_description",
     "median_iqr",
     "peak_memory_bytes",
     "timed",

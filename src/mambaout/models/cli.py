@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 
+from mambaout.engine.config import add_config_flags, config_from_args, dataclass, option
 from mambaout.models.variants import VARIANTS
+
+
+@dataclass
+class ModelsConfig:
+    image_size: int = option(224, "resolution for the MAC count")
+    json: bool = option(False, "print JSON instead of a table")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the variants: params, GMACs@224 (counted) and the paper's numbers")
     p.add_argument("pattern", nargs="?", default="", help="filter names, e.g. '*_rw' or 'tiny'")
-    p.add_argument("--image-size", type=int, default=224, help="resolution for the MAC count (default 224)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_config_flags(p, ModelsConfig)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, ModelsConfig)
+    if cfg is None:
+        return 0
     import torch
 
     from mambaout.measure.cost import count_macs, count_params
@@ -32,17 +41,17 @@ def run(args: argparse.Namespace) -> int:
             dict(
                 model=name,
                 params_m=round(count_params(model) / 1e6, 3),
-                gmacs=round(count_macs(model, (1, 3, args.image_size, args.image_size)) / 1e9, 3),
+                gmacs=round(count_macs(model, (1, 3, cfg.image_size, cfg.image_size)) / 1e9, 3),
                 paper_params_m=v.params_m,
                 paper_gmacs=v.gmacs,
                 paper_top1=v.top1,
             )
         )
-    if args.json:
+    if cfg.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        f"{'model':<24}{'params (M)':>11}{f'GMACs@{args.image_size}':>12}{'paper params':>14}{'paper GMACs':>13}"
+        f"{'model':<24}{'params (M)':>11}{f'GMACs@{cfg.image_size}':>12}{'paper params':>14}{'paper GMACs':>13}"
         f"{'paper top-1':>13}"
     )
     dash = "-"

@@ -13,9 +13,57 @@ import shlex
 import sys
 from pathlib import Path
 
+from mambaout.engine.config import add_config_flags, config_from_args, dataclass, option
 from mambaout.errors import UserError
 
+BUDGETS = ("small", "default", "full")  # training steps per run, per task (see docs/study.md)
 STUDY_MINUTES = 10  # the default study's wall time on 2 busy CPU cores, as the README states (measured 5.0 min)
+
+
+@dataclass
+class StudyConfig:
+    tasks: str | None = option(
+        None,
+        "comma-separated: digits, selective_copying, line, images (default: the first three; with --data: line for a "
+        "video dataset, images for class folders)",
+    )
+    data: str | None = option(
+        None,
+        "your data: video (DIR/train, DIR/test, DIR/test_labels; UCSD Ped2, Avenue, ShanghaiTech layouts) for the line "
+        "task, or images (DIR/train + DIR/val, or DIR/<class>/*, split 80/20)",
+    )
+    mixers: str | None = option(None, "comma-separated subset of conv, ssm, attn, attn_causal (default: per task)")
+    seeds: int | None = option(None, "how many seeds, at least 1 (default 2; 3 with --full)")
+    budget: str = option(
+        "default", "training steps per run (see docs/study.md): small is a smoke test", choices=BUDGETS
+    )
+    full: bool = option(False, "same as --budget full --seeds 3")
+    model: str = option("mambaout_pico", "MambaOut variant for the image tasks")
+    image_size: int | None = option(None, "input side for image tasks (default 32 digits, 64 --data)")
+    scan: str | None = option(None, "scan order of the SSM on images", choices=("cross", "bidi", "causal"))
+    output: str = option("study_out", "output folder")
+    device: str = option("cpu", "cpu or cuda")
+    workers: int | None = option(
+        None, "runs trained side by side, in processes of one thread each (default: the free CPU cores; 1 on a GPU)"
+    )
+    sweep: bool = option(True, "the latency-vs-length sweep (--no-sweep skips it)")
+
+
+@dataclass
+class AnalyzeConfig:
+    image_size: tuple[int, int] | None = option(None, "an image task of H x W pixels")
+    patch_size: int = option(16, "patch size (tokens = H/P x W/P)")
+    seq_len: int | None = option(None, "a sequence task of L tokens")
+    dim: int | None = option(None, "model width")
+    model: str | None = option(None, "a MambaOut variant: one row per stage (its tokens and width)")
+    causal: bool = option(False, "the task must mix tokens causally")
+    json: bool = option(False, "print JSON instead of the table")
+    measure: bool = option(
+        False, "time one block per mixer over a sweep of L on this machine and plot it (about a minute)"
+    )
+    seq_lens: tuple[int, ...] | None = option(None, "lengths for --measure (default 6D x 1/8..2)")
+    output: str = option("study_out", "where --measure writes sweep.json and its plot")
+    threads: int = option(1, "torch CPU threads for --measure")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,37 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accuracy, parameters, MACs, training time, latency and memory next to the paper's prediction. "
         f"With no arguments it takes at most about {STUDY_MINUTES} minutes on 2 CPU cores.",
     )
-    p.add_argument(
-        "--tasks",
-        help="comma-separated: digits, selective_copying, line, images (default: the first three; with --data: line "
-        "for a video dataset, images for class folders)",
-    )
-    p.add_argument(
-        "--data",
-        metavar="DIR",
-        help="your data: video (DIR/train, DIR/test, DIR/test_labels; UCSD Ped2, Avenue, ShanghaiTech layouts) for "
-        "the line task, or images (DIR/train + DIR/val, or DIR/<class>/*, split 80/20)",
-    )
-    p.add_argument("--mixers", help="comma-separated subset of conv, ssm, attn, attn_causal (default: per task)")
-    p.add_argument("--seeds", type=int, default=None, help="how many seeds, at least 1 (default 2; 3 with --full)")
-    p.add_argument(
-        "--budget",
-        choices=("small", "default", "full"),
-        default="default",
-        help="training steps per run (see docs/study.md): small is a smoke test",
-    )
-    p.add_argument("--full", action="store_true", help="same as --budget full --seeds 3")
-    p.add_argument("--model", default="mambaout_pico", help="MambaOut variant for the image tasks")
-    p.add_argument("--image-size", type=int, help="input side for image tasks (default 32 digits, 64 --data)")
-    p.add_argument("--scan", choices=("cross", "bidi", "causal"), help="scan order of the SSM on images")
-    p.add_argument("--output", default="study_out", help="output folder (default study_out/)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="runs trained side by side, in processes of one thread each (default: the free CPU cores; 1 on a GPU)",
-    )
-    p.add_argument("--no-sweep", action="store_true", help="skip the latency-vs-length sweep")
+    add_config_flags(p, StudyConfig, metavars=dict(data="DIR", output="DIR", model="NAME"))
     p.set_defaults(func=run_study_command)
 
     a = sub.add_parser(
@@ -75,21 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("imagenet", "coco", "ade20k"),
         help="imagenet 224x224, coco 800x1280, ade20k 512x2048 (16x16 patches)",
     )
-    a.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="an image task of H x W pixels")
-    a.add_argument("--patch-size", type=int, default=16, help="patch size (tokens = H/P x W/P), default 16")
-    a.add_argument("--seq-len", type=int, metavar="L", help="a sequence task of L tokens")
-    a.add_argument("--dim", type=int, metavar="D", help="model width")
-    a.add_argument("--model", help="a MambaOut variant: one row per stage (its tokens and width)")
-    a.add_argument("--causal", action="store_true", help="the task must mix tokens causally")
-    a.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    a.add_argument(
-        "--measure",
-        action="store_true",
-        help="time one block per mixer over a sweep of L on this machine and plot it (about a minute)",
+    add_config_flags(
+        a, AnalyzeConfig, metavars=dict(image_size=("H", "W"), seq_len="L", dim="D", seq_lens="L", output="DIR")
     )
-    a.add_argument("--seq-lens", type=int, nargs="+", metavar="L", help="lengths for --measure (default 6D x 1/8..2)")
-    a.add_argument("--output", default="study_out", help="where --measure writes sweep.json and its plot")
-    a.add_argument("--threads", type=int, default=1, help="torch CPU threads for --measure (default 1)")
     a.set_defaults(func=run_analyze_command)
 
 
@@ -97,10 +103,10 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _check_positive(**values: int | list[int] | None) -> None:
+def _check_positive(**values: int | tuple[int, ...] | None) -> None:
     """UserError for the first flag given a value below 1 (None: not given)."""
     for flag, value in values.items():
-        for v in value if isinstance(value, list) else [value]:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
             if v is not None and v < 1:
                 name = "--" + flag.replace("_", "-")
                 raise UserError(f"{name} must be a positive whole number, got {v}; give {name} 1 or more")
@@ -112,83 +118,90 @@ def _note(command: str, text: str | None) -> None:
 
 
 def run_study_command(args: argparse.Namespace) -> int:
-    _check_positive(seeds=args.seeds, workers=args.workers, image_size=args.image_size)
+    cfg = config_from_args(args, StudyConfig)
+    if cfg is None:
+        return 0
+    _check_positive(seeds=cfg.seeds, workers=cfg.workers, image_size=cfg.image_size)
     import torch
 
     from mambaout.study.runner import build_tasks, run_study
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device} asked for a GPU but torch sees none; use --device cpu")
-    budget = "full" if args.full else args.budget
-    seeds = args.seeds or (3 if args.full else 2)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device} asked for a GPU but torch sees none; use --device cpu")
+    budget = "full" if cfg.full else cfg.budget
+    seeds = cfg.seeds or (3 if cfg.full else 2)
     tasks = build_tasks(
-        _split(args.tasks),
-        data=args.data,
-        model=args.model,
-        image_size=args.image_size,
-        scan=args.scan,
+        _split(cfg.tasks),
+        data=cfg.data,
+        model=cfg.model,
+        image_size=cfg.image_size,
+        scan=cfg.scan,
         budget=budget,
-        work_dir=args.output,
+        work_dir=cfg.output,
     )
     results = run_study(
         tasks,
         seeds=list(range(seeds)),
         budget=budget,
-        mixers=_split(args.mixers),
-        output=args.output,
-        device=args.device,
-        sweep=not args.no_sweep,
+        mixers=_split(cfg.mixers),
+        output=cfg.output,
+        device=cfg.device,
+        sweep=cfg.sweep,
         command="mambaout " + shlex.join(sys.argv[1:]),
-        workers=args.workers,
+        workers=cfg.workers,
     )
-    print(f"report: {Path(args.output) / 'report.html'} (and report.md, results.json)")
+    print(f"report: {Path(cfg.output) / 'report.html'} (and report.md, results.json)")
     for name, task in results["tasks"].items():
         print(f"{name}: {task['verdict']['bottom_line']}")
     return 0
 
 
 def run_analyze_command(args: argparse.Namespace) -> int:
+    preset = args.preset
+    cfg = config_from_args(args, AnalyzeConfig)
+    if cfg is None:
+        return 0
     _check_positive(
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        seq_len=args.seq_len,
-        dim=args.dim,
-        threads=args.threads,
-        seq_lens=args.seq_lens,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        seq_len=cfg.seq_len,
+        dim=cfg.dim,
+        threads=cfg.threads,
+        seq_lens=cfg.seq_lens,
     )
     from mambaout.study.analyze import analyze, format_analysis
 
     result = analyze(
-        seq_len=args.seq_len,
-        preset=args.preset,
-        image_size=tuple(args.image_size) if args.image_size else None,
-        patch_size=args.patch_size,
-        dim=args.dim,
-        model=args.model,
-        causal=args.causal,
+        seq_len=cfg.seq_len,
+        preset=preset,
+        image_size=tuple(cfg.image_size) if cfg.image_size else None,
+        patch_size=cfg.patch_size,
+        dim=cfg.dim,
+        model=cfg.model,
+        causal=cfg.causal,
     )
-    if args.measure:
+    if cfg.measure:
         import numba
         import torch
 
         from mambaout.study.schedule import busy_warning
         from mambaout.study.sweep import format_sweep, latency_sweep, plot_sweep
 
-        torch.set_num_threads(args.threads)  # the SSM's numba kernels get the same count
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-        _note("analyze", busy_warning(args.threads))
+        torch.set_num_threads(cfg.threads)  # the SSM's numba kernels get the same count
+        numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
+        _note("analyze", busy_warning(cfg.threads))
         dim = result["rows"][result["headline"]]["dim"]
-        sweep = latency_sweep(dim=dim, seq_lens=args.seq_lens, causal=args.causal)
-        out = Path(args.output)
+        sweep = latency_sweep(dim=dim, seq_lens=cfg.seq_lens, causal=cfg.causal)
+        out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(sweep, indent=2))
         plot_sweep(sweep, out / "latency_vs_length.png")
         result["measured"] = sweep
-    if args.json:
+    if cfg.json:
         print(json.dumps(result, indent=2))
         return 0
     print(format_analysis(result))
-    if args.measure:
+    if cfg.measure:
         print(format_sweep(result["measured"]))
-        print(f"plot: {Path(args.output) / 'latency_vs_length.png'}")
+        print(f"plot: {Path(cfg.output) / 'latency_vs_length.png'}")
     return 0

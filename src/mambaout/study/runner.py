@@ -25,6 +25,7 @@ from timm.optim import create_optimizer_v2
 from tqdm import tqdm
 
 from mambaout.measure import count_macs, count_params, interleaved, peak_memory_bytes
+from mambaout.measure.machine import cpu_name
 
 
 def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
@@ -114,16 +115,6 @@ def measure_costs(
     return costs
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device, threads: int = 1) -> dict[str, Any]:
     """Where the runs ran: `device` is "cpu" (with the CPU's name and cores in `cpu`) or the GPU's name."""
     from mambaout.study.schedule import machine_load
@@ -131,7 +122,7 @@ def environment(device: torch.device, threads: int = 1) -> dict[str, Any]:
     cores, _ = machine_load()
     return dict(
         device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        cpu=f"{_cpu_name()}, {cores} core{'s' if cores != 1 else ''}, {torch.backends.cpu.get_cpu_capability()}",
+        cpu=f"{cpu_name()}, {cores} core{'s' if cores != 1 else ''}, {torch.backends.cpu.get_cpu_capability()}",
         torch=torch.__version__,
         threads=threads,
         python=platform.python_version(),
@@ -207,8 +198,8 @@ def measure_stream_costs(
     task: Any, mixers: list[str], runs: dict[str, list[dict[str, Any]]], frames: tuple[int, ...] = STREAM_FRAMES
 ) -> dict[str, dict[str, Any]]:
     """Per mixer of a streaming task (the line): parameters, MACs per frame of the temporal model, and the streaming
-    step's latency and state memory after each count of `frames` (state memory is what the issue's memory argument is
-    about: attention keeps every past key, the SSM a fixed state). Per-kind AUROC is averaged over seeds."""
+    step's latency and state memory after each count of `frames` (state memory is where the mixers differ most on a
+    stream: attention keeps every past key, the SSM a fixed state). Per-kind AUROC is averaged over seeds."""
     costs: dict[str, dict[str, Any]] = {}
     for mixer in mixers:
         model = task.build_model(mixer).eval()

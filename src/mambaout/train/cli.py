@@ -12,11 +12,24 @@ import os
 import sys
 from pathlib import Path
 
-from mambaout.engine.config import add_config_flags
+from mambaout.engine.config import add_config_flags, config_from_args, dataclass, option
 from mambaout.errors import UserError
 from mambaout.train.recipe import Recipe
 
 _METAVARS = dict(data="DIR", output="DIR", pretrained="WEIGHTS", auto_augment="POLICY")
+
+
+@dataclass
+class EvalConfig:
+    pretrained: str | None = option(None, "weights: .safetensors/.pth path, URL or hf-hub:id")
+    model: str | None = option(None, "variant name (default: from config.yaml beside the weights)")
+    data: str | None = option(None, "folder with val/<class>/ images, or <class>/ folders itself (default: digits val)")
+    batch_size: int = option(64, "images per batch")
+    input_size: int | None = option(None, "resolution (default: the run's, else the model's 224)")
+    workers: int = option(4, "data loading processes")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    use_ema: bool = option(False, "score the EMA weights of a checkpoint")
+    output: str | None = option(None, "also write the results to this JSON file")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,15 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval", allow_abbrev=False, help="top-1/top-5 of weights on a validation folder (or the built-in digits)"
     )
-    e.add_argument("--pretrained", required=True, help="weights: .safetensors/.pth path, URL or hf-hub:id")
-    e.add_argument("--model", help="variant name (default: from config.yaml beside the weights)")
-    e.add_argument("--data", help="folder with val/<class>/ images, or <class>/ folders itself (default: digits val)")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--input-size", type=int, help="resolution (default: the run's, else the model's 224)")
-    e.add_argument("--workers", type=int, default=4)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--use-ema", action="store_true", help="score the EMA weights of a checkpoint")
-    e.add_argument("--output", metavar="JSON", help="also write the results to this JSON file")
+    add_config_flags(
+        e, EvalConfig, metavars=dict(pretrained="WEIGHTS", data="DIR", output="JSON"), required=("pretrained",)
+    )
     e.set_defaults(func=run_eval)
 
     pl = sub.add_parser("plot", allow_abbrev=False, help="draw a run's curves (loss, accuracy, lr) to RUN/curves.png")
@@ -91,26 +98,29 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, EvalConfig)
+    if cfg is None:
+        return 0
     from mambaout.train.evaluation import evaluate_weights
 
     result = evaluate_weights(
-        args.pretrained,
-        model=args.model,
-        data=args.data,
-        batch_size=args.batch_size,
-        input_size=args.input_size,
-        device=args.device,
-        workers=args.workers,
-        use_ema=args.use_ema,
+        cfg.pretrained,
+        model=cfg.model,
+        data=cfg.data,
+        batch_size=cfg.batch_size,
+        input_size=cfg.input_size,
+        device=cfg.device,
+        workers=cfg.workers,
+        use_ema=cfg.use_ema,
     )
     print(
         f"{result['model']} on {result['data']}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
         f"({result['images']} images at {result['input_size'][-1]}px, {result['seconds']:.1f}s)"
     )
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.output}")
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {cfg.output}")
     return 0
 
 

@@ -1,0 +1,19 @@
+"""The one timer of every command: interleaved rounds, the median as the statistic."""
+
+import statistics
+
+from mambaout.measure.timing import interleaved, median_iqr
+
+
+def test_rounds_call_every_candidate_once_in_turn_after_the_warmup():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one untimed round, then three timed ones
+    assert [len(times["a"]), len(times["b"])] == [3, 3] and min(times["a"] + times["b"]) >= 0
+
+
+def test_the_statistic_is_the_median_with_the_interquartile_range_as_spread():
+    # one stalled call does not move the median (a mean would be 22), one quiet call does not set it (a minimum would)
+    assert median_iqr([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, 52.0 - 1.5)
+    assert median_iqr([0.01, 5.0, 5.0])[0] == 5.0
+    assert median_iqr([7.0]) == (7.0, 0.0)
