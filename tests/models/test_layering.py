@@ -15,14 +15,16 @@ import mambaout
 
 SRC = Path(mambaout.__file__).parent
 
-# Bottom first. A package imports only from the tiers before its own. The table is the README's "Layout".
+# Bottom first. A package imports only from the tiers before its own. The table is the README's "Layout". What knows
+# no model (measuring, data in, the training engine) sits under the model stack (scan, mixers, models), which sits
+# under the pipelines that train and use models.
 TIERS = [
     {"errors", "measure"},  # what a user did wrong; counting, weighing and timing a model
+    {"data", "video"},  # images and video in
+    {"engine"},  # runtime, training step, epochs, checkpoints, records, config-driven command lines
     {"ssm"},  # the selective scan
     {"mixers"},  # token mixers: local conv, SSM, attention
     {"models"},  # the MambaOut family, its fused inference blocks, the 1-D sequence model
-    {"data", "video"},  # images and video in
-    {"engine"},  # runtime, training step, epochs, checkpoints, records, config-driven command lines
     {"train", "dense", "anomaly"},  # the pipelines: classification, detection/segmentation, line video
     {"study"},  # "is the SSM worth it?" over tasks of every pipeline
     {"infer"},  # classify images, the fast inference path
