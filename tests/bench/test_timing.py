@@ -1,6 +1,5 @@
 """The one timer of every command: interleaved rounds, the median as the statistic."""
 
-
 from mambaout.measure.timing import interleaved, median_iqr
 
 

@@ -145,4 +145,3 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         out["ratio_latency"] = b.latency_ms / a.latency_ms  # > 1: ours is faster
         out["max_abs_logit_diff"] = (outputs["mambaout"].float() - outputs["timm"].float()).abs().max().item()
     return out
-

@@ -93,4 +93,3 @@ def count_macs(
             h.remove()
         model.train(was_training)
     return counter.get_total_flops() // 2 + extra[0]
-
