@@ -32,6 +32,11 @@ class EvalConfig:
     output: str | None = option(None, "also write the results to this JSON file")
 
 
+@dataclass
+class PlotConfig:
+    output: str | None = option(None, "image file (default RUN/curves.png)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -54,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pl = sub.add_parser("plot", allow_abbrev=False, help="draw a run's curves (loss, accuracy, lr) to RUN/curves.png")
     pl.add_argument("run", metavar="RUN", help="run folder written by mambaout train")
-    pl.add_argument("--output", help="image file (default RUN/curves.png)")
+    add_config_flags(pl, PlotConfig, metavars=dict(output="PNG"))
     pl.set_defaults(func=run_plot)
 
 
@@ -125,7 +130,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, PlotConfig)
+    if cfg is None:
+        return 0
     from mambaout.train.plot import plot_run
 
-    print(f"curves written to {plot_run(args.run, args.output)}")
+    print(f"curves written to {plot_run(args.run, cfg.output)}")
     return 0
