@@ -231,3 +231,19 @@ def test_masks_mark_the_defect_the_wrong_item_or_the_belt_on_exactly_the_abnorma
                 else:
                     assert mask.all(1).sum() == line.belt_rows[1] - line.belt_rows[0] and mask[line.belt_rows[0]].all()
         assert np.array_equal(masks, np.stack([line.mask(plan, t) for t in range(SMALL.test_frames)]))
+
+
+def test_the_cycle_position_of_every_frame_is_known_for_a_memory_probe():
+    line = Line(SMALL)
+    plan = line.plan_video("train", 0)
+    position = line.cycle_positions(plan)
+    assert position.shape == (SMALL.frames,) and set(position.tolist()) == set(range(SMALL.period))
+    cycle = cycle_kinds(SMALL.period)
+    checked = 0
+    for t in range(SMALL.frames):  # a frame showing one whole item shows the kind its cycle position says
+        shown = [kind for kind, (_, rgb) in ITEM_KINDS.items() if (line.render(plan, t) == rgb).all(-1).any()]
+        x = line.x_of(plan.belt[t : t + 1], 0)[0] % line.gap
+        if len(shown) == 1 and x <= SMALL.size - line.item:
+            assert shown == [cycle[position[t]]], t
+            checked += 1
+    assert checked > SMALL.frames // 4

@@ -64,6 +64,7 @@ SUBTYPES = {
 KIND_OF = {subtype: kind for kind, subtypes in SUBTYPES.items() for subtype in subtypes}
 MARKER_EVENTS = ("misplaced_marker", "missing_marker")  # the long-memory ones: one normal cycle before each
 JERK = (2.5, 0.0, 0.5)  # speed multiples, repeated over a jerk; their mean is the normal speed
+TEMPORAL_FRAMES = range(3, 7)  # how long a temporal fault lasts
 JITTER_CLIP = 2.5  # the speed factor stays within 1 ± 2.5·jitter
 
 
@@ -157,6 +158,7 @@ class VideoPlan:
     slot_kind: list[str | None]  # item kind per slot (None = skipped slot)
     texture: np.ndarray | None = None  # (L,) bool belt marks along the filmed stretch: coordinate u at [u - texture_at]
     texture_at: int = 0  # (a plan made by hand gets marks drawn from the line's seed when first rendered)
+    phase: int = 0  # cycle position of slot 0: slot j is at position (j + phase) % P, the marker at P - 1
     spots: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (row, col) of the spot in the item
     foreign: set[int] = field(default_factory=set)  # slots followed (half a gap behind) by a foreign object
     events: list[dict] = field(default_factory=list)  # kind, subtype, start, end (exclusive), slot[, item]
@@ -206,6 +208,13 @@ class Line:
         x = np.round(plan.belt).astype(int)[:, None] - np.arange(len(plan.slot_kind))[None, :] * self.gap
         return x[(x > -self.item) & (x < self.config.size)]
 
+    def cycle_positions(self, plan: VideoPlan) -> np.ndarray:
+        """Per frame, the cycle position (0 .. P-1; the marker is P-1) of the newest slot in view, the one that
+        entered last: what a memory of the cycle should know (items since the last marker = (position + 1) % P).
+        -1 before any item entered. On a test video it is where the line is in its cycle, whatever the slots carry."""
+        newest = (np.round(plan.belt).astype(int) + self.item - 1) // self.gap  # x_j > -item for j <= newest
+        return np.where(newest >= 0, (newest + plan.phase) % self.config.period, -1)
+
     # -- motion --------------------------------------------------------------------------------------------------
     def normal_steps(self, frames: int, rng: np.random.Generator) -> np.ndarray:
         """Belt advance from frame t-1 to t (pixels; 0 at t = 0): the nominal speed times 1 + jitter·z, z an AR(1)
@@ -237,9 +246,9 @@ class Line:
         phase = int(rng.integers(c.period))
         if split == "train":
             belt = self._belt(start, steps)
-            slots = self._slots(belt)
+            slot_kind = [self.cycle[(j + phase) % c.period] for j in range(self._slots(belt))]
             texture, texture_at = self._texture(belt, rng)
-            plan = VideoPlan(belt, [self.cycle[(j + phase) % c.period] for j in range(slots)], texture, texture_at)
+            plan = VideoPlan(belt, slot_kind, texture, texture_at, phase)
             plan.labels = np.zeros(frames, np.uint8)
             plan.kinds = np.full(frames, "", dtype="<U10")
             plan.event_at = np.full(frames, -1)
@@ -289,6 +298,10 @@ class Line:
         a, b = MARKER_EVENTS if rng.random() < 0.5 else MARKER_EVENTS[::-1]
         markers = [s for r in range(max(quota[a], quota[b])) for s, q in ((a, quota[a]), (b, quota[b])) if q > r]
         others = [s for s in KIND_OF if s not in MARKER_EVENTS]
+        # free slots needed before an event, slots it takes: a foreign object trails into the next slot; a temporal
+        # fault of up to 6 frames lasts ceil(6/S) slots and a reverse brings as many earlier slots back into view
+        reach = math.ceil(max(TEMPORAL_FRAMES) / self.config.spacing)
+        spans = {"foreign": (1, 2), **{s: (reach, reach) for s in SUBTYPES["temporal"]}}
         fillers = []
         for r in range(max(quota.values())):
             fillers += [s for s in rng.permutation(others).tolist() if quota[s] > r]
@@ -313,8 +326,9 @@ class Line:
                 continue
             k = next_marker(j, last_context)
             for i, s in enumerate(fillers[:6]):
-                width = 2 if s == "foreign" else 1
-                if k < j + width + 1 or j + width - 1 > last or (s == "skipped" and k - j <= p):
+                before, width = spans.get(s, (1, 1))
+                fits = j >= busy + 1 + before and k >= j + width + 1 and j + width - 1 <= last
+                if not fits or (s == "skipped" and k - j <= p):  # an empty slot would sit in a marker's context
                     continue
                 schedule[j] = fillers.pop(i)
                 busy = j + width - 1
@@ -335,7 +349,7 @@ class Line:
         for j in sorted(j for j, s in schedule.items() if KIND_OF[s] == "temporal"):
             belt = self._belt(start, steps)
             mid = self.x_of(belt, j) >= (c.size - self.item) // 2  # the item mid-view
-            d = int(draw.integers(3, 7))
+            d = int(draw.integers(TEMPORAL_FRAMES.start, TEMPORAL_FRAMES.stop))
             t0 = int(mid.argmax())
             if not mid.any() or t0 + d >= frames:
                 return None
@@ -347,7 +361,7 @@ class Line:
             return None
         texture, texture_at = self._texture(belt, draw)
         slot_kind = [self.cycle[(j + phase) % c.period] for j in range(self._slots(belt))]
-        plan = VideoPlan(belt, slot_kind, texture, texture_at)
+        plan = VideoPlan(belt, slot_kind, texture, texture_at, phase)
         labels, kinds, event_at = np.zeros(frames, np.uint8), np.full(frames, "", dtype="<U10"), np.full(frames, -1)
         for j, subtype in sorted(schedule.items()):
             event = {"kind": KIND_OF[subtype], "subtype": subtype, "slot": j}
