@@ -54,7 +54,9 @@ ITEM_KINDS = {
 REGULAR, MARKER = ("square", "disc", "triangle"), "diamond"
 SPOT_RGB, FOREIGN_RGB = (15, 15, 15), (250, 80, 250)  # colours no normal frame contains
 # faint belt marks: enough to show the belt move, little for a frame's reconstruction to spend itself on
-BELT_RGB, MARK_RGB, FLOOR_RGB = (150, 150, 140), (132, 132, 124), (45, 50, 60)
+BELT_RGB, FLOOR_RGB = (150, 150, 140), (45, 50, 60)
+MARK_RGB = ((132, 132, 124), (140, 140, 131))  # two shades of mark, so that no two stretches of belt look the same
+BELT_PALETTE = np.array([BELT_RGB, *MARK_RGB], np.uint8)
 KINDS = ("local", "temporal", "contextual")
 SUBTYPES = {
     "local": ("spot", "foreign"),
@@ -156,7 +158,8 @@ class VideoPlan:
 
     belt: np.ndarray  # (T,) belt position in pixels: slot j's item is drawn at x = round(belt) - j·gap
     slot_kind: list[str | None]  # item kind per slot (None = skipped slot)
-    texture: np.ndarray | None = None  # (L,) bool belt marks along the filmed stretch: coordinate u at [u - texture_at]
+    # belt marks along the filmed stretch (0: none, 1-2: a shade), belt coordinate u at [u - texture_at]
+    texture: np.ndarray | None = None
     texture_at: int = 0  # (a plan made by hand gets marks drawn from the line's seed when first rendered)
     phase: int = 0  # cycle position of slot 0: slot j is at position (j + phase) % P, the marker at P - 1
     spots: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (row, col) of the spot in the item
@@ -230,10 +233,16 @@ class Line:
         return start + np.cumsum(steps)
 
     def _texture(self, belt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """Belt marks for every belt coordinate the video shows (its own stretch of an endless belt)."""
+        """Belt marks for every belt coordinate the video shows (its own stretch of an endless belt): one-pixel marks
+        at random gaps of 2-16 pixels in one of two shades, so every view holds a pattern of its own (never a bare
+        belt, and no two stretches alike)."""
         lo = int(np.round(belt).min()) - self.config.size
         hi = int(np.round(belt).max()) + 1
-        return rng.random(hi - lo) < 0.12, lo
+        marks = np.zeros(hi - lo, np.uint8)
+        at = np.cumsum(rng.integers(2, 17, size=(hi - lo) // 2 + 1)) - int(rng.integers(16))
+        inside = (at >= 0) & (at < marks.size)
+        marks[at[inside]] = rng.integers(1, 3, size=at.size)[inside]
+        return marks, lo
 
     # -- planning ------------------------------------------------------------------------------------------------
     def plan_video(self, split: str, index: int) -> VideoPlan:
@@ -406,7 +415,7 @@ class Line:
         frame = self.floor.copy()
         top, bottom = self.belt_rows
         marks = plan.texture[belt - np.arange(n) - plan.texture_at]  # the belt's marks move with it
-        frame[top:bottom] = np.where(marks[None, :, None], MARK_RGB, BELT_RGB)
+        frame[top:bottom] = BELT_PALETTE[marks][None]
         first = max(0, (belt - n) // self.gap - 1)  # the slot before may trail a foreign object
         for j in range(first, min(len(plan.slot_kind), first + 4)):
             x = belt - j * self.gap
