@@ -215,7 +215,7 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    records = RunRecords(run_dir, main, recipe.tensorboard, progress.epoch, progress.global_step, ema=ema is not None)
+    records = RunRecords(run_dir, main, recipe.tensorboard, progress.epoch, progress.global_step)
     if main:
         (run_dir / "config.yaml").write_text(
             recipe.to_yaml(rt.world_size, device=str(device), amp=AMP_NAMES.get(rt.amp, "none"))
@@ -292,7 +292,9 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
         improved = metrics["top1"] > best["top1"]
         if improved:
             best.update(top1=metrics["top1"], epoch=p.epoch)
-        records.epoch(row, recipe.epochs, p.global_step)
+        ema_text = f"  ema top-1 {row['ema_top1']:5.1f}%" if "ema_top1" in row else ""
+        text = f"val loss {row['val_loss']:.4f}  top-1 {row['top1']:5.1f}%  top-5 {row['top5']:5.1f}%{ema_text}"
+        records.epoch(row, recipe.epochs, p.global_step, text)
         snapshot = state(Progress(p.epoch, 0, p.global_step))
         if main:
             meta = dict(weights_meta, epoch=p.epoch, top1=f"{metrics['top1']:.3f}")
