@@ -107,22 +107,31 @@ class RunRecords:
 
 
 class RunLog:
-    """Appends JSON lines to <output>/log.jsonl (when `enabled`) and keeps them for the caller.
+    """Appends JSON lines to <output>/log.jsonl (when `enabled`) and keeps them for the caller; a run of a `stage`
+    tags its lines with it.
 
-    A resumed run first drops the lines past the step it resumes from, so the file describes one uninterrupted run.
+    A resumed run first drops its lines past the step it resumes from (those of other stages stay), so the file
+    describes one uninterrupted run.
     """
 
-    def __init__(self, output: str | os.PathLike | None, enabled: bool = True, start_step: int = 0):
+    def __init__(
+        self, output: str | os.PathLike | None, enabled: bool = True, start_step: int = 0, stage: str | None = None
+    ):
         self.path = Path(output) / "log.jsonl" if output and enabled else None
+        self.stage = stage
         self.records: list[dict[str, Any]] = []
         self.start = time.time()
         if self.path is not None and self.path.exists():
             lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            kept = [
+                line
+                for line in lines
+                if json.loads(line).get("stage") != stage or json.loads(line).get("step", 0) <= start_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def __call__(self, **record: Any) -> None:
-        record = {"time": round(time.time() - self.start, 2), **record}
+        record = {"time": round(time.time() - self.start, 2), **({"stage": self.stage} if self.stage else {}), **record}
         self.records.append(record)
         if self.path is not None:
             with self.path.open("a") as f:

@@ -200,6 +200,7 @@ class RunConfig:
     output: str | Path | None = None  # the run folder; None: in memory, no file written
     stage: str | None = None  # a run of several stages in one folder resumes only its own last.pt
     resume: bool = False  # continue the stage's last.pt in `output` if there is one
+    overwrite: bool = False  # a fresh run replaces the stage's last.pt instead of refusing the folder
     checkpoint_every: int = 0  # updates between checkpoints (0: only at epoch ends and at the end)
     checkpoint_epochs: bool = True  # a checkpoint at the end of every epoch
     eval_every: int = 1  # evaluations every that many `eval_unit`s; 0: only at the end; -1: never
@@ -350,6 +351,8 @@ def _checkpoint_to_resume(run_dir: Path | None, config: RunConfig) -> dict[str, 
     """The stage's last.pt to continue, None for a fresh start; a fresh run refuses a folder holding this stage's."""
     if run_dir is None or not (run_dir / "last.pt").is_file():
         return None
+    if config.overwrite and not config.resume:
+        return None
     if config.stage is not None or config.resume:
         checkpoint = load_checkpoint(run_dir / "last.pt")
         if checkpoint.get("stage") != config.stage:
@@ -384,7 +387,7 @@ class _Driver:
         self.task, self.config, self.state, self.scheduler, self.main = task, config, state, scheduler, main
         rt, p = state.runtime, state.progress
         self.rt, self.losses, self.start = rt, [], time.perf_counter()
-        self.log = RunLog(state.run_dir, main, p.global_step)
+        self.log = RunLog(state.run_dir, main, p.global_step, stage=config.stage)
         self.records = RunRecords(state.run_dir, main, config.tensorboard, p.epoch, p.global_step)
         self.log_every = config.log_every or max(1, state.total_updates // 10)
         self.evaluates = getattr(type(task), "evaluate", Task.evaluate) is not Task.evaluate
@@ -432,10 +435,9 @@ class _Driver:
             self.save(p)
 
     def log_update(self, step: int, loss: float, terms: dict[str, float]) -> None:
-        state, stage = self.state, self.config.stage
+        state = self.state
         epoch = state.progress.epoch + 1 if state.updates_per_epoch else None
-        record = dict(stage=stage) if stage else {}
-        record.update(step=step, epoch=epoch, lr=state.lr, loss=round(loss, 5))
+        record = dict(step=step, epoch=epoch, lr=state.lr, loss=round(loss, 5))
         record.update({k: round(v, 5) for k, v in terms.items()})
         self.log(**{k: v for k, v in record.items() if v is not None})
         if self.config.progress == "lines":
