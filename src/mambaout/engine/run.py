@@ -22,7 +22,8 @@ The run folder (`config.output`; None keeps the run in memory and writes nothing
     summary.csv    one row per evaluation at the end of an epoch (epoch, train_loss, metrics, lr, images_per_s,
                    epoch_s), the lines the console prints
     metrics.json   the last evaluation
-    last.pt        everything a resume needs, atomically, at the checkpoint cadence and at the end
+    last.pt        everything a resume needs, atomically, at the checkpoint cadence and at the end (a dataset's
+                   runs only: a stream of batches cannot say where it was)
     tensorboard/   loss and lr per update and the summary rows (with `config.tensorboard`)
 
 Example (a regression in 20 lines):
@@ -424,11 +425,11 @@ class _Driver:
             self.bar.update(1)
             self.bar.set_postfix_str(f"loss {loss:.4f} lr {state.lr:.2e}", refresh=False)
         self.task.on_update(state, loss)
-        if self.evaluates and mid_epoch:
+        if self.evaluates:
             if config.eval_unit == "update" and every(config.eval_every, step, last):
                 self.evaluate(row=False)
-            elif config.eval_unit == "epoch" and last and config.eval_every >= 0:
-                self.evaluate(row=False)
+            elif config.eval_unit == "epoch" and mid_epoch and last and config.eval_every >= 0:
+                self.evaluate(row=False)  # a run that ends mid-epoch is evaluated at its end
         if (mid_epoch or not config.checkpoint_epochs) and (
             last or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
