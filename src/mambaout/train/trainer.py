@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,42 @@ def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def classification_loss_fn(recipe: Recipe, num_classes: int) -> tuple[Any, nn.Module]:
-    """The recipe's Mixup/CutMix (None when off) and the loss that goes with it."""
+def recipe_optimizer(recipe: Recipe, lr: float) -> OptimizerSpec:
+    """The recipe's timm optimizer (weight decay off for 1-D and `no_weight_decay()` parameters, optional layer
+    decay via `group_matcher`)."""
+    adam_like = "adam" in recipe.opt.lower() or recipe.opt.lower() in ("lamb", "lambw", "lion")
+    betas = dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}
+    return OptimizerSpec(recipe.opt, lr, recipe.weight_decay, recipe.layer_decay, kwargs=betas)
+
+
+def recipe_schedule(recipe: Recipe) -> ScheduleSpec:
+    """The recipe's cosine, counted in epochs and stepped per update."""
+    return ScheduleSpec(recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr, unit="epoch")
+
+
+def classification_loss(
+    recipe: Recipe, num_classes: int, device: torch.device
+) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The training step's loss for an (images, targets) batch: to the device, the recipe's Mixup/CutMix, forward,
+    cross-entropy (soft targets under Mixup, which smooths them itself; else label smoothing if the recipe has it)."""
     mixup = batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing)
     if mixup is not None:
-        return mixup, SoftTargetCrossEntropy()  # Mixup makes smoothed soft targets itself
-    if recipe.smoothing > 0:
-        return None, LabelSmoothingCrossEntropy(recipe.smoothing)
-    return None, nn.CrossEntropyLoss()
+        loss_fn: nn.Module = SoftTargetCrossEntropy()
+    elif recipe.smoothing > 0:
+        loss_fn = LabelSmoothingCrossEntropy(recipe.smoothing)
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+
+    def loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, targets = batch
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        return loss_fn(forward(images), targets)
+
+    return loss
 
 
 class Classification(Task):
@@ -70,19 +99,17 @@ class Classification(Task):
 
     best = "top1"
 
-    def __init__(self, recipe: Recipe, rt: Runtime, run_dir: Path, splits: Splits, resuming: bool = False):
-        self.recipe, self.rt, self.run_dir, self.splits, self.resuming = recipe, rt, run_dir, splits, resuming
+    def __init__(self, recipe: Recipe, rt: Runtime, run_dir: Path, splits: Splits):
+        self.recipe, self.rt, self.run_dir, self.splits, self.resuming = recipe, rt, run_dir, splits, False
         self.num_classes = recipe.num_classes or len(splits.classes)
         if self.num_classes < len(splits.classes):
             raise UserError(
                 f"num_classes {self.num_classes} is below the {len(splits.classes)} classes found in the data"
             )
         self.lr = recipe.resolved_lr(rt.world_size)
-        adam_like = "adam" in recipe.opt.lower() or recipe.opt.lower() in ("lamb", "lambw", "lion")
-        betas = dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}
-        self.optimizer = OptimizerSpec(recipe.opt, self.lr, recipe.weight_decay, recipe.layer_decay, kwargs=betas)
-        self.schedule = ScheduleSpec(recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr, unit="epoch")
-        self.mixup, self.loss_fn = classification_loss_fn(recipe, self.num_classes)
+        self.optimizer = recipe_optimizer(recipe, self.lr)
+        self.schedule = recipe_schedule(recipe)
+        self.loss = classification_loss(recipe, self.num_classes, rt.device)
         self.val_loader = rt.eval_loader(splits.val, recipe.batch_size, recipe.workers)
         self.advice = f"lower --lr/--base-lr, set --clip-grad 1.0 or use --amp bf16, then --resume {run_dir}"
 
@@ -99,16 +126,6 @@ class Classification(Task):
 
     def train_data(self):
         return self.splits.train
-
-    def loss(self, forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, targets = batch
-        device = self.rt.device
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if self.recipe.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if self.mixup is not None:
-            images, targets = self.mixup(images, targets)
-        return self.loss_fn(forward(images), targets)
 
     def evaluate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
         m = evaluate(model, self.val_loader, runtime.device, runtime.amp, self.recipe.channels_last)
@@ -140,8 +157,8 @@ class Classification(Task):
         params = sum(x.numel() for x in run.model.parameters())
         rt.log(
             f"{'resuming' if run.resumed else 'training'} {r.model} ({params / 1e6:.2f}M params) on {splits.name}: "
-            f"{len(splits.train)} train / {len(splits.val)} val images, {plural(len(splits.classes), 'class')}, "
-            f"{plural(r.epochs, 'epoch')} of {plural(run.updates_per_epoch, 'update')}, global batch "
+            f"{len(splits.train)} train / {len(splits.val)} val images, {_plural(len(splits.classes), 'class')}, "
+            f"{_plural(r.epochs, 'epoch')} of {_plural(run.updates_per_epoch, 'update')}, global batch "
             f"{r.global_batch(rt.world_size)} ({r.batch_size} x {rt.world_size} process(es) x "
             f"{r.grad_accum}), lr {self.lr:.3g}, {rt.device}{', ' + rt.precision if rt.amp else ''}"
             f"{f', from epoch {p.epoch + 1} update {p.updates_done}' if run.resumed else ''} -> {self.run_dir}"
@@ -253,7 +270,7 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
     return RunResult(run_dir, recipe.epochs, best["value"], best["epoch"], result.metrics, result.seconds)
 
 
-def plural(n: int, word: str) -> str:
+def _plural(n: int, word: str) -> str:
     """'1 class', '2 classes', '1 epoch', '12 epochs'."""
     if n == 1:
         return f"1 {word}"
