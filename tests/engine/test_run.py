@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+import mambaout
 import mambaout.engine.run as engine_run
 from mambaout.engine.checkpoint import load_checkpoint
 from mambaout.engine.records import read_summary
@@ -141,3 +142,20 @@ def test_a_second_stage_in_the_same_folder_starts_afresh_and_resumes_only_its_ow
     assert second.steps == len(second.losses) == 10 and first.steps == 5
     again = run(Regression(), config(run_dir, stage="second", epochs=3, resume=True))  # ours: two more epochs... one
     assert again.steps == 15 and len(again.losses) == 5
+
+
+def test_the_optimizer_spec_keeps_weight_decay_off_biases_norms_and_named_parameters():
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    optimizer = OptimizerSpec("adamw", lr=1e-3, weight_decay=0.05, no_decay=("2.weight",)).build(model)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    named = {n: decay[id(p)] for n, p in model.named_parameters()}
+    assert named == {"0.weight": 0.05, "0.bias": 0.0, "1.weight": 0.0, "1.bias": 0.0, "2.weight": 0.0, "2.bias": 0.0}
+    # with layer decay (timm's group_matcher): the stem learns at 0.8^7 of the head's rate, the named one without decay
+    model = mambaout.create_model("mambaout_pico", num_classes=3)
+    spec = OptimizerSpec("adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.8, no_decay=("stem.conv1.weight",))
+    groups = {id(p): g for g in spec.build(model).param_groups for p in g["params"]}
+    named = {n: (groups[id(p)]["weight_decay"], groups[id(p)]["lr_scale"]) for n, p in model.named_parameters()}
+    assert named["stem.conv1.weight"] == (0.0, pytest.approx(0.8**7))
+    assert named["stem.conv2.weight"] == (0.05, pytest.approx(0.8**7)) and named["head.fc.weight"] == (0.05, 1.0)
+    with pytest.raises(UserError, match="optimizer 'adamx' could not be created"):
+        OptimizerSpec("adamx").build(model)

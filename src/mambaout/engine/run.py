@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import Dataset
@@ -86,17 +86,21 @@ class OptimizerSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. betas, eps
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
-        params: Any = model
-        if self.no_decay:
+        params, layer_decay = model, self.layer_decay
+        if self.no_decay:  # timm's own grouping, with the further names
             skip = set(getattr(model, "no_weight_decay", set)()) | set(self.no_decay)
-            params = param_groups_weight_decay(model, self.weight_decay, skip)
+            if layer_decay is None:
+                params = param_groups_weight_decay(model, self.weight_decay, no_weight_decay_list=skip)
+            else:
+                params = param_groups_layer_decay(model, self.weight_decay, skip, layer_decay=layer_decay)
+                layer_decay = None  # already in the groups
         try:
             return create_optimizer_v2(
                 params,
                 opt=self.name,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
-                layer_decay=self.layer_decay,
+                layer_decay=layer_decay,
                 **self.kwargs,
             )
         except (AssertionError, ValueError) as e:
@@ -150,7 +154,7 @@ class Task(Protocol):
         ...
 
     def loss(self, forward: nn.Module, batch: Any) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The loss of one batch (moved to the device here), or loss terms whose sum is minimised."""
+        """The loss of one batch (the task moves it to the device), or loss terms whose sum is minimised."""
         ...
 
     def evaluate(self, model: nn.Module, runtime: Runtime) -> dict[str, Any] | None:
