@@ -35,7 +35,7 @@ from mambaout.anomaly.temporal import FrameKNN, TemporalModel, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
 from mambaout.engine.records import RunLog, write_json
-from mambaout.engine.run import OptimizerSpec, RunConfig, ScheduleSpec, Task, run
+from mambaout.engine.run import OptimizerSpec, RunConfig, RunState, ScheduleSpec, Task, run
 from mambaout.engine.runtime import Runtime, intra_op_threads, seed_all, setup_runtime
 from mambaout.errors import UserError
 
@@ -91,9 +91,17 @@ class Stage(Task):
     advice = "lower its learning rate, then --resume"
 
     def __init__(
-        self, cfg: AnomalyConfig, objective: nn.Module, dataset: Dataset, device: torch.device, lr: float, steps: int
+        self,
+        name: str,
+        cfg: AnomalyConfig,
+        objective: nn.Module,
+        dataset: Dataset,
+        device: torch.device,
+        lr: float,
+        steps: int,
     ):
-        self.cfg, self.objective, self.dataset, self.device, self.steps = cfg, objective, dataset, device, steps
+        self.name, self.cfg, self.objective, self.dataset, self.device = name, cfg, objective, dataset, device
+        self.steps = steps
         self.optimizer = OptimizerSpec("adamw", lr, cfg.weight_decay)
         # the warm-up ends before the run does
         self.schedule = ScheduleSpec(min(cfg.warmup_steps, steps - 1), warmup_lr=1e-6, min_lr=lr * 1e-2)
@@ -110,12 +118,16 @@ class Stage(Task):
     def config(self, runtime: Runtime) -> AnomalyConfig:
         return self.cfg
 
+    def on_start(self, run: RunState) -> None:
+        if run.resumed:
+            run.runtime.log(f"{self.name}: resumed at update {run.progress.global_step}/{self.steps}")
 
-def train_stage(name: str, stage: Stage, rt: Runtime, out: Path, batch_size: int) -> list[float]:
+
+def train_stage(stage: Stage, rt: Runtime, out: Path, batch_size: int) -> list[float]:
     """Train `stage` for its steps; returns the losses. last.pt is written every `checkpoint_every` updates and
     at the end; with `resume` a last.pt of this stage is continued exactly where it stopped."""
     if len(stage.dataset) == 0:
-        raise UserError(f"the {name} stage has no training data; give longer or more normal training videos")
+        raise UserError(f"the {stage.name} stage has no training data; give longer or more normal training videos")
     cfg = stage.cfg
     config = RunConfig(
         updates=stage.steps,
@@ -123,12 +135,12 @@ def train_stage(name: str, stage: Stage, rt: Runtime, out: Path, batch_size: int
         runtime=rt,
         seed=cfg.seed,
         output=out,
-        stage=name,
+        stage=stage.name,
         resume=cfg.resume,
         overwrite=True,  # train_detector refuses a folder with an unfinished run unless resuming
         checkpoint_every=cfg.checkpoint_every,
         checkpoint_epochs=False,
-        desc=name,
+        desc=stage.name,
     )
     return run(stage, config).losses
 
@@ -160,8 +172,9 @@ def train_encoder(
     seed_all(cfg.seed)
     encoder = FrameEncoder(pretrained=cfg.pretrained or None, **encoder_args(cfg)).to(rt.device)
     objective = ReconstructionObjective(encoder)
-    stage = Stage(cfg, objective, TensorDataset(torch.from_numpy(frames)), rt.device, cfg.encoder_lr, cfg.encoder_steps)
-    train_stage("encoder", stage, rt, out, cfg.encoder_batch_size)
+    dataset = TensorDataset(torch.from_numpy(frames))
+    stage = Stage("encoder", cfg, objective, dataset, rt.device, cfg.encoder_lr, cfg.encoder_steps)
+    train_stage(stage, rt, out, cfg.encoder_batch_size)
     raw = [embed_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train]
     encoder.set_statistics(torch.cat([r[:s] for r, s in zip(raw, splits)]))
     embeddings = [(r - encoder.embed_mean.cpu()) / encoder.embed_std.cpu() for r in raw]
@@ -205,8 +218,8 @@ def build_temporal(
     n_params = sum(p.numel() for p in model.parameters())
     rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
     windows = Windows([p.to(rt.device) for p in train_parts], seq_len, max(1, seq_len // 8))
-    stage = Stage(cfg, PredictionObjective(model), windows, rt.device, cfg.lr, cfg.steps)
-    losses = train_stage("temporal", stage, rt, out, cfg.batch_size)
+    stage = Stage("temporal", cfg, PredictionObjective(model), windows, rt.device, cfg.lr, cfg.steps)
+    losses = train_stage(stage, rt, out, cfg.batch_size)
     args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return model, args
 
