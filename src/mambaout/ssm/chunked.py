@@ -48,10 +48,12 @@ def selective_scan_chunked(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    *,
+    initial_state: torch.Tensor | None = None,
     chunk: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``selective_scan_ref`` (inputs already validated by ``selective_scan``); ``chunk`` steps per
-    chunk, by default CHUNK_CPU or CHUNK_GPU by device.
+    """Same contract as ``selective_scan_ref`` (inputs already validated by ``selective_scan``), ``initial_state``
+    (batch, D, N) included; ``chunk`` steps per chunk, by default CHUNK_CPU or CHUNK_GPU by device.
 
     Example:
         >>> u = delta = torch.rand(2, 4, 10); A = -torch.rand(4, 3); B = C = torch.randn(2, 3, 10)
@@ -77,7 +79,10 @@ def selective_scan_chunked(
     C_t = C.to(compute).permute(3, 0, 1, 2)[:, :, :, None].contiguous()
 
     chunk = chunk or (CHUNK_CPU if u.device.type == "cpu" else CHUNK_GPU)
-    h = u_t.new_zeros(batch, groups, per_group, n_state)
+    if initial_state is None:
+        h = u_t.new_zeros(batch, groups, per_group, n_state)
+    else:
+        h = initial_state.to(compute).reshape(batch, groups, per_group, n_state)
     ys = []
     # split, not per-chunk slicing: autograd then concatenates the chunks' gradients once, instead of adding one
     # zero-padded full-length gradient per chunk (O(L^2) time, and gigabytes at L = 4096)

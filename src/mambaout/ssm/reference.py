@@ -19,11 +19,14 @@ def selective_scan_ref(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    *,
+    initial_state: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t,  y_t = C_t h_t + D u_t,  out = y * silu(z).
+    """h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t,  y_t = C_t h_t + D u_t,  out = y * silu(z),  h_0 = initial_state.
 
     u, delta, z: (batch, D, L); A: (D, N) real; B, C: (batch, N, L) or (batch, G, N, L), channel d reading group
-    d // (D // G); D, delta_bias: (D,); Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias.
+    d // (D // G); D, delta_bias: (D,); Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias;
+    initial_state: (batch, D, N), zeros if None.
     Computes in float32 (float64 for float64 inputs) and returns u's dtype; gradients come from autograd.
     Returns out (batch, D, L), or (out, last_state (batch, D, N)).
 
@@ -47,7 +50,10 @@ def selective_scan_ref(
     Bs, Cs = B.to(compute).unbind(-1), C.to(compute).unbind(-1)  # L tensors of (batch, G, N)
     # unbind splits each input once: indexing [..., t] per step would make autograd's backward O(L^2)
 
-    h = A.new_zeros(batch, groups, dim // groups, n_state)
+    if initial_state is None:
+        h = A.new_zeros(batch, groups, dim // groups, n_state)
+    else:
+        h = initial_state.to(compute).reshape(batch, groups, dim // groups, n_state)
     ys = []
     for t in range(seqlen):
         dt = deltas[t][..., None]  # (batch, G, D // G, 1)
