@@ -76,7 +76,7 @@ def run(scan, inputs, dtype=torch.float32, delta_softplus=False, **kwargs):
     return out, last_state, dict(zip(leaves, grads))
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "unrolled"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_backend_matches_float64_reference_in_output_and_every_gradient(backend, shape, config):
@@ -106,7 +106,7 @@ def split_along_time(inputs: dict, at: int) -> tuple[dict, dict]:
 
 
 # split points: one step in, inside a torch chunk (16) and a fused block (64), on both boundaries, one step past
-@pytest.mark.parametrize("backend", ["numba", "torch", "ref"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "unrolled", "ref"])
 @pytest.mark.parametrize("at", [1, 7, 16, 64, 65, 149])
 def test_scanning_two_chunks_with_the_carried_state_equals_one_scan_in_value_and_every_gradient(backend, at):
     inputs = make_inputs(2, 6, 150, 4, groups=2, z=True, D=True, delta_bias=True, initial_state=True, seed=at)
@@ -124,7 +124,7 @@ def test_scanning_two_chunks_with_the_carried_state_equals_one_scan_in_value_and
     grads_whole = torch.autograd.grad((whole * weight).sum() + (whole_last * last_weight).sum(), list(leaves.values()))
     grads_chunked = torch.autograd.grad((chunked * weight).sum() + (last * last_weight).sum(), list(leaves.values()))
     for name, g_whole, g_chunked in zip(leaves, grads_whole, grads_chunked):
-        assert rel_err(g_chunked, g_whole) <= 1e-5, name  # measured <= 4e-7
+        assert rel_err(g_chunked, g_whole) <= 1e-5, name  # measured <= 5e-7
 
 
 def test_a_detached_state_stops_the_gradient_at_the_chunk_boundary():

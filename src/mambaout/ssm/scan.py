@@ -1,7 +1,8 @@
-"""The public selective scan: checks inputs once, then runs one of three interchangeable backends.
+"""The public selective scan: checks inputs once, then runs one of four interchangeable backends.
 
 - "numba": the fused CPU kernel (``fused.py``), never stores (batch, D, L, N); float32 inside.
 - "torch": chunked scan in plain tensor ops (``chunked.py``); any device, the GPU path.
+- "unrolled": the whole sequence in log2(L) Hillis-Steele rounds (``unrolled.py``): what exporters trace.
 - "ref": the sequential loop (``reference.py``); slow, for checking.
 - "auto" (default): "numba" for CPU tensors when numba imports, otherwise "torch"; and "torch" whenever the call is
   being traced or exported (``torch.jit.trace``, ONNX export, ``torch.export``), so that the graph holds plain tensor
@@ -10,20 +11,22 @@
 """
 
 import sys
+from functools import partial
 
 import torch
 
 from mambaout.errors import UserError
-from mambaout.ssm.chunked import selective_scan_chunked
-from mambaout.ssm.pointwise import step_size
-from mambaout.ssm.reference import selective_scan_ref
+from mambaout.ssm.chunked import chunked
+from mambaout.ssm.pointwise import run_recurrence, step_size
+from mambaout.ssm.reference import sequential
+from mambaout.ssm.unrolled import rounds_for, unrolled
 
 try:
     from mambaout.ssm import fused
 except ImportError:  # numba missing: the torch backend takes over
     fused = None
 
-BACKENDS = ("auto", "numba", "torch", "ref")
+BACKENDS = ("auto", "numba", "torch", "unrolled", "ref")
 
 
 def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
@@ -136,7 +139,7 @@ def selective_scan(
     through the state into the first chunk (detach it between chunks for truncated backpropagation through time).
     Any strides and dtypes; inside, the "numba" backend computes in float32 and is fastest when u, delta and z are
     transposes of contiguous (batch, L, D) tensors (no copies), its out being such a transpose too.
-    ``backend``: "auto" | "numba" | "torch" | "ref", see the module docstring.
+    ``backend``: "auto" | "numba" | "torch" | "unrolled" | "ref", see the module docstring.
 
     Example:
         >>> u, delta = torch.randn(2, 8, 100), torch.rand(2, 8, 100)
@@ -150,11 +153,13 @@ def selective_scan(
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     backend = _resolve_backend(backend, u)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if backend == "ref":
-        return selective_scan_ref(*args, initial_state=initial_state)
-    if backend == "torch":
-        return selective_scan_chunked(*args, initial_state=initial_state)
+    if backend != "numba":
+        if backend == "unrolled":
+            recurrence = partial(unrolled, rounds=rounds_for(u.shape[-1]))
+        else:
+            recurrence = sequential if backend == "ref" else chunked
+        args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+        return run_recurrence(recurrence, *args)
 
     # Bias and softplus in torch: one vectorised pass over (batch, D, L), exact, and autograd differentiates it.
     dt = step_size(delta, delta_bias, delta_softplus, torch.float32)
