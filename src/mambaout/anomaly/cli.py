@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -223,4 +224,7 @@ def run_watch(args: argparse.Namespace) -> int:
         finally:
             if monitor is not None:
                 monitor.close()
+        if stop.is_set() and not args.quiet:
+            saved = f"the state is saved in {args.state}" if args.state else "no --state: a new start begins anew"
+            print(f"stopped by a signal; {saved}", file=sys.stderr, flush=True)
     return 0

@@ -123,11 +123,10 @@ class Monitor:
             self.scores.append((r.frame, round(r.score, 4), int(r.alarm)))
             if r.map is not None:
                 self.vmax = max(self.vmax, float(np.max(r.map)))
-            events = self.tracker.update(r)
-            if self.evidence is not None:
-                self.evidence.frame(r)
-            for event, ep in events:
+            for event, ep in self.tracker.update(r):
                 self._event(event, ep, r.score)
+            if self.evidence is not None:  # after a start: the clip holds its first frame
+                self.evidence.frame(r)
         if self.frames % 100 == 0:
             self._publish_status()
 
