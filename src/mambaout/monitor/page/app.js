@@ -113,6 +113,7 @@ function connect() {
     for (const s of d.scores) scores.push(s);
     if (scores.length > KEEP) scores.splice(0, scores.length - KEEP);
     showStatus(d.status);
+    if (scores.length) text("score", scores[scores.length - 1][1].toFixed(3));
     if (d.alarms) showAlarms(d.alarms);
     drawTimeline();
   });
