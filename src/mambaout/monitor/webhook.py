@@ -9,6 +9,7 @@ once, counted as rejected and not retried. The outbox journal carries what is st
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from mambaout.monitor.outbox import Outbox
@@ -84,14 +85,11 @@ class WebhookSink:
             self.say(f"webhook {self.url} unreachable ({why}); alarms are kept and retried with back-off")
 
     def close(self, timeout: float = 2.0) -> None:
-        """Let the worker send what is owed for up to `timeout` s, then stop it."""
+        """Let the worker send what is owed for up to `timeout` s (unless the receiver is away), then stop it."""
         self.wake.set()
-        self.thread.join(0)
-        deadline = threading.Event()
-        waited = 0.0
-        while self.outbox.owed() and self.reachable is not False and waited < timeout:
-            deadline.wait(0.05)
-            waited += 0.05
+        deadline = time.monotonic() + timeout
+        while self.outbox.owed() and self.reachable is not False and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.stop.set()
         self.wake.set()
         self.thread.join(timeout=6)
