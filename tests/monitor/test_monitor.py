@@ -199,10 +199,15 @@ def test_the_webhook_gets_every_alarm_once_in_order_after_being_unreachable_at_s
     video, run, _, _ = line_run
     port, log = free_port(), io.StringIO()
     monitor = Monitor("line1", webhook=f"http://127.0.0.1:{port}/hook", out=log)
-    watch(str(video), str(run), csv=str(tmp_path / "s.csv"), quiet=True, hook=monitor)
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)  # the endpoint comes up after the stream
+    kwargs = dict(csv=str(tmp_path / "s.csv"), quiet=True, hook=monitor)
+    stream = threading.Thread(target=watch, args=(str(video), str(run)), kwargs=kwargs)
+    stream.start()
+    while stream.is_alive() and ("webhook" not in monitor.sinks or monitor.sinks["webhook"].reachable is not False):
+        time.sleep(0.01)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)  # the endpoint comes up after the first alarm
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        stream.join()
         expected = csv_episodes(tmp_path / "s.csv")
         deadline = time.monotonic() + 30
         while len(Receiver.got) < 2 * len(expected) and time.monotonic() < deadline:
