@@ -2,8 +2,11 @@
 
 Both sides run in this process, interleaved (plain, monitored, plain, ...), on the same video and detector, so a
 machine shared with other jobs loads them alike; the median of each side and their ratio are printed with the CPU
-and `uptime`'s load. The monitored side has everything on: the page served with one client reading its server-sent
-events, a local MQTT broker (amqtt, started here) taking every alarm and the heartbeat, and an evidence clip per alarm.
+and `uptime`'s load. Besides frames/s (wall clock, which other jobs on a shared machine disturb), the CPU time the
+whole process spends per frame (every thread: the page, the MQTT client, the clip encoder, until the monitor has
+closed) is the steadier measure of what the monitor costs. The monitored side has everything on: the page served
+with one client reading its server-sent events, a local MQTT broker (amqtt, started here) taking every alarm and the
+heartbeat, and an evidence clip per alarm.
 
     python benchmarks/bench_monitor.py --run runs/line_ssm --video line_data/test/test_00.avi --rounds 3
 """
@@ -90,11 +93,16 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench_monitor_"))
     broker, mqtt_port = start_broker(folder)
     fps: dict[str, list[float]] = {"plain": [], "monitored": []}
+    cpu_ms: dict[str, list[float]] = {"plain": [], "monitored": []}
     alarms = 0
     try:
         watch(args.video, args.run, quiet=True, max_frames=50)  # warm-up: imports, first-call costs
         for i in range(args.rounds):
-            fps["plain"].append(watch(args.video, args.run, quiet=True)["fps"])
+            c0 = time.process_time()
+            plain = watch(args.video, args.run, quiet=True)
+            cpu_ms["plain"].append(1000 * (time.process_time() - c0) / plain["frames"])
+            fps["plain"].append(plain["fps"])
+            c0 = time.process_time()
             stop = threading.Event()
             monitor = MonitorWithClient(
                 "bench",
@@ -110,17 +118,24 @@ def main() -> None:
                 alarms = len(monitor.alarms())
             finally:
                 stop.set()
-                monitor.close()
+                monitor.close()  # waits for the clips still being encoded
+            cpu_ms["monitored"].append(1000 * (time.process_time() - c0) / summary["frames"])
             fps["monitored"].append(summary["fps"])
-            print(f"round {i}: plain {fps['plain'][-1]:.1f} fps, monitored {fps['monitored'][-1]:.1f} fps", flush=True)
+            print(
+                f"round {i}: plain {fps['plain'][-1]:.1f} fps {cpu_ms['plain'][-1]:.2f} CPU ms/frame, monitored "
+                f"{fps['monitored'][-1]:.1f} fps {cpu_ms['monitored'][-1]:.2f} CPU ms/frame",
+                flush=True,
+            )
     finally:
         broker.kill()
     plain, monitored = statistics.median(fps["plain"]), statistics.median(fps["monitored"])
+    cpu_plain, cpu_monitored = statistics.median(cpu_ms["plain"]), statistics.median(cpu_ms["monitored"])
     cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
     load = os.getloadavg()
     print(
         f"median plain {plain:.1f} fps, with --serve --mqtt --evidence {monitored:.1f} fps: "
-        f"ratio {monitored / plain:.3f} "
+        f"ratio {monitored / plain:.3f}; CPU {cpu_plain:.2f} vs {cpu_monitored:.2f} ms/frame: "
+        f"ratio {cpu_monitored / cpu_plain:.3f} "
         f"({alarms} alarms a pass, {args.threads} thread(s), {cpu}, {platform.machine()}, "
         f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d')})"
     )
