@@ -88,6 +88,7 @@ def main() -> None:
     p.add_argument("--video", required=True)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-evidence", action="store_true", help="monitored side without --evidence (page and MQTT only)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="bench_monitor_"))
@@ -108,7 +109,7 @@ def main() -> None:
                 "bench",
                 serve="127.0.0.1:0",
                 mqtt=f"mqtt://127.0.0.1:{mqtt_port}/bench/line",
-                evidence=str(folder / f"evidence{i}"),
+                evidence=None if args.no_evidence else str(folder / f"evidence{i}"),
                 heartbeat=1.0,
                 out=io.StringIO(),
                 client_stop=stop,
@@ -133,7 +134,8 @@ def main() -> None:
     cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
     load = os.getloadavg()
     print(
-        f"median plain {plain:.1f} fps, with --serve --mqtt --evidence {monitored:.1f} fps: "
+        f"median plain {plain:.1f} fps, with --serve --mqtt{'' if args.no_evidence else ' --evidence'} "
+        f"{monitored:.1f} fps: "
         f"ratio {monitored / plain:.3f}; CPU {cpu_plain:.2f} vs {cpu_monitored:.2f} ms/frame: "
         f"ratio {cpu_monitored / cpu_plain:.3f} "
         f"({alarms} alarms a pass, {args.threads} thread(s), {cpu}, {platform.machine()}, "
