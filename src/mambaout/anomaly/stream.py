@@ -18,8 +18,8 @@ RUN/export/<format>/ is used, exported there first when missing or older than th
 to one engine (the torch state and the graph's tensors are laid out differently).
 
 SIGINT and SIGTERM stop the stream after the frame in hand, with the state saved (`stop_on_signals`). A camera or URL
-that stops sending is opened again every few seconds until it comes back, its frames numbered on from where they
-stopped. A `FrameHook` (the live monitor, `mambaout.monitor`) sees one `FrameRecord` per scored frame and keeps its
+(not stdin) that stops sending is opened again every few seconds until it comes back, its frames numbered on from
+where they stopped. A `FrameHook` (the live monitor, `mambaout.monitor`) sees one `FrameRecord` per scored frame and keeps its
 own state inside the stream's state file, so a resumed stream continues its alarm list.
 """
 
@@ -234,8 +234,8 @@ class Frames:
                 yield self.offset + index, frame
                 if self.stop.is_set():
                     return
-            if not self.video.live or self.stop.is_set():
-                return
+            if not self.video.live or self.video.name == "-" or self.stop.is_set():
+                return  # a file, a folder or stdin has ended
             self.offset += last + 1
             self.video.close()
             self._say(f"{self.video.name} stopped sending frames; opening it again every {RECONNECT_SECONDS:.0f} s")

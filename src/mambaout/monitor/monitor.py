@@ -149,6 +149,7 @@ class Monitor:
             ep.evidence = self.evidence.start(ep)
         if event == "end" and self.evidence is not None:
             self.evidence.end(ep)
+        score = score if event == "start" else ep.peak_score
         message = alarm_message(event, ep, self.camera, self.info.get("threshold", float("nan")), score)
         for sink in self.sinks.values():
             sink.send(message)
