@@ -19,8 +19,8 @@ to one engine (the torch state and the graph's tensors are laid out differently)
 
 SIGINT and SIGTERM stop the stream after the frame in hand, with the state saved (`stop_on_signals`). A camera or URL
 (not stdin) that stops sending is opened again every few seconds until it comes back, its frames numbered on from
-where they stopped. A `FrameHook` (the live monitor, `mambaout.monitor`) sees one `FrameRecord` per scored frame and keeps its
-own state inside the stream's state file, so a resumed stream continues its alarm list.
+where they stopped. A `FrameHook` (the live monitor, `mambaout.monitor`) sees one `FrameRecord` per scored frame
+and keeps its own state inside the stream's state file, so a resumed stream continues its alarm list.
 """
 
 from __future__ import annotations
