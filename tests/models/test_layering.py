@@ -31,6 +31,7 @@ TIERS = [
     {"infer"},  # classify images, the fast inference path
     {"export"},  # ONNX / OpenVINO
     {"bench"},  # speed of models and engines side by side
+    {"monitor"},  # `mambaout watch` on the line: live page, MQTT, webhook, evidence
     {"mambaout"},  # the package's own namespace (`mambaout.create_model`, `__version__`)
     {"cli"},  # the `mambaout` command
     {"__main__"},  # `python -m mambaout`
@@ -41,6 +42,9 @@ TIERS = [
 PENDING_ANOMALY_EDGES = {
     ("mambaout.anomaly.stream", "mambaout.export.step_engine"),
     ("mambaout.export.step_engine", "mambaout.export.engines._cannot_load"),
+    ("mambaout.anomaly.cli", "mambaout.monitor"),  # watch's command line moves into monitor/
+    ("mambaout.anomaly.cli", "mambaout.monitor.mqtt"),
+    ("mambaout.anomaly.cli", "mambaout.monitor.server"),
 }
 
 

@@ -16,18 +16,28 @@ continues: the files hold one row per frame across the restart, with the scores 
 (`mambaout.export.step_engine.GraphStreamer`): `--model DIR` names an export of this run's detector, else the one in
 RUN/export/<format>/ is used, exported there first when missing or older than the detector. A state file belongs
 to one engine (the torch state and the graph's tensors are laid out differently).
+
+SIGINT and SIGTERM stop the stream after the frame in hand, with the state saved (`stop_on_signals`). A camera or URL
+(not stdin) that stops sending is opened again every few seconds until it comes back, its frames numbered on from
+where they stopped. A `FrameHook` (the live monitor, `mambaout.monitor`) sees one `FrameRecord` per scored frame
+and keeps its own state inside the stream's state file, so a resumed stream continues its alarm list.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -152,6 +162,98 @@ class RowWriter:
             f.close()
 
 
+# -- what a frame hook sees -----------------------------------------------------------------------------------------
+@dataclass
+class FrameRecord:
+    """One scored frame as a `FrameHook` sees it; `map` (float32 H x W, per-pixel anomaly) and `branch` ("patch",
+    "temporal" or "both": which part of the detector raised the alarm) are None when the detector gives none."""
+
+    frame: int
+    score: float
+    alarm: bool
+    time: float  # wall clock, seconds since the epoch
+    image: np.ndarray  # the uint8 RGB frame the detector scored (H, W, 3)
+    latency_s: float
+    state_bytes: int
+    skipped: int  # frames of the source that failed to decode so far
+    map: np.ndarray | None = None
+    branch: str | None = None
+
+
+class FrameHook(Protocol):
+    """What `watch(hook=...)` calls: `start` once (with the hook's part of a resumed state, else None), `frame` for
+    every scored frame, `state_dict` whenever the stream state is written, `end` when the source ends or a stop
+    signal came."""
+
+    def start(self, info: dict[str, Any], saved: dict[str, Any] | None) -> None: ...
+
+    def frame(self, record: FrameRecord) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def end(self, summary: dict[str, Any], stopped: bool) -> None: ...
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set (instead of killing the process) while the block runs; a second SIGINT
+    still raises KeyboardInterrupt. Outside the main thread signals cannot be caught and the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
+RECONNECT_SECONDS = 2.0
+
+
+class Frames:
+    """(index, frame) of a source; a live one that stops sending is opened again every RECONNECT_SECONDS until it
+    comes back (or `stop` is set), its frames numbered on after the last one seen. `video` is the source in use."""
+
+    def __init__(self, video, reopen, stop: threading.Event, out, quiet: bool, offset: int = 0):
+        self.video, self.reopen, self.stop, self.out, self.quiet, self.offset = video, reopen, stop, out, quiet, offset
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        while True:
+            last = -1
+            for index, frame in self.video.indexed():
+                last = index
+                yield self.offset + index, frame
+                if self.stop.is_set():
+                    return
+            if not self.video.live or self.video.name == "-" or self.stop.is_set():
+                return  # a file, a folder or stdin has ended
+            self.offset += last + 1
+            self.video.close()
+            self._say(f"{self.video.name} stopped sending frames; opening it again every {RECONNECT_SECONDS:.0f} s")
+            while not self.stop.wait(RECONNECT_SECONDS):
+                try:
+                    self.video = self.reopen()
+                    break
+                except UserError:
+                    continue
+            else:
+                return
+            self._say(f"{self.video.name} is back; scoring from frame {self.offset}")
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.out, flush=True)
+
+
 # -- the command --------------------------------------------------------------------------------------------------
 WATCH_ENGINES = ("torch", "onnxruntime", "openvino")
 
@@ -187,8 +289,13 @@ def watch(
     out=None,
     engine: str = "torch",
     model: str | None = None,
+    hook: FrameHook | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Stream `source` through the detector of `run`; returns a summary (frames, alarms, fps, latency, memory).
+
+    `hook` sees every scored frame (see `FrameHook`); setting `stop` ends the stream after the frame in hand, with
+    the state saved.
 
     Example:
         >>> watch("line_data/test/test_00.avi", "runs/line_ssm", csv="s.csv", state="stream.state")  # doctest: +SKIP
@@ -200,6 +307,8 @@ def watch(
     streamer = _streamer(detector, run, engine, model, None if quiet else out)
     threshold = float(detector.threshold)
     done = dict(frames=0, alarms=0, next_frame=0)
+    stop = stop or threading.Event()
+    saved = None
     state_path = Path(state) if state else None
     if state_path is not None and state_path.is_file():
         try:
@@ -219,6 +328,9 @@ def watch(
             print(f"resumed from {state_path} at frame {done['next_frame']}", file=out, flush=True)
     rows = RowWriter(csv, jsonl, done["next_frame"] if done["frames"] else None)
     video = open_video(source, size=config["image_size"], raw_size=raw_size)
+    if hook is not None:
+        info = dict(source=str(source), run=str(run), threshold=threshold, fps=video.fps, live=video.live)
+        hook.start(dict(info, mixer=detector.mixer, next_frame=done["next_frame"]), saved and saved.get("hook"))
     if grows(detector) and not quiet:
         print(
             "note: attn_causal without --window keeps every past frame: its state memory grows with the stream "
@@ -238,6 +350,7 @@ def watch(
             frames=done["frames"],
             alarms=done["alarms"],
             streamer=streamer.state_dict(),
+            hook=hook.state_dict() if hook is not None else None,
         )
         atomic_write(state_path, lambda f: torch.save(blob, f))
 
@@ -256,8 +369,20 @@ def watch(
             f"{_fmt_bytes(streamer.memory_bytes())}{' (growing)' if grows(detector) else ''}  alarms {done['alarms']}"
         )
 
+    def record(index: int, score: float, alarm: bool, frame: np.ndarray, latency: float, skipped: int) -> FrameRecord:
+        maps = getattr(streamer, "last_map", None), getattr(streamer, "last_branch", None)  # detectors that give them
+        return FrameRecord(index, score, alarm, time.time(), frame, latency, streamer.memory_bytes(), skipped, *maps)
+
+    def reopen():
+        return open_video(source, size=config["image_size"], raw_size=raw_size)
+
+    stopped = ended = False
+    frames = None
+    index = done["next_frame"] - 1
     try:
-        for index, frame in video.indexed():
+        # a resumed camera numbers its frames on from the state
+        frames = Frames(video, reopen, stop, out, quiet, offset=done["next_frame"] if video.live else 0)
+        for index, frame in frames:
             if index < skip_below:
                 continue
             if rate > 0:  # replay at a camera's pace
@@ -272,17 +397,25 @@ def watch(
             done["alarms"] += int(alarm)
             session_frames += 1
             rows.write(index, score, alarm)
+            if hook is not None:
+                hook.frame(record(index, score, alarm, frame, latencies[-1], frames.video.skipped))
             if state_path is not None and done["frames"] % state_every == 0:
                 save_state(index + 1)
             if not quiet and time.perf_counter() - last_print > 1.0:
                 last_print = time.perf_counter()
                 print(line(), file=out, end="\r" if interactive else "\n", flush=True)
+            if stop.is_set():
+                stopped = True
+                break
             if max_frames and session_frames >= max_frames:
                 break
         else:
-            if state_path is not None and done["frames"]:
-                save_state(index + 1 if session_frames else done["next_frame"])
+            stopped = stop.is_set()  # the source ended, or a stop came while it was being reopened
+            ended = True
+        if state_path is not None and done["frames"] and (ended or stopped):
+            save_state(index + 1 if session_frames else done["next_frame"])
     finally:
+        video = frames.video if frames is not None else video
         video.close()
         rows.flush()
         rows.close()
@@ -290,7 +423,7 @@ def watch(
         print(line() + (f"  skipped {video.skipped} undecodable" if video.skipped else ""), file=out, flush=True)
     wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
-    return dict(
+    summary = dict(
         frames=done["frames"],
         alarms=done["alarms"],
         skipped=video.skipped,
@@ -299,4 +432,8 @@ def watch(
         latency_ms_p99=float(np.percentile(lat, 99)),
         state_bytes=streamer.memory_bytes(),
         state_grows=grows(detector),
+        stopped=stopped,
     )
+    if hook is not None:
+        hook.end(summary, stopped)
+    return summary
