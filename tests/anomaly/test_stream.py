@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
 
 def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
     lines = path.read_text().splitlines()
-    assert lines[0] == "frame,score,alarm"
+    assert lines[0] == "frame,score,alarm,branch,temporal,patch"
     rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
     return rows[:, 0].astype(int), rows[:, 1]
 
@@ -55,7 +55,7 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     # stepping vs. the whole sequence shows up amplified: measured at most 1.2e-4 in the score (1e-4 relative error of
     # the squared error); 1e-3 leaves a margin and still catches any real difference (scores are O(1)).
     np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-3)
-    assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].threshold)).sum())
+    assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].alarm_threshold)).sum())
 
 
 def test_state_memory_is_flat_for_conv_and_ssm_and_grows_for_unwindowed_attention(runs):
