@@ -178,6 +178,11 @@ def test_train_and_eval_commands_write_and_read_a_run(conv_run, tmp_path, capsys
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["frames"] == LINE.test_frames and metrics["mixer"] == "frame"
     assert set(metrics["auroc_per_kind"]) == {"local", "temporal", "contextual"}
+    assert set(metrics["branches"]) == {"combined", "temporal", "patch"}
+    assert metrics["branches"]["combined"]["auroc_micro"] == pytest.approx(metrics["auroc_micro"])
+    pixels = metrics["pixels"]  # the line writes masks: pixel metrics of the patch branch's maps
+    assert pixels["frames"] == LINE.test_frames and 0 <= pixels["map_max_on_defect"] <= 1 and 0 <= pixels["aupro"] <= 1
+    assert 0.5 < metrics["pixels_per_kind"]["local"]["pixel_auroc"] <= 1
     scores = np.load(out / "scores" / "test_00.npy")
     labels = np.asarray([int(r.split(",")[1]) for r in (data / "test_labels/test_00.csv").read_text().split()[1:]])
     from sklearn.metrics import roc_auc_score

@@ -138,6 +138,11 @@ def format_metrics(m: dict) -> str:
             f"pixels ({p['frames']} frames): pixel AUROC {pct(p['pixel_auroc'])}  AUPRO {pct(p['aupro'])}  map maximum "
             f"on the defect in {pct(p['map_max_on_defect'])} % of {p['defect_frames']} defect frames"
         )
+    for kind, p in m.get("pixels_per_kind", {}).items():
+        lines.append(
+            f"  {kind:<10} pixel AUROC {pct(p['pixel_auroc'])}  AUPRO {pct(p['aupro'])}  maximum on it "
+            f"{pct(p['map_max_on_defect'])} %"
+        )
     lines.append(
         f"threshold {m['threshold']:.3f}: {d['detected']}/{d['intervals']} anomalies detected, mean delay {delay} "
         f"frames, {m['false_alarms_per_hour']:.0f} false alarms per hour of normal video"

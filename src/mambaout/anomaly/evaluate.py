@@ -12,7 +12,9 @@ branch catches stays visible.
 Where the test videos have pixel masks (`mambaout.video.read_masks`) and the detector a patch branch, `pixels` gives
 pixel AUROC and AUPRO (`metrics.pixel_auroc`, `metrics.aupro`) of the anomaly maps over every frame of those videos,
 at the model's frame size (masks resized by nearest neighbour), and `map_max_on_defect`: the share of frames with
-an anomalous pixel whose map's maximum lies on one.
+an anomalous pixel whose map's maximum lies on one; `pixels_per_kind` the same on each anomaly kind's frames with
+every normal frame (the masks of temporal and contextual anomalies mark the belt or the item, which a map of local
+differences is not meant to find).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
     dataset = load_dataset(data)
     scores, labels, kinds, per_video = [], [], [], {}
     branch_z: dict[str, list[np.ndarray]] = {"temporal": [], "patch": []}
-    pixel_maps, pixel_masks = [], []
+    pixel_maps, pixel_masks, pixel_kinds = [], [], []
     fps = None
     start = time.perf_counter()
     for video in dataset.test:
@@ -90,6 +92,7 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
         if masks is not None:
             pixel_maps.append(r["maps"])
             pixel_masks.append(masks[r["positions"]])
+            pixel_kinds.append(video.kinds[r["positions"]] if video.kinds is not None else None)
         fps = fps or r["fps"]
         z_t, z_p = detector.standardised(r["temporal"], r["patch"])
         s = detector.fuse(r["temporal"], r["patch"]).astype(np.float32)
@@ -113,7 +116,14 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
     branches = {"combined": branch_metrics(scores, labels, kinds if has_kinds else None)}
     branches.update({k: branch_metrics(v, labels, kinds if has_kinds else None) for k, v in branch_z.items() if v})
     if pixel_maps:
-        metrics["pixels"] = pixel_metrics(np.concatenate(pixel_maps), np.concatenate(pixel_masks))
+        all_maps, all_masks = np.concatenate(pixel_maps), np.concatenate(pixel_masks)
+        metrics["pixels"] = pixel_metrics(all_maps, all_masks)
+        if all(k is not None for k in pixel_kinds):  # each kind's frames with every normal frame
+            k = np.concatenate([np.asarray(x, dtype=str) for x in pixel_kinds])
+            metrics["pixels_per_kind"] = {
+                kind: pixel_metrics(all_maps[(k == kind) | (k == "")], all_masks[(k == kind) | (k == "")])
+                for kind in sorted(set(k.tolist()) - {""})
+            }
     metrics.update(
         branches=branches,
         mixer=config["mixer"],
