@@ -55,7 +55,10 @@ def branch_metrics(scores, labels, kinds) -> dict[str, Any]:
 def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
     """Pixel AUROC, AUPRO and the share of defect frames whose map maximum is on the defect; maps float (N, H, W),
     masks bool (N, H, W)."""
-    from mambaout.anomaly.metrics import _json_number, aupro, pixel_auroc
+    from mambaout.anomaly.metrics import aupro, pixel_auroc
+
+    def number(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
 
     defect = np.flatnonzero(masks.any((1, 2)))
     flat_maps, flat_masks = maps.reshape(len(maps), -1), masks.reshape(len(masks), -1)
@@ -63,9 +66,9 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
     return dict(
         frames=int(len(maps)),
         defect_frames=int(len(defect)),
-        pixel_auroc=_json_number(pixel_auroc(maps, masks)),
-        aupro=_json_number(aupro(maps, masks)),
-        map_max_on_defect=_json_number(float(on_defect.mean()) if len(defect) else float("nan")),
+        pixel_auroc=number(pixel_auroc(maps, masks)),
+        aupro=number(aupro(maps, masks)),
+        map_max_on_defect=number(float(on_defect.mean()) if len(defect) else float("nan")),
     )
 
 
