@@ -14,6 +14,7 @@ from mambaout.anomaly.line import ITEM_KINDS, Line, LineConfig, VideoPlan, gener
 from mambaout.anomaly.temporal import TemporalModel, matched_widths, state_bytes, temporal_params
 from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
+from mambaout.video import open_video
 
 LINE = LineConfig(period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5)
 HORIZONS = (1, 8)
@@ -177,6 +178,11 @@ def test_train_and_eval_commands_write_and_read_a_run(conv_run, tmp_path, capsys
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["frames"] == LINE.test_frames and metrics["mixer"] == "frame"
     assert set(metrics["auroc_per_kind"]) == {"local", "temporal", "contextual"}
+    assert set(metrics["branches"]) == {"combined", "temporal", "patch"}
+    assert metrics["branches"]["combined"]["auroc_micro"] == pytest.approx(metrics["auroc_micro"])
+    pixels = metrics["pixels"]  # the line writes masks: pixel metrics of the patch branch's maps
+    assert pixels["frames"] == LINE.test_frames and 0 <= pixels["map_max_on_defect"] <= 1 and 0 <= pixels["aupro"] <= 1
+    assert 0.5 < metrics["pixels_per_kind"]["local"]["pixel_auroc"] <= 1
     scores = np.load(out / "scores" / "test_00.npy")
     labels = np.asarray([int(r.split(",")[1]) for r in (data / "test_labels/test_00.csv").read_text().split()[1:]])
     from sklearn.metrics import roc_auc_score
@@ -216,3 +222,27 @@ def test_mistakes_end_in_one_sentence(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["anomaly", "eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "no trained detector" in capsys.readouterr().err
+
+
+def test_one_alarm_from_both_branches_false_alarms_at_one_minus_the_quantile_on_normal_video(conv_run):
+    data, run = conv_run
+    detector, config = load_detector(run)
+    assert detector.patch is not None and config["quantile"] == 0.99
+    frames = list(open_video(data / "train" / "train_00.avi", size=32))[384:]  # the validation tail, from its start
+    raw = detector.branch_scores(frames)
+    z_t, z_p = detector.standardised(raw["temporal"], raw["patch"])
+    for z in (z_t, z_p):  # each branch on its own normal scale: median 0, its 0.99 quantile 1
+        assert np.quantile(z, [0.5, 0.99]) == pytest.approx([0.0, 1.0], abs=1e-4)
+    score = detector.fuse(raw["temporal"], raw["patch"])
+    np.testing.assert_allclose(score, np.maximum(z_t, z_p))
+    assert float(detector.alarm_threshold) == pytest.approx(float(np.quantile(score, 0.99)), rel=1e-5)
+    assert (score > float(detector.alarm_threshold)).sum() == 1  # 1 % of 96 frames
+    # on normal video the detector never saw (another stretch of the same line) few frames alarm: measured 5.2 % for
+    # this tiny detector, whose threshold rests on 96 validation frames (the 0.99 quantile is their second largest)
+    line = Line(LINE)
+    plan = line.plan_video("train", 7)  # the dataset holds train video 0 only
+    fresh = detector.score_frames(line.render(plan, t) for t in range(len(plan.belt)))
+    rate = float((fresh > float(detector.alarm_threshold)).mean())
+    assert rate <= 0.1
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["alarm"]["alarm_rate"] == pytest.approx(1 / 96)

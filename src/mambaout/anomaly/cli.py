@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("source")
     w.add_argument("--run", required=True, help="run folder of `mambaout anomaly train`")
-    w.add_argument("--csv", default=None, help="write frame,score,alarm per frame")
+    w.add_argument("--csv", default=None, help="write frame,score,alarm,branch,temporal,patch per frame")
     w.add_argument("--jsonl", default=None, help="write one JSON line per frame")
     w.add_argument("--state", default=None, help="stream state file (resumed from when it exists)")
     w.add_argument("--state-every", type=int, default=100, help="frames between state writes (default 100)")
@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch (default), or onnxruntime / openvino: the run's step graph (exported into RUN/export/ if missing)",
     )
     w.add_argument("--model", default=None, help="folder of an export of this run (`mambaout export --run RUN`)")
+    w.add_argument("--maps", default=None, metavar="DIR", help="write each frame's anomaly map as DIR/NNNNNN.npy")
     m = w.add_argument_group("live monitor (the serve extra: pip install 'mambaout[serve]'; see docs/monitor.md)")
     m.add_argument("--name", default=None, help="camera name in the page, messages and clips (default: the source's)")
     m.add_argument("--serve", default=None, metavar="[HOST:]PORT", help="serve the live page and /api/* here")
@@ -117,8 +118,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     result = train_detector(cfg)
     c = result["calibration"]
+    patch = f", patch bank {c['patch']['bank']}" if c.get("patch") else ", no patch branch"
     print(
-        f"{cfg.mixer}: {c['params']:,} temporal parameters, threshold {c['threshold']:.3f} "
+        f"{cfg.mixer}: {c['params']:,} temporal parameters{patch}, alarm threshold {c['alarm']['alarm_threshold']:.3f} "
         f"(the {c['quantile']} quantile of {c['validation_frames']} normal validation frames), "
         f"trained in {c['train_seconds']:.0f} s -> {result['run']}"
     )
@@ -138,6 +140,20 @@ def format_metrics(m: dict) -> str:
     ]
     if kinds:
         lines.append(f"AUROC per kind: {kinds}")
+    for name, b in m.get("branches", {}).items():
+        per = "  ".join(f"{k} {pct(v)}" for k, v in b.get("auroc_per_kind", {}).items())
+        lines.append(f"  {name:<9} AUROC micro {pct(b['auroc_micro'])}" + (f"  per kind: {per}" if per else ""))
+    if "pixels" in m:
+        p = m["pixels"]
+        lines.append(
+            f"pixels ({p['frames']} frames): pixel AUROC {pct(p['pixel_auroc'])}  AUPRO {pct(p['aupro'])}  map maximum "
+            f"on the defect in {pct(p['map_max_on_defect'])} % of {p['defect_frames']} defect frames"
+        )
+    for kind, p in m.get("pixels_per_kind", {}).items():
+        lines.append(
+            f"  {kind:<10} pixel AUROC {pct(p['pixel_auroc'])}  AUPRO {pct(p['aupro'])}  maximum on it "
+            f"{pct(p['map_max_on_defect'])} %"
+        )
     lines.append(
         f"threshold {m['threshold']:.3f}: {d['detected']}/{d['intervals']} anomalies detected, mean delay {delay} "
         f"frames, {m['false_alarms_per_hour']:.0f} false alarms per hour of normal video"
@@ -219,6 +235,7 @@ def run_watch(args: argparse.Namespace) -> int:
                 quiet=args.quiet,
                 engine=args.engine,
                 model=args.model,
+                maps=args.maps,
                 hook=monitor,
                 stop=stop,
             )

@@ -38,6 +38,8 @@ class AnomalyConfig:
     window: int | None = option(None, "attn_causal: attend to the last W frames only (bounds its cache)", "model")
     knn: int = option(5, "frame: neighbours averaged", "model")
     knn_bank: int = option(4096, "frame: at most this many normal training embeddings kept", "model")
+    patch_bank: int = option(512, "normal patch features the k-center coreset keeps (0: no patch branch)", "patch")
+    patch_frames: int = option(600, "normal training frames, drawn at random, whose patches feed the coreset", "patch")
     steps: int = option(400, "temporal model updates", "optimisation")
     batch_size: int = option(16, "windows per update", "optimisation")
     seq_len: int = option(256, "frames per training window", "optimisation")
@@ -60,5 +62,7 @@ class AnomalyConfig:
             raise UserError(f"--val-fraction {self.val_fraction} must be between 0 and 1; use e.g. 0.2")
         if any(h < 1 for h in self.horizons):
             raise UserError(f"--horizons {self.horizons} must be whole frames >= 1; use e.g. 1 16")
+        if self.patch_bank < 0 or (self.patch_bank and self.patch_frames < 1):
+            raise UserError("--patch-bank must be >= 0 (0: no patch branch) and --patch-frames >= 1; use e.g. 512 600")
         if not 0.5 <= self.quantile < 1:
             raise UserError(f"--quantile {self.quantile} must be in [0.5, 1); use e.g. 0.99")

@@ -8,8 +8,10 @@ exactly, also mid-stage) and one calibration:
    (`embeddings.pt`);
 2. the temporal model (`temporal.py`) on windows of `seq_len` embeddings of the training part of each normal video
    (the first 1 - val_fraction of its frames), or for `frame` the k-NN bank;
-3. calibration (`detector.py`) on the held-out tail of every normal video, each scored from its own start as a test
-   video is: standardisation per horizon and the alarm threshold.
+3. the patch branch (`patch.py`): the k-center coreset of the patch features of `patch_frames` normal training frames
+   drawn at random (no training; `--patch-bank 0` leaves it out);
+4. calibration (`detector.py`) on the held-out tail of every normal video, each scored from its own start as a test
+   video is: standardisation per horizon, then of each branch, and the alarm threshold.
 
 The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
 detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
@@ -30,7 +32,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, embed_frames
+from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, batched, embed_frames
+from mambaout.anomaly.patch import PatchBranch, build_patch_branch, frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
@@ -224,6 +227,37 @@ def build_temporal(
     return model, args
 
 
+def build_patch_stage(cfg: AnomalyConfig, data, splits: list[int], rt: Runtime) -> tuple[PatchBranch | None, dict]:
+    """Stage 3: the patch branch's bank from `patch_frames` training frames drawn at random (a regular stride can
+    alias with the line's motion and leave whole positions out), or None with `--patch-bank 0`."""
+    if not cfg.patch_bank:
+        return None, {}
+    rng = np.random.default_rng([cfg.seed, 3])
+    offsets = np.cumsum([0, *splits])
+    drawn = np.sort(rng.choice(offsets[-1], min(cfg.patch_frames, offsets[-1]), replace=False))
+    keep = [set((drawn[(drawn >= a) & (drawn < b)] - a).tolist()) for a, b in zip(offsets[:-1], offsets[1:])]
+    frames = np.concatenate([read_frames(v, cfg.image_size, k) for v, k in zip(data.train, keep) if k])
+    extractor = dict(backbone=cfg.backbone, pretrained=cfg.pretrained) if cfg.pretrained else dict(seed=cfg.seed)
+    branch, facts = build_patch_branch(batched(frames, 64), extractor, cfg.patch_bank, cfg.seed)
+    rt.log(
+        f"patch branch: {facts['bank']} of {facts['patches']:,} normal patches ({facts['dim']} dims), covering "
+        f"radius {facts['covering_radius']:.3f}"
+    )
+    return branch, dict(facts, frames=len(frames))
+
+
+def calibrate_alarm(cfg: AnomalyConfig, detector: Detector, data, cache: dict) -> dict:
+    """Both branches' scores on the held-out tail of every normal video, scored from its start; the alarm threshold."""
+    temporal = [detector.score_embeddings(e[s:]) for e, s in zip(cache["embeddings"], cache["splits"])]
+    patch = None
+    if detector.patch is not None:
+        patch = []
+        for video, s in zip(data.train, cache["splits"]):
+            frames = read_frames(video, cfg.image_size, set(range(s, video.frame_count)))
+            patch.append(torch.cat([frame_scores(detector.patch.maps(b)) for b in batched(frames, 64)]).numpy())
+    return detector.calibrate_alarm(temporal, patch, cfg.quantile)
+
+
 def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
     """Train a detector as `cfg` says; returns {"run", "calibration", "params", "train_seconds"}.
 
@@ -253,9 +287,11 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
         else:
             encoder, cache = train_encoder(cfg, rt, data, out)
         temporal, args = build_temporal(cfg, cache, rt, out)
-        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer)
+        patch, patch_facts = build_patch_stage(cfg, data, cache["splits"], rt)
+        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
         validation = [e[s:] for e, s in zip(cache["embeddings"], cache["splits"])]
         calibration = detector.calibrate(validation, cfg.quantile)
+        calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts)
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in temporal.parameters())
     calibration.update(params=params, train_seconds=seconds, temporal=args)
@@ -265,6 +301,7 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
         encoder_args=encoder.args,
         temporal_args=args,
         mixer=cfg.mixer,
+        patch_args=patch.args if patch is not None else None,
         state_dict=detector.state_dict(),
     )
     save_checkpoint(out / DETECTOR_FILE, state)
