@@ -144,7 +144,7 @@ def test_watch_writes_each_frames_map_as_the_offline_map_in_the_maps_layout(runs
     lines = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     threshold = float(detector.alarm_threshold)
     for _, score, alarm, branch, temporal, patch in lines:
-        above = {"patch"} * (float(patch) > threshold) | {"temporal"} * (float(temporal) > threshold)
+        above = [name for name, z in (("patch", patch), ("temporal", temporal)) if float(z) > threshold]
         assert branch == ("both" if len(above) == 2 else "".join(above)) and int(alarm) == bool(above)
         assert float(score) == pytest.approx(max(float(temporal), float(patch)), rel=1e-5)
 
