@@ -53,11 +53,32 @@ def torch_scores(runs, tmp_path_factory):
 
 
 def read_scores(path: Path) -> np.ndarray:
+    """The alarm score column of a `watch --csv` file (one row per frame, in order)."""
     lines = path.read_text().splitlines()
-    assert lines[0] == "frame,score,alarm"
-    rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
-    assert rows[:, 0].tolist() == list(range(len(rows)))
-    return rows[:, 1]
+    assert lines[0] == "frame,score,alarm,branch,temporal,patch"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))
+    return np.asarray([float(r[1]) for r in rows])
+
+
+@pytest.fixture(scope="module")
+def temporal_scores(runs):
+    """mixer -> the temporal branch's own score per frame of test_00 in PyTorch (what the step graph computes)."""
+    from mambaout.anomaly.stream import TemporalStreamer
+    from mambaout.video import open_video
+
+    data, run = runs
+    cache = {}
+
+    def get(mixer: str) -> np.ndarray:
+        if mixer not in cache:
+            detector, config = load_detector(run[mixer])
+            streamer = TemporalStreamer(detector.eval())
+            video = open_video(data / "test" / "test_00.avi", size=config["image_size"])
+            cache[mixer] = np.asarray([streamer.step(frame) for frame in video])
+        return cache[mixer]
+
+    return get
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
@@ -73,13 +94,13 @@ def test_the_step_graph_streamed_in_an_engine_gives_the_scores_of_watch_in_pytor
     # the tolerance of tests/anomaly/test_stream.py: scores are standardised logs of small squared errors, so float32
     # rounding shows up amplified (measured: at most 1.9e-4 in ONNX Runtime and OpenVINO; scores are O(1))
     np.testing.assert_allclose(streamed, reference, rtol=1e-4, atol=1e-3)
-    threshold = float(load_detector(run[mixer])[0].threshold)
+    threshold = float(load_detector(run[mixer])[0].alarm_threshold)
     assert summary["alarms"] == int((reference > threshold).sum())
     assert (run[mixer] / "export" / FORMAT[engine] / "state.json").is_file()  # exported on the fly into the run
 
 
 @pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_window", "frame"])
-def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs, torch_scores, mixer):
+def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs, temporal_scores, mixer):
     data, run = runs
     from mambaout.video import open_video
 
@@ -91,7 +112,7 @@ def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs
             score, alarm, *state = step(torch.from_numpy(frame), *state)
             scores.append(float(score))
     assert int(state[0]) == 300  # t counts the frames
-    np.testing.assert_allclose(scores, torch_scores(mixer), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores, temporal_scores(mixer), rtol=0, atol=1e-5)
 
 
 def test_state_json_documents_the_graph_inputs_outputs_and_the_calibration(runs, tmp_path, capsys):

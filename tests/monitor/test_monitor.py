@@ -17,8 +17,8 @@ import av
 import httpx
 import numpy as np
 import pytest
+from mqtt_parts import Gate, Subscriber, free_port
 
-from conftest import Gate, Subscriber, free_port
 from mambaout.anomaly.stream import watch
 from mambaout.cli import main
 from mambaout.monitor import Monitor, csv_episodes, episodes
