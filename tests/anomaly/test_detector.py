@@ -36,6 +36,8 @@ def tiny_config(data, output, mixer="conv", **overrides) -> AnomalyConfig:
         steps=80,
         batch_size=4,
         seq_len=96,
+        burn_in=56,
+        codes=16,
         lr=5e-3,
         warmup_steps=5,
         checkpoint_every=0,
@@ -141,16 +143,16 @@ def test_different_item_kinds_give_different_embeddings(conv_run):
     assert hits / (4 * len(offsets[1::2])) >= 0.5  # chance is 0.25
 
 
-def test_the_predictor_beats_repeating_the_last_frame_on_normal_video(conv_run):
+def test_the_predictor_beats_the_code_frequencies_on_normal_video(conv_run):
     data, run = conv_run
     detector, _ = load_detector(run)
     cache = torch.load(run / "embeddings.pt", weights_only=True)
-    e = cache["embeddings"][0][cache["splits"][0] :]  # the held-out normal tail, scored from its start
-    with torch.no_grad():
-        predicted = detector.temporal(e[None])[0, :-1, 0]  # horizon 1: frame t + 1 from frames <= t
-    model_error = (predicted[10:] - e[11:]).pow(2).mean()
-    repeat_error = (e[10:-1] - e[11:]).pow(2).mean()
-    assert model_error < 0.5 * repeat_error, (float(model_error), float(repeat_error))
+    split, codes = cache["splits"][0], cache["codes"][0]
+    # the held-out normal tail, scored as the continuation of its video; horizon 1: frame t + 1 from frames <= t
+    nll = detector.surprises(cache["embeddings"][0], codes)[split:, 0]
+    frequencies = torch.bincount(codes[:split], minlength=detector.temporal.num_codes).float() + 0.5
+    marginal = -(frequencies / frequencies.sum()).log()[codes[split:]]  # knowing nothing of the past
+    assert float(nll.mean()) < 0.5 * float(marginal.mean()), (float(nll.mean()), float(marginal.mean()))
 
 
 def test_calibration_standardises_normal_validation_scores_and_sets_the_quantile_threshold(conv_run):
@@ -158,9 +160,10 @@ def test_calibration_standardises_normal_validation_scores_and_sets_the_quantile
     detector, config = load_detector(run)
     cache = torch.load(run / "embeddings.pt", weights_only=True)
     assert cache["splits"] == [split_point(LINE.frames, config["val_fraction"])] == [384]
-    scores = detector.score_embeddings(cache["embeddings"][0][384:])
+    scores = detector.combine(detector.surprises(cache["embeddings"][0], cache["codes"][0])[384:]).numpy()
     assert float(detector.threshold) == pytest.approx(float(np.quantile(scores, 0.99)), abs=1e-5)
-    assert abs(float(scores.mean())) < 0.15 and 0.6 < float(scores.std()) < 1.2
+    # the sum of two standardised surprises: mean 0, sd between 1 (one horizon alone) and 2 (both in lockstep)
+    assert abs(float(scores.mean())) < 0.15 and 1.0 < float(scores.std()) < 2.0
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["horizons"] == list(HORIZONS) and calibration["validation_frames"] == 96
 

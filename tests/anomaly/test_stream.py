@@ -51,9 +51,9 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     expected = np.load(run[mixer] / "scores" / "test_00.npy")
     assert offline["frames"] == summary["frames"] == len(expected) == 300
     assert frames.tolist() == list(range(300))
-    # A score is a standardised log of a squared difference between nearly equal float32 vectors, so the rounding of
-    # stepping vs. the whole sequence shows up amplified: measured at most 1.2e-4 in the score (1e-4 relative error of
-    # the squared error); 1e-3 leaves a margin and still catches any real difference (scores are O(1)).
+    # A score is a sum of standardised negative log-probabilities; stepping rounds the log-softmax differently from the
+    # whole sequence, and dividing by a small normal sd amplifies it: measured at most 1.2e-4 in the score; 1e-3
+    # leaves a margin and still catches any real difference (scores are O(1)).
     np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-3)
     assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].threshold)).sum())
 
@@ -107,7 +107,7 @@ def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroke
     assert done.returncode == 0, done.stderr
     frames, scores = read_rows(csv)
     assert frames.tolist() == list(range(300))  # one row per frame across the restart
-    np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-3)  # the rounding of stepping, as above
     assert len(jsonl.read_text().splitlines()) == 300
 
 

@@ -27,6 +27,8 @@ class AnomalyConfig:
     image_size: int = option(64, "frames are resized to this square size", "encoder")
     embed_dim: int = option(32, "embedding size D per frame", "encoder")
     recon_size: int = option(16, "side of the low-resolution frame the embedding must reconstruct", "encoder")
+    codes: int = option(64, "K: frame codes the temporal model predicts (k-means of frame thumbnails)", "encoder")
+    code_size: int = option(8, "side of the thumbnail the codes cluster", "encoder")
     encoder_steps: int = option(300, "encoder updates", "encoder")
     encoder_batch_size: int = option(32, "frames per encoder update", "encoder")
     encoder_lr: float = option(2e-3, "encoder AdamW learning rate", "encoder")
@@ -40,7 +42,8 @@ class AnomalyConfig:
     knn_bank: int = option(4096, "frame: at most this many normal training embeddings kept", "model")
     steps: int = option(400, "temporal model updates", "optimisation")
     batch_size: int = option(16, "windows per update", "optimisation")
-    seq_len: int = option(256, "frames per training window", "optimisation")
+    seq_len: int = option(256, "frames per training window that carry a loss", "optimisation")
+    burn_in: int = option(208, "frames read before any loss or metric: the context filling (a cycle of the line)", "optimisation")
     lr: float = option(3e-3, "AdamW learning rate", "optimisation")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, SSM A_log, D)", "optimisation")
     warmup_steps: int = option(20, "linear warm-up updates", "optimisation")
@@ -60,5 +63,7 @@ class AnomalyConfig:
             raise UserError(f"--val-fraction {self.val_fraction} must be between 0 and 1; use e.g. 0.2")
         if any(h < 1 for h in self.horizons):
             raise UserError(f"--horizons {self.horizons} must be whole frames >= 1; use e.g. 1 16")
+        if self.burn_in < max(self.horizons):
+            raise UserError(f"--burn-in {self.burn_in} must be at least the longest horizon {max(self.horizons)}")
         if not 0.5 <= self.quantile < 1:
             raise UserError(f"--quantile {self.quantile} must be in [0.5, 1); use e.g. 0.99")

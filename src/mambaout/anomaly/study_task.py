@@ -31,7 +31,7 @@ from torch import nn
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import embed_frames
+from mambaout.anomaly.encoder import encode_frames
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, state_bytes
 from mambaout.anomaly.train import PredictionObjective, Windows, build_temporal, temporal_args, train_encoder
 from mambaout.engine.records import RunLog
@@ -75,6 +75,9 @@ class LineTask:
 
             self.meta = json.loads(meta_path.read_text())
         steps = self.budgets[budget]["encoder_steps"] if isinstance(budget, str) else 300
+        if self.meta and "burn_in" not in config:  # a cycle and an item of the line: its whole context
+            line_cfg = self.meta["config"]
+            config["burn_in"] = (line_cfg["period"] + 1) * line_cfg["spacing"]
         self.cfg = AnomalyConfig(data=str(data), output=str(self.work / "encoder"), encoder_steps=steps, **config)
         self.cfg.check()
         self.rt = setup_runtime(self.cfg.device, self.cfg.amp)
@@ -84,17 +87,18 @@ class LineTask:
         start = time.perf_counter()
         self.encoder, self.cache = train_encoder(self.cfg, self.rt, self.dataset, out, RunLog(out))
         self.encoder = self.encoder.cpu().eval()
-        self.test = []  # (embeddings, labels, kinds) of the decoded frames of every test video
+        self.test = []  # (embeddings, codes, labels, kinds) of the decoded frames of every test video
         for video in self.dataset.test:
             with video.open(size=self.cfg.image_size) as source:
                 indexed = list(source.indexed())
             keep = [i for i, _ in indexed]
-            e = embed_frames(self.encoder, [f for _, f in indexed])
-            self.test.append((e, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
+            e, c = encode_frames(self.encoder, [f for _, f in indexed])
+            self.test.append((e, c, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
         self.encoder_seconds = time.perf_counter() - start
         self.train_parts = [e[:s] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
-        self.validation = [e[s:] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
-        self.seq_len = min(self.cfg.seq_len, min(len(p) for p in self.train_parts))
+        self.train_codes = [c[:s] for c, s in zip(self.cache["codes"], self.cache["splits"])]
+        self.normal = list(zip(self.cache["embeddings"], self.cache["codes"]))  # whole normal videos
+        self.seq_len = min(self.cfg.burn_in + self.cfg.seq_len, min(len(p) for p in self.train_parts))
         self.embed_dim = self.train_parts[0].shape[1]
         self.mixer_kwargs: dict[str, dict] = {}
 
@@ -108,7 +112,7 @@ class LineTask:
         return dict(
             task=self.name,
             data=self.cfg.data,
-            frames_test=sum(len(e) for e, _, _ in self.test),
+            frames_test=sum(len(e) for e, *_ in self.test),
             embed_dim=self.embed_dim,
             width=self.cfg.width,
             depth=self.cfg.depth,
@@ -137,14 +141,14 @@ class LineTask:
         return torch.randn(batch, self.seq_len, self.embed_dim)
 
     def train_batches(self, steps: int, batch_size: int, generator: torch.Generator) -> Iterator[tuple]:
-        windows = Windows(self.train_parts, self.seq_len, max(1, self.seq_len // 8))
+        windows = Windows(self.train_parts, self.train_codes, self.seq_len, max(1, self.cfg.seq_len // 8))
         for _ in range(steps):
             picks = torch.randint(len(windows), (batch_size,), generator=generator)
-            x = torch.stack([windows[int(i)] for i in picks])
-            yield x, x
+            x, y = zip(*(windows[int(i)] for i in picks))
+            yield torch.stack(x), torch.stack(y)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return PredictionObjective(model)(x)
+        return PredictionObjective(model, self.cfg.burn_in)(x, y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device | None = None) -> tuple[float, int]:
@@ -160,12 +164,12 @@ class LineTask:
 
         mixer = "frame" if isinstance(model, FrameKNN) else model.mixer
         detector = Detector(self.encoder, model.cpu().eval(), mixer)
-        detector.calibrate(self.validation, self.cfg.quantile)
-        scores = [detector.score_embeddings(e) for e, _, _ in self.test]
-        kinds = [k for _, _, k in self.test]
+        detector.calibrate(self.normal, self.cache["splits"], self.cfg.quantile)
+        scores = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
+        kinds = [k for *_, k in self.test]
         has_kinds = all(k is not None for k in kinds)
         out = frame_metrics(
-            scores, [y for _, y, _ in self.test], kinds if has_kinds else None, float(detector.threshold)
+            scores, [y for _, _, y, _ in self.test], kinds if has_kinds else None, float(detector.threshold)
         )
         out["scores"] = scores
         return out
@@ -246,7 +250,7 @@ class LineTask:
 
     def timeline(self, metrics: dict[str, Any], video: int = 0) -> dict[str, Any]:
         """One test video's scores with its labels, kinds and the alarm threshold, for the report's timeline plot."""
-        _, labels, kinds = self.test[video]
+        _, _, labels, kinds = self.test[video]
         return dict(
             video=self.dataset.test[video].name,
             scores=[round(float(v), 4) for v in metrics["scores"][video]],
