@@ -107,7 +107,7 @@ def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroke
     assert done.returncode == 0, done.stderr
     frames, scores = read_rows(csv)
     assert frames.tolist() == list(range(300))  # one row per frame across the restart
-    np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-3)  # the rounding of stepping, as above
+    np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-3)
     assert len(jsonl.read_text().splitlines()) == 300
 
 

@@ -43,7 +43,7 @@ class AnomalyConfig:
     steps: int = option(400, "temporal model updates", "optimisation")
     batch_size: int = option(16, "windows per update", "optimisation")
     seq_len: int = option(256, "frames per training window that carry a loss", "optimisation")
-    burn_in: int = option(208, "frames read before any loss or metric: the context filling (a cycle of the line)", "optimisation")
+    burn_in: int = option(208, "frames read before any loss or metric (the context filling)", "optimisation")
     lr: float = option(3e-3, "AdamW learning rate", "optimisation")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, SSM A_log, D)", "optimisation")
     warmup_steps: int = option(20, "linear warm-up updates", "optimisation")

@@ -69,7 +69,9 @@ class Detector(nn.Module):
 
     # -- calibration on normal validation video ------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate(self, videos: list[tuple[torch.Tensor, torch.Tensor]], starts: list[int], quantile: float = 0.99) -> dict:
+    def calibrate(
+        self, videos: list[tuple[torch.Tensor, torch.Tensor]], starts: list[int], quantile: float = 0.99
+    ) -> dict:
         """Standardisation and threshold from normal videos ((embeddings, codes) each, from its start): the frames
         from `starts[i]` on, scored as the continuation of video i."""
         surprises = [self.surprises(e, c)[s:] for (e, c), s in zip(videos, starts)]

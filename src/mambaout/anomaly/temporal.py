@@ -148,7 +148,7 @@ class TemporalModel(nn.Module):
         return x
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> log p (B, T, len(horizons), K); [:, t, i] is the distribution of frame t + horizons[i]'s code."""
+        """(B, T, D) -> log p (B, T, len(horizons), K); [:, t, i] : the distribution of frame t + horizons[i]'s code."""
         return self._predict(self.hidden(embeddings))
 
     def init_state(self, batch: int = 1, device: torch.device | None = None) -> list[Any]:

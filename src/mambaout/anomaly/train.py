@@ -119,7 +119,9 @@ def fit_stage(
         model=objective,
         forward=rt.wrap(objective),
         optimizer=optimizer,
-        loss=lambda forward, batch: forward(*(b.to(rt.device) for b in ((batch,) if torch.is_tensor(batch) else batch))),
+        loss=lambda forward, batch: forward(
+            *(b.to(rt.device) for b in ((batch,) if torch.is_tensor(batch) else batch))
+        ),
         schedule=lambda step: scheduler.step_update(num_updates=step),
         scaler=rt.grad_scaler(),
         amp_dtype=rt.amp,
@@ -154,7 +156,11 @@ def fit_stage(
 # -- the run ------------------------------------------------------------------------------------------------------
 def encoder_args(cfg: AnomalyConfig) -> dict[str, Any]:
     return dict(
-        backbone=cfg.backbone, embed_dim=cfg.embed_dim, recon_size=cfg.recon_size, codes=cfg.codes, code_size=cfg.code_size
+        backbone=cfg.backbone,
+        embed_dim=cfg.embed_dim,
+        recon_size=cfg.recon_size,
+        codes=cfg.codes,
+        code_size=cfg.code_size,
     )
 
 
