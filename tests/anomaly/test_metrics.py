@@ -8,6 +8,7 @@ import pytest
 from mambaout.anomaly.metrics import (
     CausalSmoother,
     anomaly_intervals,
+    aupro,
     auroc_macro,
     auroc_micro,
     auroc_per_kind,
@@ -19,6 +20,7 @@ from mambaout.anomaly.metrics import (
     frame_metrics,
     gaussian_smooth,
     normal_threshold,
+    pixel_auroc,
 )
 
 # Video A: positives 0.35, 0.8 against negatives 0.1, 0.4 -> 3 of 4 pairs ordered right.
@@ -125,3 +127,61 @@ def test_frame_metrics_gathers_everything_as_json_ready_numbers():
     assert m["detection_per_kind"]["local"]["missed"] == 1 and m["detection_per_kind"]["contextual"]["detected"] == 2
     assert m["false_alarms_per_hour"] == 0.0
     assert frame_metrics(SCORES[2], LABELS[2])["auroc_micro"] is None
+
+
+# -- pixel level --------------------------------------------------------------------------------------------------
+def test_pixel_auroc_pools_every_pixel_of_every_frame():
+    # anomalous pixels 0.35, 0.8 against normal 0.1, 0.4: 3 of 4 pairs ordered right
+    assert pixel_auroc(np.array([[0.1, 0.4], [0.35, 0.8]]), np.array([[0, 0], [1, 1]])) == 0.75
+    # two frames given one by one, the second all normal: anomalous 0.6 against normal 0.2, 0.6 (a tie counts
+    # half), 0.5, 0.1, 0.2 -> 4.5 of 5 pairs
+    frames = [np.array([[0.2, 0.6], [0.6, 0.5]]), np.array([[0.1, 0.2]])]
+    assert pixel_auroc(frames, [np.array([[0, 0], [1, 0]]), np.array([[0, 0]])]) == 0.9
+    video = np.array([[[0.2, 0.6]], [[0.5, 0.1]]])  # one video (2, 1, 2) without anomalous pixels
+    assert math.isnan(pixel_auroc(video, np.zeros_like(video)))
+
+
+def test_aupro_averages_the_overlap_of_each_region_up_to_the_fpr_limit():
+    # one frame of six pixels: region A = pixels 0-1, region B = pixel 5, normal = pixels 2-4 (0.7, 0.2, 0.1).
+    # thresholds 0.9: A half found, FPR 0 -> PRO 0.25; 0.7: FPR 1/3; 0.6: B found -> 0.75; 0.5: A whole -> 1.0;
+    # so PRO is 0.25 from FPR 0 to 1/3, then 1.0: up to 0.3 the area is 0.3·0.25 -> 0.25 once divided by 0.3;
+    # up to 0.5: (1/3)·0.25 + (1/6)·1 = 0.25 -> 0.5; up to 1: (1/3)·0.25 + (2/3)·1 = 0.75.
+    maps = np.array([[0.9, 0.5, 0.7, 0.2, 0.1, 0.6]])
+    masks = np.array([[1, 1, 0, 0, 0, 1]])
+    assert [aupro(maps, masks, limit) for limit in (0.3, 0.5, 1.0)] == pytest.approx([0.25, 0.5, 0.75], abs=1e-12)
+
+
+def test_aupro_regions_are_per_frame_and_eight_connected():
+    # frame 0: region of 2 pixels (0.9, 0.2); frame 1: region of 1 pixel (0.8) at the same place; normal 0.1, 0.4,
+    # 0.3. Per frame: PRO 0.25 at 0.9, 0.75 at 0.8 (FPR 0), 1.0 at 0.2 (FPR 2/3) -> (2/3)·0.75 + (1/3)·1 = 5/6.
+    # (One region across both frames would give 2/3 at FPR 0 and 7/9.)
+    maps = [np.array([[0.9, 0.2, 0.1]]), np.array([[0.8, 0.4, 0.3]])]
+    masks = [np.array([[1, 1, 0]]), np.array([[1, 0, 0]])]
+    assert aupro(maps, masks, fpr_limit=1.0) == pytest.approx(5 / 6, abs=1e-12)
+    # diagonal neighbours are one region: pixels 0.9 | 0.1, 0.05 touch at a corner -> one region of 3, found 1/3
+    # at 0.9 and no more until every normal pixel (0.5, 0.4, 0.3) is above threshold: AUPRO 1/3 (two regions, 0.9
+    # alone and 0.1, 0.05, would give 0.5)
+    scores = np.array([[0.9, 0.5, 0.4], [0.3, 0.1, 0.05]])
+    corner = np.array([[1, 0, 0], [0, 1, 1]])
+    assert aupro(scores, corner, fpr_limit=1.0) == pytest.approx(1 / 3, abs=1e-12)
+    assert math.isnan(aupro(scores, np.zeros((2, 3))))
+
+
+def test_pixel_metrics_take_millions_of_pixels_and_agree_with_exact_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((500, 64, 64), bool)  # 2 million pixels, a small box every 4th frame
+    for t in range(0, 500, 4):
+        r, c = rng.integers(0, 56, 2)
+        masks[t, r : r + rng.integers(2, 9), c : c + rng.integers(2, 9)] = True
+    maps = (rng.random(masks.shape) + 0.6 * masks).astype(np.float32)
+    exact = roc_auc_score(masks[:16].ravel(), maps[:16].ravel())  # 65,536 pixels: computed exactly
+    assert pixel_auroc(maps[:16], masks[:16]) == pytest.approx(exact, abs=1e-12)
+    binned = pixel_auroc(maps[:80], masks[:80])  # 327,680 pixels: binned
+    assert binned == pytest.approx(roc_auc_score(masks[:80].ravel(), maps[:80].ravel()), abs=1e-4)
+    # uniform scores + 0.6 inside the boxes: a box pixel loses only when the normal one is 0.6 higher: 1 - 0.4²/2
+    assert pixel_auroc(maps, masks) == pytest.approx(0.92, abs=0.01)
+    # uniform scores + 0.6 inside the boxes: FPR f is reached at threshold 1 - f, where a box pixel is found with
+    # probability min(1, 1.6 - (1 - f)) = 0.6 + f; the mean of 0.6 + f over f in [0, 0.3] is 0.75
+    assert aupro(maps, masks) == pytest.approx(0.75, abs=0.01)

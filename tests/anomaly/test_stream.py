@@ -53,8 +53,10 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     assert frames.tolist() == list(range(300))
     # A score is a sum of standardised negative log-probabilities; stepping rounds the log-softmax differently from the
     # whole sequence, and dividing by a small normal sd amplifies it: measured at most 1.2e-4 in the score; 1e-3
-    # leaves a margin and still catches any real difference (scores are O(1)).
-    np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-3)
+    # leaves a margin and still catches any real difference (scores are O(1)). The k-NN score is the log of a
+    # distance, tiny on a frame almost identical to a training frame (score -5): there the encoder's rounding moved
+    # it by 2.3e-3, hence 1e-3 relative.
+    np.testing.assert_allclose(streamed, expected, rtol=1e-3 if mixer == "frame" else 1e-4, atol=1e-3)
     assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].threshold)).sum())
 
 
@@ -107,6 +109,7 @@ def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroke
     assert done.returncode == 0, done.stderr
     frames, scores = read_rows(csv)
     assert frames.tolist() == list(range(300))  # one row per frame across the restart
+    # the rounding of stepping vs. the whole sequence, as in test_streamed_scores_equal_the_offline_eval_scores
     np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-3)
     assert len(jsonl.read_text().splitlines()) == 300
 

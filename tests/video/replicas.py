@@ -54,7 +54,7 @@ def masks(frames: int, abnormal: range) -> list[np.ndarray]:
     return out
 
 
-def ours(root: Path, ext: str = ".avi", csv_labels: bool = False) -> Path:
+def ours(root: Path, ext: str = ".avi", csv_labels: bool = False, pixel_masks: bool = False) -> Path:
     video_file(root / "train" / f"normal_a{ext}", 24)
     frame_folder(root / "train" / "normal_b", 16, ext=".png")
     video_file(root / "test" / f"clip1{ext}", 20)
@@ -68,6 +68,12 @@ def ours(root: Path, ext: str = ".avi", csv_labels: bool = False) -> Path:
     else:
         np.save(root / "test_labels" / "clip1.npy", y1)
     np.save(root / "test_labels" / "clip2.npy", labels(18, range(10, 18)))
+    if pixel_masks:  # clip1's abnormal frames only, named by frame index; clip2 has none
+        folder = root / "test_masks" / "clip1"
+        folder.mkdir(parents=True)
+        for i, m in enumerate(masks(20, range(5, 9))):
+            if m.any():
+                Image.fromarray(m).save(folder / f"{i:06d}.png")
     return root
 
 
@@ -97,9 +103,12 @@ def avenue(root: Path) -> Path:
     return root
 
 
-def shanghaitech(root: Path) -> Path:
+def shanghaitech(root: Path, pixel_masks: bool = False) -> Path:
     video_file(root / "training" / "videos" / "01_001.avi", 24, codec="mjpeg")
     frame_folder(root / "testing" / "frames" / "01_0014", 22, ext=".jpg")
     (root / "testing" / "test_frame_mask").mkdir(parents=True)
     np.save(root / "testing" / "test_frame_mask" / "01_0014.npy", labels(22, range(12, 22)).astype(np.int64))
+    if pixel_masks:
+        (root / "testing" / "test_pixel_mask").mkdir(parents=True)
+        np.save(root / "testing" / "test_pixel_mask" / "01_0014.npy", np.stack(masks(22, range(12, 22))))
     return root

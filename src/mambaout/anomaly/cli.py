@@ -80,10 +80,13 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
     meta = generate_line(args.output, config)
     per_kind = ", ".join(f"{k} {n}" for k, n in meta["abnormal_frames_per_kind"].items())
+    events = ", ".join(f"{s} {n}" for s, n in meta["events_per_subtype"].items())
+    passes = ", ".join(f"{k} {n}" for k, n in meta["train_passes"].items())
     print(
         f"wrote {config.train_videos} train and {config.test_videos} test videos of {config.size}x{config.size} "
         f"to {args.output}/ ({100 * meta['abnormal_fraction']:.1f}% abnormal test frames: {per_kind})"
     )
+    print(f"events: {events}; items passing in the train videos: {passes}")
     print(
         f"cycle {meta['cycle_frames']} frames ({config.period} items x {config.spacing}); contextual anomalies need "
         f"{meta['context_frames']} frames of memory"

@@ -1,4 +1,4 @@
-"""Frame-level anomaly metrics as the video anomaly detection literature reports them, on per-video score arrays.
+"""Anomaly metrics as the literature reports them: frame-level on per-video score arrays, pixel-level on anomaly maps.
 
 Protocol (docs/anomaly.md): a score per frame, higher = more abnormal; labels 0/1 per frame. Frame AUROC is computed
 over all test frames pooled (micro, the number papers report) and as the mean of per-video AUROCs over videos that
@@ -7,6 +7,13 @@ kind's frames against all normal frames. Alarms are `score > threshold` with the
 on normal validation video; detection delay is counted from an anomaly interval's first frame to the first alarm
 inside it, and false alarms are alarm onsets on normal frames per hour of normal video. Smoothing never crosses a
 video boundary. Every function takes one array per video (a single array is one video).
+
+Pixel level (where the test videos have pixel masks, `mambaout.video.read_masks`), as anomalib and MVTec AD report
+them: `pixel_auroc` pools every pixel of the frames given; `aupro` averages the overlap of the thresholded map with
+each connected region of the masks (8-connected, per frame), plots it against the false-positive rate on normal
+pixels and integrates up to `fpr_limit` (0.3), divided by it. Both are exact up to 65,536 pixels; beyond, the scores
+are binned at 65,536 thresholds evenly spaced between the lowest and the highest (as anomalib bins), so millions of
+pixels take seconds.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, label
 from scipy.signal import lfilter
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
 
 PerVideo = Sequence[np.ndarray] | np.ndarray
 
@@ -230,3 +237,119 @@ def frame_metrics(
                 for kind in sorted({k for k, _ in delays} - {""})
             }
     return out
+
+
+# -- pixel level --------------------------------------------------------------------------------------------------
+PerFrames = Sequence[np.ndarray] | np.ndarray
+THRESHOLDS = 65_536  # more pixels than this: binned at this many evenly spaced thresholds
+
+
+def _frames(arrays: PerFrames) -> list[np.ndarray]:
+    """(n, H, W) blocks of frames: a single (H, W) or (n, H, W) array, or a sequence of them (per frame or video)."""
+    if isinstance(arrays, np.ndarray):
+        arrays = [arrays]
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.ndim not in (2, 3):
+            raise ValueError(f"expected frames of shape (H, W) or (n, H, W), got {a.shape}")
+        out.append(a[None] if a.ndim == 2 else a)
+    return out
+
+
+def _regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected regions of bool masks (n, H, W), 8-connected within a frame and never across frames."""
+    structure = np.zeros((3, 3, 3), int)
+    structure[1] = 1
+    return label(mask, structure)
+
+
+def _pixels(maps: PerFrames, masks: PerFrames) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every pixel's score and region (0 = normal, 1..R = the region it belongs to) over all frames, and R."""
+    m, y = _frames(maps), _frames(masks)
+    if [a.shape for a in m] != [b.shape for b in y]:
+        raise ValueError(f"maps and masks differ in shape: {[a.shape for a in m]} vs {[b.shape for b in y]}")
+    scores, regions, count = [], [], 0
+    for a, b in zip(m, y):
+        r, n = _regions(b != 0)
+        scores.append(a.reshape(-1))
+        regions.append(np.where(r > 0, r + count, 0).reshape(-1))
+        count += n
+    return np.concatenate(scores), np.concatenate(regions), count
+
+
+def _binned(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds ascending, the bin of every score): each score counts as the highest threshold <= it. Every score
+    is its own threshold up to THRESHOLDS pixels (exact), else THRESHOLDS thresholds evenly spaced from the lowest
+    score to the highest (anomalib's binning; one pass over the pixels)."""
+    if scores.size <= THRESHOLDS:
+        edges = np.unique(scores)
+        return edges, np.searchsorted(edges, scores)
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi == lo:
+        return np.array([lo]), np.zeros(scores.size, np.int64)
+    bins = np.minimum(((scores - lo) * (THRESHOLDS / (hi - lo))).astype(np.int64), THRESHOLDS - 1)
+    return lo + np.arange(THRESHOLDS) * ((hi - lo) / THRESHOLDS), bins
+
+
+def _weighted_curve(scores: np.ndarray, positive_weight: np.ndarray, negative_weight: np.ndarray) -> tuple:
+    """The binned scores as sklearn samples: one positive and one negative per threshold, weighted by its counts."""
+    edges, bins = _binned(scores)
+    pos = np.bincount(bins, weights=positive_weight, minlength=edges.size)
+    neg = np.bincount(bins, weights=negative_weight, minlength=edges.size)
+    keep_pos, keep_neg = pos > 0, neg > 0
+    y = np.concatenate([np.ones(keep_pos.sum()), np.zeros(keep_neg.sum())])
+    s = np.concatenate([edges[keep_pos], edges[keep_neg]])
+    w = np.concatenate([pos[keep_pos], neg[keep_neg]])
+    return y, s, w
+
+
+def pixel_auroc(maps: PerFrames, masks: PerFrames) -> float:
+    """AUROC of every pixel's score against its mask, pooled over all frames given (NaN with one class only).
+
+    Give the frames that have masks (`read_masks` gives every frame of a video that has them; frames without an
+    anomaly have all-zero masks and count as normal pixels). Computed with scikit-learn's `roc_auc_score`, on the
+    binned scores past 65,536 pixels (see the module docstring).
+
+    Example:
+        >>> pixel_auroc(np.array([[0.1, 0.4], [0.35, 0.8]]), np.array([[0, 0], [1, 1]]))
+        0.75
+    """
+    scores, regions, _ = _pixels(maps, masks)
+    abnormal = regions > 0
+    if abnormal.all() or not abnormal.any():
+        return math.nan
+    y, s, w = _weighted_curve(scores, abnormal.astype(np.float64), (~abnormal).astype(np.float64))
+    return float(roc_auc_score(y, s, sample_weight=w))
+
+
+def aupro(maps: PerFrames, masks: PerFrames, fpr_limit: float = 0.3) -> float:
+    """Area under the per-region overlap curve up to `fpr_limit`, divided by it (1.0 is perfect; NaN without both
+    anomalous regions and normal pixels).
+
+    At a threshold t, a region's overlap is the share of its pixels with score >= t; PRO(t) is the mean over all
+    regions (8-connected components of each frame's mask) and FPR(t) the share of normal pixels with score >= t.
+    The curve PRO(FPR), from (0, 0), is integrated with the trapezoid rule up to `fpr_limit` (the last segment
+    interpolated), as MVTec AD and anomalib compute it.
+
+    Example:
+        >>> aupro(np.array([[0.9, 0.5, 0.7, 0.2, 0.1, 0.6]]), np.array([[1, 1, 0, 0, 0, 1]]), fpr_limit=1.0)
+        0.75
+    """
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit {fpr_limit} must be in (0, 1]")
+    scores, regions, count = _pixels(maps, masks)
+    normal = regions == 0
+    if count == 0 or normal.all() or not normal.any():
+        return math.nan
+    sizes = np.bincount(regions, minlength=count + 1).astype(np.float64)
+    share = np.where(normal, 0.0, 1.0 / (count * sizes[regions]))  # a region's pixels weigh 1 / (R · its size)
+    y, s, w = _weighted_curve(scores, share, normal.astype(np.float64))
+    fpr, pro, _ = roc_curve(y, s, sample_weight=w, drop_intermediate=False)
+    inside = int(np.searchsorted(fpr, fpr_limit, side="right"))  # fpr[:inside] <= fpr_limit
+    x, v = fpr[:inside], pro[:inside]
+    if x[-1] < fpr_limit:  # cut the segment that crosses fpr_limit
+        frac = (fpr_limit - fpr[inside - 1]) / (fpr[inside] - fpr[inside - 1])
+        x = np.append(x, fpr_limit)
+        v = np.append(v, pro[inside - 1] + frac * (pro[inside] - pro[inside - 1]))
+    return float(auc(x, v) / fpr_limit)

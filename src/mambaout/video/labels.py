@@ -9,8 +9,8 @@
 
   `kind` is free text naming the anomaly (the built-in line writes local, temporal, contextual); it is left empty on
   normal frames.
-- pixel masks, one per frame (UCSD's `*_gt/*.bmp`, Avenue's `volLabel` cells): a frame is abnormal when its mask has
-  any nonzero pixel.
+- pixel masks, one per frame (UCSD's `*_gt/*.bmp`, Avenue's `volLabel` cells, read by `mambaout.video.masks`): a frame
+  is abnormal when its mask has any nonzero pixel.
 
 Every reader returns `(labels uint8 (T,), kinds str (T,) or None)` and says in one sentence what is wrong otherwise.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mambaout.errors import UserError
-from mambaout.video.folder import frame_files, read_image
+from mambaout.video.masks import mat_masks, sequence_masks
 
 FrameLabels = tuple[np.ndarray, np.ndarray | None]
 
@@ -83,26 +83,12 @@ def read_label_file(path: str | os.PathLike) -> FrameLabels:
 
 def read_mask_folder(folder: str | os.PathLike) -> FrameLabels:
     """UCSD-style masks, one image per frame: abnormal where the mask has any nonzero pixel."""
-    files = frame_files(folder)
-    if not files:
-        raise UserError(f"mask folder {folder} holds no images; it needs one mask image per frame")
-    return np.asarray([read_image(p).any() for p in files], np.uint8), None
+    return np.asarray([mask.any() for mask in sequence_masks(folder)], np.uint8), None
 
 
 def read_mat_masks(path: str | os.PathLike, key: str = "volLabel") -> FrameLabels:
     """Avenue's `<n>_label.mat`: a cell array `volLabel` of per-frame masks; abnormal where a mask has any nonzero."""
-    import scipy.io
-
-    path = Path(path)
-    try:
-        mat = scipy.io.loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as e:
-        raise UserError(f"cannot read {path} as a MATLAB file ({e}); use the dataset's original label files") from e
-    if key not in mat:
-        found = ", ".join(k for k in mat if not k.startswith("__"))
-        raise UserError(f"{path} has no {key!r} variable (it has: {found}); use the dataset's original label files")
-    cells = np.asarray(mat[key]).reshape(-1)
-    return np.asarray([np.asarray(mask).any() for mask in cells], np.uint8), None
+    return np.asarray([mask.any() for mask in mat_masks(path, key)], np.uint8), None
 
 
 def check_length(labels: np.ndarray, frames: int, labels_path: str | os.PathLike, video: str | os.PathLike) -> None:

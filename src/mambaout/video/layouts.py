@@ -8,6 +8,9 @@ with one 0/1 label per frame.
 | `avenue` (CUHK Avenue) | `training_videos/01.avi` | `testing_videos/01.avi` | `testing_label_mask/1_label.mat` |
 | `shanghaitech` | `training/videos/*.avi` | `testing/frames/01_0014/*.jpg` | `testing/test_frame_mask/01_0014.npy` |
 
+Pixel masks, where a layout has them (ours: `test_masks/<video>/NNNNNN.png`; Ped2's and Avenue's masks; ShanghaiTech's
+`testing/test_pixel_mask/01_0014.npy`), are found here and read on demand by `mambaout.video.read_masks`.
+
 A `<video>` is a video file or a folder of frame images. Test labels are read and checked against the frame count
 when the dataset is loaded, so a mismatch stops the run before any training.
 """
@@ -36,13 +39,16 @@ class LabelledVideo:
     """One video of a dataset: a file or frame folder, with per-frame labels for test videos.
 
     `labels`: uint8 (T,), 1 = abnormal (None for train videos). `kinds`: str (T,), the anomaly kind of each abnormal
-    frame and "" on normal frames (None when the labels do not name kinds).
+    frame and "" on normal frames (None when the labels do not name kinds). `masks`: where the video's pixel masks
+    are, in `mask_format` (one of `mambaout.video.masks.MASK_FORMATS`; read them with `read_masks`), or None.
     """
 
     name: str
     path: Path
     labels: np.ndarray | None = None
     kinds: np.ndarray | None = None
+    masks: Path | None = None
+    mask_format: str | None = None
     _frames: int | None = field(default=None, repr=False)
 
     @functools.cached_property
@@ -78,10 +84,18 @@ def _video_name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def _labelled(video: Path, labels_path: Path, labels: tuple[np.ndarray, np.ndarray | None]) -> LabelledVideo:
+def _labelled(
+    video: Path,
+    labels_path: Path,
+    labels: tuple[np.ndarray, np.ndarray | None],
+    masks: Path | None = None,
+    mask_format: str | None = None,
+) -> LabelledVideo:
     frames = count_frames(video)
     check_length(labels[0], frames, labels_path, video)
-    return LabelledVideo(_video_name(video), video, labels[0], labels[1], frames)
+    if masks is None:
+        mask_format = None
+    return LabelledVideo(_video_name(video), video, labels[0], labels[1], masks, mask_format, _frames=frames)
 
 
 def _missing_labels(video: Path, expected: Path) -> UserError:
@@ -105,8 +119,13 @@ def _load_ours(root: Path) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
             raise _missing_labels(video, candidates[0].with_suffix(".npy or .csv"))
         if len(present) > 1:
             raise UserError(f"test video {video} has both {present[0].name} and {present[1].name}; keep one of them")
-        test.append(_labelled(video, present[0], read_label_file(present[0])))
+        masks = root / "test_masks" / name
+        test.append(_labelled(video, present[0], read_label_file(present[0]), _folder(masks), "indexed"))
     return train, test
+
+
+def _folder(path: Path) -> Path | None:
+    return path if path.is_dir() else None
 
 
 def _load_ped2(root: Path) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
@@ -118,7 +137,7 @@ def _load_ped2(root: Path) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
         gt = video.with_name(f"{video.name}_gt")
         if not gt.is_dir():
             raise _missing_labels(video, gt / "*.bmp")
-        test.append(_labelled(video, gt, read_mask_folder(gt)))
+        test.append(_labelled(video, gt, read_mask_folder(gt), gt, "sequence"))
     return train, test
 
 
@@ -133,7 +152,7 @@ def _load_avenue(root: Path) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
         mat = mask_dir / f"{number}_label.mat"
         if not mat.is_file():
             raise _missing_labels(video, mat)
-        test.append(_labelled(video, mat, read_mat_masks(mat)))
+        test.append(_labelled(video, mat, read_mat_masks(mat), mat, "mat"))
     return train, test
 
 
@@ -148,7 +167,8 @@ def _load_shanghaitech(root: Path) -> tuple[list[LabelledVideo], list[LabelledVi
         npy = root / "testing" / "test_frame_mask" / f"{video.name}.npy"
         if not npy.is_file():
             raise _missing_labels(video, npy)
-        test.append(_labelled(video, npy, read_label_file(npy)))
+        pixels = root / "testing" / "test_pixel_mask" / f"{video.name}.npy"
+        test.append(_labelled(video, npy, read_label_file(npy), pixels if pixels.is_file() else None, "npy"))
     return train, test
 
 
