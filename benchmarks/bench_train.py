@@ -1,9 +1,10 @@
 """Training throughput (images/s) of the library's own training step, for any model, batch, precision and device.
 
-Runs `mambaout.engine.loop.train_updates` (the step every pipeline uses) with `mambaout train`'s loss (Mixup/CutMix,
-the paper's drop path, timm AdamW with weight-decay groups, per-update cosine schedule, the NaN check) on one
-synthetic batch repeated, so data loading is excluded: this measures the model + optimizer step. Warm-up updates
-(oneDNN/cuDNN autotuning, torch.compile) are not timed. Prints one line and, with --json, a JSON object.
+Runs `mambaout train`'s task pieces (Mixup/CutMix, the paper's drop path, timm AdamW with weight-decay groups,
+per-update cosine schedule, the NaN check) through the engine's driver (`mambaout.engine.run`, what every pipeline
+uses) on one synthetic batch repeated, in memory, so data loading is excluded: this measures the model + optimizer
+step. Warm-up updates (oneDNN/cuDNN autotuning, torch.compile) are not timed. Prints one line and, with --json, a
+JSON object.
 
     python benchmarks/bench_train.py --model mambaout_femto --batch-size 16 --image-size 224          # CPU
     python benchmarks/bench_train.py --model mambaout_tiny --batch-size 128 --amp bf16 --channels-last  # one GPU
@@ -20,11 +21,10 @@ import time
 import torch
 
 import mambaout
-from mambaout.engine.distributed import resolve_device
-from mambaout.engine.loop import TrainParts, train_updates
-from mambaout.engine.runtime import resolve_amp
+from mambaout.engine.run import RunConfig, Task, run
+from mambaout.engine.runtime import setup_runtime
 from mambaout.train.recipe import resolve_recipe
-from mambaout.train.trainer import build_optimization, classification_loss
+from mambaout.train.trainer import classification_loss, recipe_optimizer, recipe_schedule
 
 
 def cpu_name() -> str:
@@ -47,43 +47,40 @@ def bench(
     warmup: int = 3,
     num_classes: int = 1000,
 ) -> dict:
-    dev = resolve_device(device)
-    amp_dtype = resolve_amp(amp, dev)
-    recipe = resolve_recipe({"model": model_name, "data": "synthetic", "batch_size": batch_size})
-    torch.manual_seed(0)
-    model = mambaout.create_model(model_name, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, num_classes, 1000, recipe.resolved_lr())
-    parts = TrainParts(
-        model=model,
-        forward=torch.compile(model) if compile else model,
-        optimizer=optimizer,
-        loss=classification_loss(loss_fn, mixup, dev, channels_last),
-        schedule=lambda step: scheduler.step_update(num_updates=step),
-        device=dev,
-        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
-        amp_dtype=amp_dtype,
+    rt = setup_runtime(device, amp)
+    recipe = resolve_recipe(
+        {"model": model_name, "data": "synthetic", "batch_size": batch_size, "channels_last": channels_last}
     )
     images = torch.randn(batch_size, 3, image_size, image_size)
     targets = torch.randint(0, num_classes, (batch_size,))
-    if dev.type == "cuda":
-        images, targets = images.pin_memory(), targets.pin_memory()
-    batches = [(images, targets)] * (warmup + steps)
-
-    step, _ = train_updates(parts, iter(batches[:warmup]), updates=warmup)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     last = [time.perf_counter()]
 
-    def on_update(*_):  # the loss .item() inside the loop has already synchronised the device
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
+    class Synthetic(Task):
+        optimizer = recipe_optimizer(recipe, recipe.resolved_lr())
+        schedule = recipe_schedule(recipe)
 
-    train_updates(parts, iter(batches[warmup:]), updates=steps, global_step=step, on_update=on_update)
+        def model(self):
+            model = mambaout.create_model(model_name, num_classes=num_classes, drop_path_rate=recipe.drop_path)
+            return model.to(memory_format=torch.channels_last) if channels_last else model
+
+        def train_data(self):
+            pin = rt.device.type == "cuda"
+            batch = (images.pin_memory(), targets.pin_memory()) if pin else (images, targets)
+            return iter([batch] * (warmup + steps))
+
+        def on_update(self, run, loss):  # the loss .item() inside the step has already synchronised the device
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+            if run.progress.global_step == warmup and rt.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+
+    task = Synthetic()
+    task.loss = classification_loss(recipe, num_classes, rt.device)
+    run(task, RunConfig(updates=warmup + steps, runtime=rt, compile=compile, progress="none"))
+    dev = rt.device
+    times = times[warmup:]
     median = sorted(times)[len(times) // 2]
     return dict(
         model=model_name,

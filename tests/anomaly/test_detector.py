@@ -196,7 +196,7 @@ def test_print_config_shows_the_resolved_flags(capsys):
 def test_an_interrupted_run_resumes_to_the_same_detector(conv_run, tmp_path, monkeypatch):
     data, run = conv_run
     reference = build_run(tmp_path, "ssm", encoder=run, name="whole", steps=30)[1]
-    import mambaout.anomaly.train as train_module
+    import mambaout.engine.run as train_module
 
     real_save = train_module.save_checkpoint
 

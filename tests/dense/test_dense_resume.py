@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import mambaout.dense.run as dense_run
+import mambaout.engine.run as dense_run
 from mambaout.cli import main
 from mambaout.engine.checkpoint import load_checkpoint
 

@@ -8,9 +8,9 @@ def interrupt_after_saves(monkeypatch):
     """Make the n-th `last.pt` save of a run be its last act (as if the process were killed right after it)."""
 
     def arm(n: int):
-        import mambaout.train.trainer as trainer
+        import mambaout.engine.run as driver
 
-        real, calls = trainer.save_checkpoint, []
+        real, calls = driver.save_checkpoint, []
 
         def save_then_maybe_die(path, state):
             real(path, state)
@@ -18,7 +18,7 @@ def interrupt_after_saves(monkeypatch):
             if len(calls) == n:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(trainer, "save_checkpoint", save_then_maybe_die)
+        monkeypatch.setattr(driver, "save_checkpoint", save_then_maybe_die)
         return calls
 
     return arm

@@ -1,6 +1,6 @@
 """`mambaout anomaly train` and `eval`: a detector from normal video, on the engine, and its metrics on test video.
 
-A run is two trainings on the engine (`mambaout.engine.fit`: seeded data order, atomic checkpoints that resume
+A run is two trainings on the engine (`mambaout.engine.run`: seeded data order, atomic checkpoints that resume
 exactly, also mid-stage) and one calibration:
 
 1. the encoder (`encoder.py`) on normal training frames, unless `--encoder RUN` reuses another run's (then every
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
@@ -37,11 +36,9 @@ from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, enco
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, code_loss, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
-from mambaout.engine.fit import Progress, fit, restore_training_state, training_state
-from mambaout.engine.loop import TrainingDiverged, TrainParts
 from mambaout.engine.records import RunLog, write_json
+from mambaout.engine.run import OptimizerSpec, RunConfig, RunState, ScheduleSpec, Task, run
 from mambaout.engine.runtime import Runtime, intra_op_threads, seed_all, setup_runtime
-from mambaout.engine.schedule import cosine_per_update
 from mambaout.errors import UserError
 
 DETECTOR_FILE = "detector.pt"
@@ -87,70 +84,66 @@ class PredictionObjective(nn.Module):
         return code_loss(self.model(windows), codes, self.model.horizons, self.burn_in)
 
 
-# -- one resumable training stage on the engine -------------------------------------------------------------------
-def fit_stage(
-    name: str,
-    objective: nn.Module,
-    dataset: Dataset,
-    rt: Runtime,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    warmup_steps: int,
-    seed: int,
-    checkpoint: Path,
-    checkpoint_every: int,
-    resume: bool,
-    log: RunLog,
-) -> list[float]:
-    """Train `objective` (forward(batch) = loss) for `steps` updates with AdamW and a cosine; returns the losses.
+# -- a training stage: a task of the engine's driver ---------------------------------------------------------------
+class Stage(Task):
+    """One stage of a detector (the encoder, the temporal model): `objective` (forward(batch) = loss) on `dataset`,
+    AdamW and a cosine from `lr` down to 1 % of it."""
 
-    `checkpoint` (last.pt) is written every `checkpoint_every` updates and at the end; with `resume` a checkpoint of
-    this stage is continued exactly where it stopped.
-    """
-    loader = rt.train_loader(dataset, min(batch_size, len(dataset)), seed, workers=0)
-    per_epoch = len(loader)
-    if per_epoch == 0:
-        raise UserError(f"the {name} stage has no training data; give longer or more normal training videos")
-    optimizer = create_optimizer_v2(objective, "adamw", lr=lr, weight_decay=weight_decay)
-    scheduler = cosine_per_update(optimizer, steps, min(warmup_steps, steps - 1), 1e-6, lr * 1e-2)
-    parts = TrainParts(
-        model=objective,
-        forward=rt.wrap(objective),
-        optimizer=optimizer,
-        loss=lambda forward, batch: forward(
-            *(b.to(rt.device) for b in ((batch,) if torch.is_tensor(batch) else batch))
-        ),
-        schedule=lambda step: scheduler.step_update(num_updates=step),
-        scaler=rt.grad_scaler(),
-        amp_dtype=rt.amp,
-        device=rt.device,
-        world_size=rt.world_size,
+    advice = "lower its learning rate, then --resume"
+
+    def __init__(
+        self,
+        name: str,
+        cfg: AnomalyConfig,
+        objective: nn.Module,
+        dataset: Dataset,
+        device: torch.device,
+        lr: float,
+        steps: int,
+    ):
+        self.name, self.cfg, self.objective, self.dataset, self.device = name, cfg, objective, dataset, device
+        self.steps = steps
+        self.optimizer = OptimizerSpec("adamw", lr, cfg.weight_decay)
+        # the warm-up ends before the run does
+        self.schedule = ScheduleSpec(min(cfg.warmup_steps, steps - 1), warmup_lr=1e-6, min_lr=lr * 1e-2)
+
+    def model(self) -> nn.Module:
+        return self.objective
+
+    def train_data(self) -> Dataset:
+        return self.dataset
+
+    def loss(self, forward: nn.Module, batch: Any) -> torch.Tensor:
+        return forward(*(b.to(self.device) for b in ((batch,) if torch.is_tensor(batch) else batch)))
+
+    def config(self, runtime: Runtime) -> AnomalyConfig:
+        return self.cfg
+
+    def on_start(self, run: RunState) -> None:
+        if run.resumed:
+            run.runtime.log(f"{self.name}: resumed at update {run.progress.global_step}/{self.steps}")
+
+
+def train_stage(stage: Stage, rt: Runtime, out: Path, batch_size: int) -> list[float]:
+    """Train `stage` for its steps; returns the losses. last.pt is written every `checkpoint_every` updates and
+    at the end; with `resume` a last.pt of this stage is continued exactly where it stopped."""
+    if len(stage.dataset) == 0:
+        raise UserError(f"the {stage.name} stage has no training data; give longer or more normal training videos")
+    cfg = stage.cfg
+    config = RunConfig(
+        updates=stage.steps,
+        batch_size=min(batch_size, len(stage.dataset)),
+        runtime=rt,
+        seed=cfg.seed,
+        output=out,
+        stage=stage.name,
+        resume=cfg.resume,
+        overwrite=True,  # train_detector refuses a folder with an unfinished run unless resuming
+        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_epochs=False,
+        desc=stage.name,
     )
-    progress = Progress()
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        if state.get("stage") == name:
-            progress = restore_training_state(parts, scheduler, state)
-            rt.log(f"{name}: resumed at update {progress.global_step}/{steps}")
-    losses: list[float] = []
-    start = time.perf_counter()
-
-    def on_update(p: Progress, loss: float, terms: dict[str, float]) -> None:
-        losses.append(loss)
-        step = p.global_step
-        if step % max(1, steps // 10) == 0 or step == steps:
-            log(stage=name, step=step, loss=round(loss, 5), lr=optimizer.param_groups[0]["lr"])
-            rt.log(f"{name}: update {step}/{steps}  loss {loss:.4f}  ({time.perf_counter() - start:.0f} s)")
-        if step == steps or (checkpoint_every and step % checkpoint_every == 0):
-            save_checkpoint(checkpoint, training_state(parts, scheduler, p, stage=name))
-
-    try:
-        fit(parts, loader, steps, per_epoch, seed, rt.rank, progress, on_update)
-    except TrainingDiverged as e:
-        raise UserError(f"the {name} loss became {e.value} at update {e.global_step}; lower its learning rate") from e
-    return losses
+    return run(stage, config).losses
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -170,8 +163,11 @@ def temporal_args(cfg: AnomalyConfig, embed_dim: int) -> dict[str, Any]:
     return dict(embed_dim=embed_dim, width=width, mixer=cfg.mixer, window=cfg.window, **common)
 
 
-def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path, log: RunLog) -> tuple[FrameEncoder, dict]:
-    """Stage 1: the encoder and the cached, standardised embeddings of every normal training video."""
+def train_encoder(
+    cfg: AnomalyConfig, rt: Runtime, data, out: Path, log: RunLog | None = None
+) -> tuple[FrameEncoder, dict]:
+    """Stage 1: the encoder and the cached, standardised embeddings of every normal training video (`log` is not
+    used: the stage's lines go to `out`/log.jsonl through the engine)."""
     if (out / "encoder.pt").is_file() and (out / "embeddings.pt").is_file():
         return load_encoder(out)
     splits = [split_point(v.frame_count, cfg.val_fraction) for v in data.train]
@@ -183,22 +179,9 @@ def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path, log: RunLog)
     seed_all(cfg.seed)
     encoder = FrameEncoder(pretrained=cfg.pretrained or None, **encoder_args(cfg)).to(rt.device)
     objective = ReconstructionObjective(encoder)
-    fit_stage(
-        "encoder",
-        objective,
-        TensorDataset(torch.from_numpy(frames)),
-        rt,
-        cfg.encoder_steps,
-        cfg.encoder_batch_size,
-        cfg.encoder_lr,
-        cfg.weight_decay,
-        cfg.warmup_steps,
-        cfg.seed,
-        out / "last.pt",
-        cfg.checkpoint_every,
-        cfg.resume,
-        log,
-    )
+    dataset = TensorDataset(torch.from_numpy(frames))
+    stage = Stage("encoder", cfg, objective, dataset, rt.device, cfg.encoder_lr, cfg.encoder_steps)
+    train_stage(stage, rt, out, cfg.encoder_batch_size)
     encoder.fit_codes(torch.from_numpy(frames), cfg.seed)
     raw, codes = zip(*(encode_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train))
     encoder.set_statistics(torch.cat([r[:s] for r, s in zip(raw, splits)]))
@@ -226,8 +209,11 @@ def load_encoder(run: Path) -> tuple[FrameEncoder, dict]:
     return encoder, load_checkpoint(run / "embeddings.pt")
 
 
-def build_temporal(cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path, log: RunLog) -> tuple[nn.Module, dict]:
-    """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`)."""
+def build_temporal(
+    cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path, log: RunLog | None = None
+) -> tuple[nn.Module, dict]:
+    """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`; `log` is
+    not used: the stage's lines go to `out`/log.jsonl through the engine)."""
     train_parts = [e[:s] for e, s in zip(cache["embeddings"], cache["splits"])]
     embed_dim = train_parts[0].shape[1]
     if cfg.mixer == "frame":
@@ -247,22 +233,8 @@ def build_temporal(cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path, log:
     rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
     codes = [c[:s].to(rt.device) for c, s in zip(cache["codes"], cache["splits"])]
     windows = Windows([p.to(rt.device) for p in train_parts], codes, seq_len, max(1, (seq_len - cfg.burn_in) // 8))
-    losses = fit_stage(
-        "temporal",
-        PredictionObjective(model, cfg.burn_in),
-        windows,
-        rt,
-        cfg.steps,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.weight_decay,
-        cfg.warmup_steps,
-        cfg.seed,
-        out / "last.pt",
-        cfg.checkpoint_every,
-        cfg.resume,
-        log,
-    )
+    stage = Stage("temporal", cfg, PredictionObjective(model, cfg.burn_in), windows, rt.device, cfg.lr, cfg.steps)
+    losses = train_stage(stage, rt, out, cfg.batch_size)
     args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return model, args
 
@@ -289,14 +261,13 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
     start = time.perf_counter()
     with intra_op_threads(cfg.threads):
         rt = setup_runtime(cfg.device, cfg.amp)
-        log = RunLog(out)
         if cfg.encoder:
             encoder, cache = load_encoder(Path(cfg.encoder))
             if cache["names"] != [v.name for v in data.train]:
                 raise UserError(f"the encoder run {cfg.encoder} was trained on other videos; train without --encoder")
         else:
-            encoder, cache = train_encoder(cfg, rt, data, out, log)
-        temporal, args = build_temporal(cfg, cache, rt, out, log)
+            encoder, cache = train_encoder(cfg, rt, data, out)
+        temporal, args = build_temporal(cfg, cache, rt, out)
         detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer)
         videos = list(zip(cache["embeddings"], cache["codes"]))
         calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)

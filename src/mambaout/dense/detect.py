@@ -29,8 +29,42 @@ from mambaout.errors import UserError
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
+class Detection(DenseTask):
+    """Mask R-CNN on COCO-format data, the paper's 1x schedule."""
+
+    name, title, unit = "detect", "Mask R-CNN", "epoch"
+    collate = staticmethod(collate)
+
+    def __init__(self, cfg: DetectConfig, rt: Runtime):
+        train_set = CocoInstances(cfg.coco, cfg.train_split, train=True, max_images=cfg.max_images)
+        val_set = CocoInstances(cfg.coco, cfg.val_split, max_images=cfg.max_images) if cfg.eval_every >= 0 else None
+        self.num_classes = cfg.num_classes or train_set.num_classes
+        check_num_classes(self.num_classes, train_set)
+        self.categories = [dict(id=i, name=n) for i, n in zip(train_set.category_ids, train_set.category_names)]
+        super().__init__(cfg, rt, train_set, val_set, cfg.model_args(self.num_classes))
+
+    def model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        return mask_rcnn(**self.model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
+
+    def loss(self, forward: torch.nn.Module, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        images = [im.to(self.rt.device, non_blocking=True) for im in images]
+        return forward(images, [to_device(t, self.rt.device) for t in targets])  # torchvision's loss terms
+
+    def decay(self, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> MultiStepLR:
+        return MultiStepLR(optimizer, [e * updates_per_epoch for e in self.cfg.lr_steps], gamma=0.1)
+
+    def evaluate(self, model: torch.nn.Module, runtime: Runtime) -> dict[str, float]:
+        return evaluate_detector(model, self.val_set, runtime, self.categories, workers=self.cfg.workers)
+
+    def extra(self) -> dict[str, Any]:
+        return dict(categories=self.categories, num_classes=self.num_classes)
+
+
 def train_detector(cfg: DetectConfig) -> dict[str, Any]:
-    """Train Mask R-CNN as `cfg` says; writes config.json, log.jsonl, last.pt and metrics.json into cfg.output.
+    """Train Mask R-CNN as `cfg` says; writes config.yaml, config.json, log.jsonl, last.pt and metrics.json into
+    cfg.output.
 
     Returns {"losses": [per-step total loss], "metrics": last COCO metrics, "checkpoint": path}
     (metrics and checkpoint only on the main process).
@@ -41,39 +75,8 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
     """
     if not cfg.coco:
         raise UserError("detection needs COCO-format data: pass --coco DIR (annotations/instances_<split>.json)")
-    rt = setup(cfg)
-    train_set = CocoInstances(cfg.coco, cfg.train_split, train=True, max_images=cfg.max_images)
-    val_set = CocoInstances(cfg.coco, cfg.val_split, max_images=cfg.max_images) if cfg.eval_every >= 0 else None
-    num_classes = cfg.num_classes or train_set.num_classes
-    check_num_classes(num_classes, train_set)
-    categories = [dict(id=i, name=n) for i, n in zip(train_set.category_ids, train_set.category_names)]
-    model_args = cfg.model_args(num_classes)
-    model = mask_rcnn(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
-
-    def loss(forward: torch.nn.Module, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        images = [im.to(rt.device, non_blocking=True) for im in images]
-        return forward(images, [to_device(t, rt.device) for t in targets])  # torchvision's loss terms
-
-    def total_updates(per_epoch: int) -> int:
-        return min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
-
-    task = DenseTask(
-        name="detect",
-        title="Mask R-CNN",
-        train_set=train_set,
-        val_set=val_set,
-        model=model,
-        model_args=model_args,
-        loss=loss,
-        decay=lambda opt, per_epoch: MultiStepLR(opt, [e * per_epoch for e in cfg.lr_steps], gamma=0.1),
-        total_updates=total_updates,
-        evaluate=lambda m, rt: evaluate_detector(m, val_set, rt, categories, workers=cfg.workers),
-        unit="epoch",
-        checkpoint_extra=dict(categories=categories, num_classes=num_classes),
-        collate_fn=collate,
-    )
-    return train_dense(cfg, rt, task)
+    task = Detection(cfg, setup(cfg))
+    return train_dense(cfg, task, epochs=cfg.epochs, updates=cfg.max_steps or None)
 
 
 def check_num_classes(num_classes: int, dataset: CocoInstances) -> None:

@@ -30,8 +30,49 @@ from mambaout.errors import UserError
 MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
+class Segmentation(DenseTask):
+    """UperNet on ADE20K-layout data, the paper's 160k-iteration schedule."""
+
+    name, title, unit = "segment", "UperNet", "update"
+
+    def __init__(self, cfg: SegmentConfig, rt: Runtime):
+        transform = TrainTransform(cfg.crop_size, cfg.scale, cfg.ratio_range)
+        train_set = ADE20K(cfg.ade20k, cfg.train_split, transform, cfg.num_classes, cfg.max_images)
+        val_set = (
+            ADE20K(cfg.ade20k, cfg.val_split, None, cfg.num_classes, cfg.max_images) if cfg.eval_every >= 0 else None
+        )
+        super().__init__(cfg, rt, train_set, val_set, cfg.model_args())
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    def model(self) -> nn.Module:
+        cfg, rt = self.cfg, self.rt
+        model = upernet(**self.model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
+        if rt.distributed and rt.device.type == "cuda":  # SyncBN is GPU-only; CPU/gloo runs keep per-process BN
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        torch.backends.cudnn.benchmark = rt.device.type == "cuda"  # fixed 512x512 crops: let cuDNN pick its kernels
+        return model
+
+    def loss(self, forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, labels = (t.to(self.rt.device, non_blocking=True) for t in batch)
+        out = forward(images)
+        terms = dict(decode=self.criterion(out["out"], labels))
+        if "aux" in out:
+            terms["aux"] = self.cfg.aux_weight * self.criterion(out["aux"], labels)
+        return terms
+
+    def decay(self, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> PolynomialLR:
+        return PolynomialLR(optimizer, total_iters=self.cfg.iterations, power=self.cfg.power)
+
+    def evaluate(self, model: nn.Module, runtime: Runtime) -> dict[str, Any]:
+        cfg = self.cfg
+        return evaluate_segmenter(
+            model, self.val_set, runtime, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
+        )
+
+
 def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
-    """Train UperNet as `cfg` says; writes config.json, log.jsonl, last.pt and metrics.json into cfg.output.
+    """Train UperNet as `cfg` says; writes config.yaml, config.json, log.jsonl, last.pt and metrics.json into
+    cfg.output.
 
     Returns {"losses": [per-step total loss], "metrics": last single-scale metrics, "checkpoint": path}
     (metrics and checkpoint only on the main process).
@@ -45,44 +86,7 @@ def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
         raise UserError("UperNet's BatchNorm needs at least 2 images per batch; use --batch-size 2 or more")
     if cfg.eval_mode not in ("whole", "slide"):
         raise UserError(f"eval mode must be 'whole' or 'slide', got {cfg.eval_mode!r}")
-    rt = setup(cfg)
-    transform = TrainTransform(cfg.crop_size, cfg.scale, cfg.ratio_range)
-    train_set = ADE20K(cfg.ade20k, cfg.train_split, transform, cfg.num_classes, cfg.max_images)
-    val_set = ADE20K(cfg.ade20k, cfg.val_split, None, cfg.num_classes, cfg.max_images) if cfg.eval_every >= 0 else None
-
-    model_args = cfg.model_args()
-    model = upernet(**model_args, backbone_weights=cfg.backbone_weights, drop_path_rate=cfg.drop_path_rate)
-    if rt.distributed and rt.device.type == "cuda":  # SyncBN is GPU-only; CPU/gloo runs keep per-process BN
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    torch.backends.cudnn.benchmark = rt.device.type == "cuda"  # fixed 512x512 crops: let cuDNN pick its kernels
-    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-
-    def loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, labels = (t.to(rt.device, non_blocking=True) for t in batch)
-        out = forward(images)
-        terms = dict(decode=criterion(out["out"], labels))
-        if "aux" in out:
-            terms["aux"] = cfg.aux_weight * criterion(out["aux"], labels)
-        return terms
-
-    task = DenseTask(
-        name="segment",
-        title="UperNet",
-        train_set=train_set,
-        val_set=val_set,
-        model=model,
-        model_args=model_args,
-        loss=loss,
-        decay=lambda opt, per_epoch: PolynomialLR(opt, total_iters=cfg.iterations, power=cfg.power),
-        total_updates=lambda per_epoch: cfg.iterations,
-        evaluate=lambda m, rt: evaluate_segmenter(
-            m, val_set, rt, scale=cfg.scale, mode=cfg.eval_mode, crop_size=cfg.crop_size
-        ),
-        unit="update",
-        checkpoint_extra={},
-        drop_log_keys=("IoU",),
-    )
-    return train_dense(cfg, rt, task)
+    return train_dense(cfg, Segmentation(cfg, setup(cfg)), updates=cfg.iterations)
 
 
 def slide_logits(model: nn.Module, x: torch.Tensor, crop_size: int, stride: int) -> torch.Tensor:

@@ -139,6 +139,9 @@ def _plain(value: Any) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass (or a dict) as plain YAML-ready values."""
+    if isinstance(cfg, dict):
+        return {k: _plain(v) for k, v in cfg.items()}
     return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 

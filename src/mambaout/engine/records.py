@@ -1,10 +1,11 @@
-"""What a run leaves to read (rank 0 only): console lines, `summary.csv` per epoch, `log.jsonl` per logged step, and
-TensorBoard logs.
+"""What a run leaves to read (rank 0 only): console lines, `summary.csv` per evaluated epoch, `log.jsonl` per logged
+step, and TensorBoard logs.
 
-`summary.csv` has one row per finished epoch: epoch, train_loss, val_loss, top1, top5, lr (at the end of the epoch),
-images_per_s (training throughput over all processes), epoch_s, and ema_top1 when an EMA is kept. A resumed run
-first drops rows of epochs it will train again, so the file always describes one uninterrupted run. TensorBoard
-gets loss and lr per update and the epoch rows, all against the update count.
+`summary.csv` has one row per epoch that ended in an evaluation: epoch, train_loss, the task's metrics, lr (at the end
+of the epoch), images_per_s (training throughput over all processes), epoch_s, then the EMA's metrics when an EMA is
+kept; a classification run's columns are `SUMMARY_COLUMNS` (+ ema_top1). A resumed run first drops rows of epochs it
+will train again, so the file always describes one uninterrupted run. TensorBoard gets loss and lr per update and the
+epoch rows, all against the update count.
 """
 
 from __future__ import annotations
@@ -31,19 +32,19 @@ def read_summary(run_dir: str | Path) -> list[dict[str, float]]:
 class RunRecords:
     """Console lines, summary.csv and TensorBoard for one run; every method is a no-op when `enabled` is False.
 
+    The columns of summary.csv are those of its first row (or of the file a resumed run continues).
+
     Example:
         >>> records = RunRecords(Path("runs/x"), enabled=True, tensorboard=True, start_epoch=0)  # doctest: +SKIP
-        >>> records.epoch(dict(epoch=1, train_loss=2.1, val_loss=1.9, top1=41.0, top5=88.0, lr=1e-3,
-        ...                    images_per_s=900.0, epoch_s=2.0), epochs=30)  # doctest: +SKIP
+        >>> records.epoch(dict(epoch=1, train_loss=2.1, val_loss=1.9, lr=1e-3, images_per_s=900.0, epoch_s=2.0),
+        ...               epochs=30, metrics="val loss 1.9")  # doctest: +SKIP
     """
 
-    def __init__(
-        self, run_dir: Path, enabled: bool, tensorboard: bool, start_epoch: int, start_step: int = 0, ema: bool = False
-    ):
-        self.run_dir, self.enabled = run_dir, enabled
-        self.columns = SUMMARY_COLUMNS + (["ema_top1"] if ema else [])
+    def __init__(self, run_dir: Path | None, enabled: bool, tensorboard: bool, start_epoch: int, start_step: int = 0):
+        self.run_dir, self.enabled = run_dir, enabled and run_dir is not None
+        self.columns: list[str] | None = None
         self.writer = None
-        if not enabled:
+        if not self.enabled:
             return
         self._keep_rows_before(start_epoch)
         if tensorboard:
@@ -56,10 +57,12 @@ class RunRecords:
 
     def _keep_rows_before(self, start_epoch: int) -> None:
         path = self.run_dir / "summary.csv"
-        rows = []
-        if path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= start_epoch]
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if int(float(r["epoch"])) <= start_epoch]
+            self.columns = list(reader.fieldnames or [])
         with open(path, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             out.writeheader()
@@ -74,24 +77,28 @@ class RunRecords:
             self.writer.add_scalar("train/loss_step", loss, global_step)
             self.writer.add_scalar("train/lr", lr, global_step)
 
-    def epoch(self, row: dict[str, Any], epochs: int, global_step: int = 0) -> None:
-        """Append one epoch to summary.csv and TensorBoard, and print its line."""
+    def epoch(self, row: dict[str, Any], epochs: int, global_step: int = 0, metrics: str = "") -> None:
+        """Append one epoch to summary.csv and TensorBoard, and print its line (`metrics`: the task's words for its
+        metrics)."""
         if not self.enabled:
             return
-        with open(self.run_dir / "summary.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
+        path = self.run_dir / "summary.csv"
+        new = self.columns is None
+        self.columns = self.columns or list(row)
+        with open(path, "a", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                out.writeheader()
+            out.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         if self.writer is not None:
             for key, value in row.items():
-                if key != "epoch":
+                if key != "epoch" and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"epoch/{key}", value, global_step)
             self.writer.flush()
-        ema = f"  ema top-1 {row['ema_top1']:5.1f}%" if "ema_top1" in row else ""
         self.print(
             f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}  "
-            f"val loss {row['val_loss']:.4f}  top-1 {row['top1']:5.1f}%  top-5 {row['top5']:5.1f}%{ema}  "
-            f"lr {row['lr']:.2e}  {row['images_per_s']:,.0f} img/s  {row['epoch_s']:.1f}s"
+            + (f"{metrics}  " if metrics else "")
+            + f"lr {row['lr']:.2e}  {row['images_per_s']:,.0f} img/s  {row['epoch_s']:.1f}s"
         )
 
     def close(self) -> None:
@@ -100,22 +107,31 @@ class RunRecords:
 
 
 class RunLog:
-    """Appends JSON lines to <output>/log.jsonl (when `enabled`) and keeps them for the caller.
+    """Appends JSON lines to <output>/log.jsonl (when `enabled`) and keeps them for the caller; a run of a `stage`
+    tags its lines with it.
 
-    A resumed run first drops the lines past the step it resumes from, so the file describes one uninterrupted run.
+    A resumed run first drops its lines past the step it resumes from (those of other stages stay), so the file
+    describes one uninterrupted run.
     """
 
-    def __init__(self, output: str | os.PathLike | None, enabled: bool = True, start_step: int = 0):
+    def __init__(
+        self, output: str | os.PathLike | None, enabled: bool = True, start_step: int = 0, stage: str | None = None
+    ):
         self.path = Path(output) / "log.jsonl" if output and enabled else None
+        self.stage = stage
         self.records: list[dict[str, Any]] = []
         self.start = time.time()
         if self.path is not None and self.path.exists():
             lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            kept = [
+                line
+                for line in lines
+                if json.loads(line).get("stage") != stage or json.loads(line).get("step", 0) <= start_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def __call__(self, **record: Any) -> None:
-        record = {"time": round(time.time() - self.start, 2), **record}
+        record = {"time": round(time.time() - self.start, 2), **({"stage": self.stage} if self.stage else {}), **record}
         self.records.append(record)
         if self.path is not None:
             with self.path.open("a") as f:

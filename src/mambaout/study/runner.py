@@ -1,11 +1,11 @@
 """Train and measure: one run per (task, mixer, seed), every run with the same budget and the same recipe.
 
 A task (`image_tasks`, `selective_copying`) supplies data, a model per mixer, a loss and an accuracy; this file owns
-what is common: AdamW from timm's `create_optimizer_v2` (weight decay 0.05, none on biases, norms and the SSM's
-A_log / D), timm's cosine schedule stepped per update (linear warm-up from 1e-6, down to 1 % of lr), the engine's
-training step (`mambaout.engine.loop`, the one every pipeline uses), seeded initialisation and data order, then the
-cost measurements of `measure.py`. Each run writes
-its resolved configuration (`config.json`) and its numbers (`result.json`) into its own folder.
+what is common: the recipe of a run (`StudyRun`: AdamW, weight decay 0.05, none on biases, norms and the SSM's
+A_log / D; timm's cosine stepped per update, linear warm-up from 1e-6, down to 1 % of lr), trained in memory by the
+engine's driver (`mambaout.engine.run`, the one every pipeline uses) with seeded initialisation and data order, then
+the cost measurements of `measure.py`. Each run writes its resolved configuration (`config.json`) and its numbers
+(`result.json`) into its own folder.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from timm.optim import create_optimizer_v2
-from tqdm import tqdm
 
 from mambaout.bench.cost import count_macs, count_params
+from mambaout.engine.run import OptimizerSpec, RunConfig, ScheduleSpec, Task, run
 from mambaout.study.measure import inference_latency_ms, peak_memory_bytes
 
 
@@ -36,49 +34,44 @@ def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+class StudyRun(Task):
+    """One (task, mixer, seed) run as a task of the engine's driver: the study task's model, batches and loss; AdamW
+    (weight decay 0.05 unless the budget says otherwise); timm's cosine per update with linear warm-up from 1e-6,
+    down to 1 % of lr."""
+
+    def __init__(self, task: Any, mixer: str, budget: dict[str, Any], seed: int, device: torch.device):
+        self.task, self.mixer, self.budget, self.seed, self.device = task, mixer, budget, seed, device
+        self.optimizer = OptimizerSpec("adamw", budget["lr"], budget.get("weight_decay", 0.05))
+        self.schedule = ScheduleSpec(budget["warmup_steps"], warmup_lr=1e-6, min_lr=budget["lr"] * 1e-2)
+
+    def model(self) -> torch.nn.Module:
+        return self.task.build_model(self.mixer)
+
+    def train_data(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.task.train_batches(self.budget["steps"], self.budget["batch_size"], generator)
+
+    def loss(self, forward: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.task.loss(forward, batch[0].to(self.device), batch[1].to(self.device))
+
+
 def train(
-    task: Any, model: torch.nn.Module, budget: dict[str, Any], seed: int, device: torch.device, desc: str = ""
-) -> dict[str, Any]:
-    """Train `model` on `task` for `budget["steps"]` updates with the engine's training step; returns the final loss
-    and the wall time."""
-    from mambaout.engine.loop import TrainParts, train_updates
-    from mambaout.engine.schedule import cosine_per_update
-
-    optimizer = create_optimizer_v2(model, "adamw", lr=budget["lr"], weight_decay=budget.get("weight_decay", 0.05))
-    # Counted in updates: timm's cosine with linear warm-up from 1e-6, down to 1 % of lr.
-    scheduler = cosine_per_update(optimizer, budget["steps"], budget["warmup_steps"], 1e-6, budget["lr"] * 1e-2)
-    parts = TrainParts(
-        model=model,
-        forward=model,
-        optimizer=optimizer,
-        loss=lambda forward, batch: task.loss(forward, batch[0].to(device), batch[1].to(device)),
-        schedule=lambda step: scheduler.step_update(step),
-        device=device,
+    task: Any, mixer: str, budget: dict[str, Any], seed: int, device: torch.device, desc: str = ""
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train `task`'s model for `mixer` for `budget["steps"]` updates, in memory; returns ({steps, train_seconds,
+    final_loss}, the trained model). A bar only when asked (`desc`): runs in worker processes report through the
+    study's progress lines instead."""
+    config = RunConfig(
+        updates=budget["steps"],
+        batch_size=budget["batch_size"],
+        device=str(device),
+        amp="none",
+        seed=seed,
+        progress="bar" if desc else "none",
+        desc=desc,
     )
-    generator = torch.Generator().manual_seed(seed)
-    batches = task.train_batches(budget["steps"], budget["batch_size"], generator)
-    # a bar only when asked (desc): runs in worker processes report through the study's progress lines instead
-    bar = tqdm(
-        total=budget["steps"], desc=desc, leave=False, file=sys.stderr, mininterval=1.0, disable=not desc or None
-    )
-    losses: list[float] = []
-
-    def on_update(step: int, loss: float, terms: dict[str, float], stats: Any) -> None:
-        losses.append(loss)
-        bar.update(1)
-        if step % 10 == 1:
-            bar.set_postfix(loss=f"{loss:.3f}")
-
-    start = time.perf_counter()
-    try:
-        train_updates(parts, iter(batches), budget["steps"], on_update=on_update)
-    finally:
-        bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    tail = losses[-max(1, len(losses) // 10) :]
-    return dict(steps=len(losses), train_seconds=seconds, final_loss=sum(tail) / len(tail))
+    result = run(StudyRun(task, mixer, budget, seed, device), config)
+    return dict(steps=len(result.losses), train_seconds=result.seconds, final_loss=result.final_loss), result.model
 
 
 def measure_costs(
@@ -158,15 +151,14 @@ def run_one(
         result = task.run_one(mixer, seed, budget, out_dir, stream_frames=())  # streaming cost: measured afterwards
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         return result, None
-    torch.manual_seed(seed)
-    model = task.build_model(mixer).to(device)
+    trained, model = train(task, mixer, budget, seed, device, desc=desc)
     config = dict(
         task=task.config(),
         mixer=mixer,
         mixer_kwargs=task.mixer_kwargs.get(mixer, {}),
         seed=seed,
         budget=budget,
-        optimizer="adamw (timm create_optimizer_v2)",
+        optimizer="adamw (timm optimizer factory)",
         scheduler="cosine (timm)",
         model=getattr(model, "variant", type(model).__name__),
         params=count_params(model),
@@ -174,7 +166,7 @@ def run_one(
     )
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     result = dict(task=task.name, mixer=mixer, seed=seed)
-    result.update(train(task, model, budget, seed, device, desc=desc))
+    result.update(trained)
     result["accuracy"], result["eval_count"] = task.evaluate(model, device)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result, model

@@ -1,9 +1,11 @@
-"""`train(recipe)`: a whole run, from a resolved recipe to a run folder of results.
+"""`train(recipe)`: image classification as a task of the engine's driver (`mambaout.engine.run`).
 
-Setup in the order a run needs it: processes (torchrun or one), data (checked before anything is written), model,
-timm optimizer / scheduler / Mixup / loss / EMA, DDP, then the epochs. The run folder receives `config.yaml`,
-`classes.txt`, `summary.csv`, `tensorboard/`, `last.pt` (everything, atomically, every epoch and optionally every
-N updates), `last.safetensors` and `best.safetensors` (weights for `create_model(pretrained=...)`).
+The task supplies what is particular to classification: the data (checked before anything is written), the timm
+model, the recipe's optimizer and per-update cosine (in epochs), Mixup/CutMix and the loss, top-1/top-5 evaluation
+and the weights exported after each epoch; the driver does the rest (processes, DDP, EMA, resume, records). The run
+folder receives `config.yaml`, `classes.txt`, `summary.csv`, `log.jsonl`, `metrics.json`, `tensorboard/`, `last.pt`
+(everything, atomically, every epoch and optionally every N updates), `last.safetensors` and `best.safetensors`
+(weights for `create_model(pretrained=...)`).
 
 Determinism: initial weights from `seed`; data order from (seed, epoch); augmentation from (seed, epoch, index);
 the main-process generators (drop path, Mixup) are reseeded from (seed, epoch, rank) at each epoch start and
@@ -21,19 +23,13 @@ from typing import Any
 
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
-from timm.utils import ModelEmaV3
 from torch import nn
-from tqdm import tqdm
 
-from mambaout.data import batch_mixup, build_splits, eval_transform, train_transform
-from mambaout.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from mambaout.data import Splits, batch_mixup, build_splits, eval_transform, train_transform
+from mambaout.engine.checkpoint import export_weights
 from mambaout.engine.distributed import broadcast_object, close_processes
-from mambaout.engine.fit import Progress, fit, restore_training_state, training_state
-from mambaout.engine.loop import TrainingDiverged, TrainParts
-from mambaout.engine.records import RunRecords
-from mambaout.engine.runtime import AMP_NAMES, Runtime, intra_op_threads, seed_all, setup_runtime
-from mambaout.engine.schedule import cosine_per_update
+from mambaout.engine.run import OptimizerSpec, RunConfig, RunState, ScheduleSpec, Task, run
+from mambaout.engine.runtime import AMP_NAMES, Runtime, intra_op_threads, setup_runtime
 from mambaout.errors import UserError
 from mambaout.models.factory import create_model
 from mambaout.models.variants import pretrained_cfg
@@ -55,55 +51,142 @@ def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_optimization(
-    recipe: Recipe, model: nn.Module, num_classes: int, updates_per_epoch: int, lr: float
-) -> tuple[torch.optim.Optimizer, Any, Any, nn.Module]:
+def recipe_optimizer(recipe: Recipe, lr: float) -> OptimizerSpec:
     """The recipe's timm optimizer (weight decay off for 1-D and `no_weight_decay()` parameters, optional layer
-    decay via `group_matcher`), per-update cosine schedule, Mixup/CutMix and loss.
-
-    Example:
-        >>> optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, 1000, 312, 4e-3)  # doctest: +SKIP
-    """
+    decay via `group_matcher`)."""
     adam_like = "adam" in recipe.opt.lower() or recipe.opt.lower() in ("lamb", "lambw", "lion")
-    try:
-        optimizer = create_optimizer_v2(
-            model,
-            opt=recipe.opt,
-            lr=lr,
-            weight_decay=recipe.weight_decay,
-            layer_decay=recipe.layer_decay,
-            **(dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}),
-        )
-    except (AssertionError, ValueError) as e:
-        raise UserError(f"optimizer {recipe.opt!r} could not be created ({e}); use a timm name such as adamw") from e
-    scheduler = cosine_per_update(
-        optimizer, recipe.epochs, recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr, updates_per_epoch
-    )
+    betas = dict(betas=tuple(recipe.opt_betas), eps=recipe.opt_eps) if adam_like else {}
+    return OptimizerSpec(recipe.opt, lr, recipe.weight_decay, recipe.layer_decay, kwargs=betas)
+
+
+def recipe_schedule(recipe: Recipe) -> ScheduleSpec:
+    """The recipe's cosine, counted in epochs and stepped per update."""
+    return ScheduleSpec(recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr, unit="epoch")
+
+
+def classification_loss(
+    recipe: Recipe, num_classes: int, device: torch.device
+) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The training step's loss for an (images, targets) batch: to the device, the recipe's Mixup/CutMix, forward,
+    cross-entropy (soft targets under Mixup, which smooths them itself; else label smoothing if the recipe has it)."""
     mixup = batch_mixup(num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_switch_prob, recipe.smoothing)
     if mixup is not None:
-        loss_fn: nn.Module = SoftTargetCrossEntropy()  # Mixup makes smoothed soft targets itself
+        loss_fn: nn.Module = SoftTargetCrossEntropy()
     elif recipe.smoothing > 0:
         loss_fn = LabelSmoothingCrossEntropy(recipe.smoothing)
     else:
         loss_fn = nn.CrossEntropyLoss()
-    return optimizer, scheduler, mixup, loss_fn
-
-
-def classification_loss(
-    loss_fn: nn.Module, mixup: Any, device: torch.device, channels_last: bool = False
-) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """The training step's loss for an (images, targets) batch: to the device, Mixup/CutMix, forward, loss."""
 
     def loss(forward: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, targets = batch
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
+        if recipe.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if mixup is not None:
             images, targets = mixup(images, targets)
         return loss_fn(forward(images), targets)
 
     return loss
+
+
+class Classification(Task):
+    """A timm classifier on `splits`, trained as `recipe` says.
+
+    Example:
+        >>> task = Classification(recipe, rt, Path("runs/x"), splits)  # doctest: +SKIP
+        >>> run(task, RunConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, runtime=rt))  # doctest: +SKIP
+    """
+
+    best = "top1"
+
+    def __init__(self, recipe: Recipe, rt: Runtime, run_dir: Path, splits: Splits):
+        self.recipe, self.rt, self.run_dir, self.splits, self.resuming = recipe, rt, run_dir, splits, False
+        self.num_classes = recipe.num_classes or len(splits.classes)
+        if self.num_classes < len(splits.classes):
+            raise UserError(
+                f"num_classes {self.num_classes} is below the {len(splits.classes)} classes found in the data"
+            )
+        self.lr = recipe.resolved_lr(rt.world_size)
+        self.optimizer = recipe_optimizer(recipe, self.lr)
+        self.schedule = recipe_schedule(recipe)
+        self.loss = classification_loss(recipe, self.num_classes, rt.device)
+        self.val_loader = rt.eval_loader(splits.val, recipe.batch_size, recipe.workers)
+        self.advice = f"lower --lr/--base-lr, set --clip-grad 1.0 or use --amp bf16, then --resume {run_dir}"
+
+    def model(self) -> nn.Module:
+        r = self.recipe
+        model = create_model(
+            r.model,
+            pretrained=r.pretrained if not self.resuming else None,
+            num_classes=self.num_classes,
+            drop_path_rate=r.drop_path,
+            drop_rate=r.drop,
+        )
+        return model.to(memory_format=torch.channels_last) if r.channels_last else model
+
+    def train_data(self):
+        return self.splits.train
+
+    def evaluate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
+        m = evaluate(model, self.val_loader, runtime.device, runtime.amp, self.recipe.channels_last)
+        return dict(val_loss=m["loss"], top1=m["top1"], top5=m["top5"])
+
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        ema = f"  ema top-1 {metrics['ema_top1']:5.1f}%" if "ema_top1" in metrics else ""
+        return f"val loss {metrics['val_loss']:.4f}  top-1 {metrics['top1']:5.1f}%  top-5 {metrics['top5']:5.1f}%{ema}"
+
+    def config(self, runtime: Runtime) -> str:
+        amp = AMP_NAMES.get(runtime.amp, "none")
+        return self.recipe.to_yaml(runtime.world_size, device=str(runtime.device), amp=amp)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return dict(config=self.recipe.to_dict(), classes=self.splits.classes)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint["classes"] != self.splits.classes:
+            raise UserError(
+                f"the classes of {self.splits.name} differ from those {self.run_dir} was trained on; resume on the "
+                "same data"
+            )
+        self.resuming = True
+
+    def on_start(self, run: RunState) -> None:
+        r, rt, splits, p = self.recipe, self.rt, self.splits, run.progress
+        if rt.is_main:
+            (self.run_dir / "classes.txt").write_text("\n".join(splits.classes) + "\n")
+        params = sum(x.numel() for x in run.model.parameters())
+        rt.log(
+            f"{'resuming' if run.resumed else 'training'} {r.model} ({params / 1e6:.2f}M params) on {splits.name}: "
+            f"{len(splits.train)} train / {len(splits.val)} val images, {_plural(len(splits.classes), 'class')}, "
+            f"{_plural(r.epochs, 'epoch')} of {_plural(run.updates_per_epoch, 'update')}, global batch "
+            f"{r.global_batch(rt.world_size)} ({r.batch_size} x {rt.world_size} process(es) x "
+            f"{r.grad_accum}), lr {self.lr:.3g}, {rt.device}{', ' + rt.precision if rt.amp else ''}"
+            f"{f', from epoch {p.epoch + 1} update {p.updates_done}' if run.resumed else ''} -> {self.run_dir}"
+        )
+        if r.warmup_epochs >= r.epochs - 1 and r.epochs > 1 and r.preset != "digits":
+            rt.log(
+                f"warning: {r.warmup_epochs} warm-up epochs of {r.epochs} leave the cosine almost no room; "
+                "set --warmup-epochs lower (the ImageNet preset warms up for 20 of 300)"
+            )
+        if p.epoch >= r.epochs:
+            rt.log(f"{self.run_dir} already finished its {r.epochs} epochs; pass --epochs N to train longer")
+
+    def on_update(self, run: RunState, loss: float) -> None:
+        self.splits.check_bad_images()
+
+    def on_evaluation(self, run: RunState, metrics: dict[str, Any], improved: bool) -> None:
+        """The weights as safetensors: last, best (by top-1) and the EMA's."""
+        if not self.rt.is_main:
+            return
+        r = self.recipe
+        meta = dict(model=r.model, num_classes=self.num_classes, input_size=r.input_size)
+        meta.update(epoch=run.progress.epoch, top1=f"{metrics['top1']:.3f}")
+        weights = run.model.state_dict()
+        export_weights(self.run_dir / "last.safetensors", weights, meta)
+        if improved:
+            export_weights(self.run_dir / "best.safetensors", weights, meta)
+        if run.ema is not None:
+            export_weights(self.run_dir / "ema.safetensors", run.ema.module.state_dict(), dict(meta, ema="true"))
 
 
 def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
@@ -117,6 +200,8 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
     """
     if resume is not None and recipe.output and Path(recipe.output) != Path(resume):
         raise UserError(f"resuming {resume} writes into it; drop --output {recipe.output} (or give the same folder)")
+    if resume is not None and not (Path(resume) / "last.pt").is_file():
+        raise UserError(f"no checkpoint at {Path(resume) / 'last.pt'}; --resume takes a run folder that holds last.pt")
     with intra_op_threads(recipe.threads):
         rt = setup_runtime(recipe.device, recipe.amp)
         try:
@@ -126,15 +211,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> RunResult:
 
 
 def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
-    started = time.perf_counter()
-    device, main = rt.device, rt.is_main
-    checkpoint = load_checkpoint(resume / "last.pt") if resume else None
     run_dir = resume or Path(broadcast_object(str(recipe.output or default_run_dir(recipe.model))))
-    if checkpoint is None and (run_dir / "last.pt").exists():
-        raise UserError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --output"
-        )
-
     # Data first: every layout mistake is reported before a file is written.
     cfg = pretrained_cfg(recipe.model)
     norm = dict(mean=cfg["mean"], std=cfg["std"])
@@ -160,183 +237,37 @@ def _train(recipe: Recipe, rt: Runtime, resume: Path | None) -> RunResult:
     )
     if len(splits.classes) < 2:
         raise UserError(f"{splits.name} has {len(splits.classes)} class; a classifier needs at least 2 class folders")
-    num_classes = recipe.num_classes or len(splits.classes)
-    if num_classes < len(splits.classes):
-        raise UserError(f"num_classes {num_classes} is below the {len(splits.classes)} classes found in the data")
-    if checkpoint is not None and checkpoint["classes"] != splits.classes:
-        raise UserError(
-            f"the classes of {splits.name} differ from those {run_dir} was trained on; resume on the same data"
-        )
-    loader = rt.train_loader(splits.train, recipe.batch_size, recipe.seed, recipe.workers)
-    val_loader = rt.eval_loader(splits.val, recipe.batch_size, recipe.workers)
-    updates_per_epoch = len(loader) // recipe.grad_accum
-    if updates_per_epoch == 0:
+    if len(splits.train) < recipe.global_batch(rt.world_size):
         raise UserError(
             f"the {len(splits.train)} training images do not fill one global batch of "
             f"{recipe.global_batch(rt.world_size)}; lower --batch-size or --grad-accum"
         )
 
-    # Model and optimisation, all from timm's factories.
-    seed_all(recipe.seed)  # identical initial weights in every process and every run
-    model = create_model(
-        recipe.model,
-        pretrained=recipe.pretrained if checkpoint is None else None,
-        num_classes=num_classes,
-        drop_path_rate=recipe.drop_path,
-        drop_rate=recipe.drop,
-    ).to(device)
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    lr = recipe.resolved_lr(rt.world_size)
-    optimizer, scheduler, mixup, loss_fn = build_optimization(recipe, model, num_classes, updates_per_epoch, lr)
-    scaler = torch.amp.GradScaler("cuda") if rt.amp == torch.float16 else None
-    ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
-
-    parts = TrainParts(
-        model=model,
-        forward=rt.wrap(model, compile=recipe.compile),
-        optimizer=optimizer,
-        loss=classification_loss(loss_fn, mixup, device, recipe.channels_last),
-        schedule=lambda step: scheduler.step_update(num_updates=step),
-        scaler=scaler,
-        amp_dtype=rt.amp,
-        device=device,
+    task = Classification(recipe, rt, run_dir, splits)
+    config = RunConfig(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
         grad_accum=recipe.grad_accum,
-        ema=ema,
         clip_grad=recipe.clip_grad,
-        world_size=rt.world_size,
+        ema=recipe.model_ema_decay if recipe.model_ema else None,
+        runtime=rt,
+        compile=recipe.compile,
+        workers=recipe.workers,
+        seed=recipe.seed,
+        output=run_dir,
+        resume=resume is not None,
+        checkpoint_every=recipe.save_every_steps,
+        progress="bar",
+        desc=recipe.model,
+        tensorboard=recipe.tensorboard,
     )
-
-    # Where to start: a fresh run, or the state of the checkpoint.
-    progress, best = Progress(), dict(top1=-1.0, epoch=0)
-    if checkpoint is not None:
-        progress = restore_training_state(parts, scheduler, checkpoint)
-        best = dict(top1=checkpoint["best_top1"], epoch=checkpoint["best_epoch"])
-
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    records = RunRecords(run_dir, main, recipe.tensorboard, progress.epoch, progress.global_step, ema=ema is not None)
-    if main:
-        (run_dir / "config.yaml").write_text(
-            recipe.to_yaml(rt.world_size, device=str(device), amp=AMP_NAMES.get(rt.amp, "none"))
-        )
-        (run_dir / "classes.txt").write_text("\n".join(splits.classes) + "\n")
-
-    def state(p: Progress) -> dict[str, Any]:
-        extra = dict(best_top1=best["top1"], best_epoch=best["epoch"], config=recipe.to_dict(), classes=splits.classes)
-        return training_state(parts, scheduler, p, **extra)
-
-    weights_meta = dict(model=recipe.model, num_classes=num_classes, input_size=recipe.input_size)
-    params = sum(p.numel() for p in model.parameters())
-    records.print(
-        f"{'resuming' if checkpoint else 'training'} {recipe.model} ({params / 1e6:.2f}M params) on {splits.name}: "
-        f"{len(splits.train)} train / {len(splits.val)} val images, {_plural(len(splits.classes), 'class')}, "
-        f"{_plural(recipe.epochs, 'epoch')} of {_plural(updates_per_epoch, 'update')}, global batch "
-        f"{recipe.global_batch(rt.world_size)} ({recipe.batch_size} x {rt.world_size} process(es) x "
-        f"{recipe.grad_accum}), lr {lr:.3g}, {device}{', ' + rt.precision if rt.amp else ''}"
-        f"{f', from epoch {progress.epoch + 1} update {progress.updates_done}' if checkpoint else ''} -> {run_dir}"
-    )
-    if recipe.warmup_epochs >= recipe.epochs - 1 and recipe.epochs > 1 and recipe.preset != "digits":
-        records.print(
-            f"warning: {recipe.warmup_epochs} warm-up epochs of {recipe.epochs} leave the cosine almost no room; "
-            "set --warmup-epochs lower (the ImageNet preset warms up for 20 of 300)"
-        )
-    if progress.epoch >= recipe.epochs:
-        records.print(f"{run_dir} already finished its {recipe.epochs} epochs; pass --epochs N to train longer")
-
-    bar = None
-
-    def on_update(p: Progress, loss: float, terms: dict[str, float]) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(
-                total=updates_per_epoch,
-                initial=p.updates_done - 1,
-                desc=f"epoch {p.epoch + 1}/{recipe.epochs}",
-                unit="update",
-                leave=False,
-                dynamic_ncols=True,
-                disable=True if not main else None,  # None: only on a terminal
-            )
-        splits.check_bad_images()
-        lr_now = max(g["lr"] for g in optimizer.param_groups)  # layer decay scales the others down
-        records.step(p.global_step, loss, lr_now)
-        bar.update(1)
-        bar.set_postfix_str(f"loss {loss:.4f} lr {lr_now:.2e} {p.stats.images_per_s:,.0f} img/s")
-        if recipe.save_every_steps and p.global_step % recipe.save_every_steps == 0:
-            if p.updates_done < updates_per_epoch:
-                snapshot = state(p)
-                if main:
-                    save_checkpoint(run_dir / "last.pt", snapshot)
-
-    last: dict[str, float] = {}
-
-    def on_epoch_end(p: Progress) -> None:
-        nonlocal bar, last
-        if bar is not None:
-            bar.close()
-            bar = None
-        metrics = evaluate(model, val_loader, device, rt.amp, recipe.channels_last)
-        row = dict(
-            epoch=p.epoch,
-            train_loss=p.stats.loss,
-            val_loss=metrics["loss"],
-            top1=metrics["top1"],
-            top5=metrics["top5"],
-            lr=max(g["lr"] for g in optimizer.param_groups),
-            images_per_s=p.stats.images_per_s,
-            epoch_s=p.stats.seconds,
-        )
-        if ema is not None:
-            row["ema_top1"] = evaluate(ema.module, val_loader, device, rt.amp, recipe.channels_last)["top1"]
-        improved = metrics["top1"] > best["top1"]
-        if improved:
-            best.update(top1=metrics["top1"], epoch=p.epoch)
-        records.epoch(row, recipe.epochs, p.global_step)
-        snapshot = state(Progress(p.epoch, 0, p.global_step))
-        if main:
-            meta = dict(weights_meta, epoch=p.epoch, top1=f"{metrics['top1']:.3f}")
-            export_weights(run_dir / "last.safetensors", snapshot["model"], meta)
-            if improved:
-                export_weights(run_dir / "best.safetensors", snapshot["model"], meta)
-            if ema is not None:
-                export_weights(run_dir / "ema.safetensors", snapshot["model_ema"], dict(meta, ema="true"))
-            save_checkpoint(run_dir / "last.pt", snapshot)
-        last = row
-
-    try:
-        fit(
-            parts,
-            loader,
-            total_updates=recipe.epochs * updates_per_epoch,
-            updates_per_epoch=updates_per_epoch,
-            seed=recipe.seed,
-            rank=rt.rank,
-            progress=progress,
-            on_update=on_update,
-            on_epoch_end=on_epoch_end,
-        )
-    except TrainingDiverged as e:
-        epoch, update = divmod(e.global_step - 1, updates_per_epoch)
-        kept = (
-            f"the last good checkpoint {run_dir / 'last.pt'} is kept"
-            if (run_dir / "last.pt").exists()
-            else "no checkpoint had been written yet"
-        )
-        raise UserError(
-            f"the loss became {e.value} at epoch {epoch + 1}, update {update + 1}: training stopped and {kept}; "
-            f"lower --lr/--base-lr, set --clip-grad 1.0 or use --amp bf16, then --resume {run_dir}"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-
-    records.close()
-    if main and recipe.plot:
+    result = run(task, config)
+    if rt.is_main and recipe.plot:
         from mambaout.train.plot import plot_run
 
         plot_run(run_dir)
-    return RunResult(run_dir, recipe.epochs, best["top1"], best["epoch"], last, time.perf_counter() - started)
+    best = result.best or dict(value=-1.0, epoch=0)
+    return RunResult(run_dir, recipe.epochs, best["value"], best["epoch"], result.metrics, result.seconds)
 
 
 def _plural(n: int, word: str) -> str:
