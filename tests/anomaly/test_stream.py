@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
 
 def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
     lines = path.read_text().splitlines()
-    assert lines[0] == "frame,score,alarm"
+    assert lines[0] == "frame,score,alarm,branch,temporal,patch"
     rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
     return rows[:, 0].astype(int), rows[:, 1]
 
@@ -57,7 +57,7 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     # distance, tiny on a frame almost identical to a training frame (score -5): there the encoder's rounding moved
     # it by 2.3e-3, hence 1e-3 relative.
     np.testing.assert_allclose(streamed, expected, rtol=1e-3 if mixer == "frame" else 1e-4, atol=1e-3)
-    assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].threshold)).sum())
+    assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].alarm_threshold)).sum())
 
 
 def test_state_memory_is_flat_for_conv_and_ssm_and_grows_for_unwindowed_attention(runs):

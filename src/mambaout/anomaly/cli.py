@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("source")
     w.add_argument("--run", required=True, help="run folder of `mambaout anomaly train`")
-    w.add_argument("--csv", default=None, help="write frame,score,alarm per frame")
+    w.add_argument("--csv", default=None, help="write frame,score,alarm,branch,temporal,patch per frame")
     w.add_argument("--jsonl", default=None, help="write one JSON line per frame")
     w.add_argument("--state", default=None, help="stream state file (resumed from when it exists)")
     w.add_argument("--state-every", type=int, default=100, help="frames between state writes (default 100)")
@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch (default), or onnxruntime / openvino: the run's step graph (exported into RUN/export/ if missing)",
     )
     w.add_argument("--model", default=None, help="folder of an export of this run (`mambaout export --run RUN`)")
+    w.add_argument("--maps", default=None, metavar="DIR", help="write each frame's anomaly map as DIR/NNNNNN.npy")
     w.set_defaults(func=run_watch)
 
 
@@ -106,8 +107,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     result = train_detector(cfg)
     c = result["calibration"]
+    patch = f", patch bank {c['patch']['bank']}" if c.get("patch") else ", no patch branch"
     print(
-        f"{cfg.mixer}: {c['params']:,} temporal parameters, threshold {c['threshold']:.3f} "
+        f"{cfg.mixer}: {c['params']:,} temporal parameters{patch}, alarm threshold {c['alarm']['alarm_threshold']:.3f} "
         f"(the {c['quantile']} quantile of {c['validation_frames']} normal validation frames), "
         f"trained in {c['train_seconds']:.0f} s -> {result['run']}"
     )
@@ -162,5 +164,6 @@ def run_watch(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         engine=args.engine,
         model=args.model,
+        maps=args.maps,
     )
     return 0

@@ -40,6 +40,8 @@ class AnomalyConfig:
     window: int | None = option(None, "attn_causal: attend to the last W frames only (bounds its cache)", "model")
     knn: int = option(5, "frame: neighbours averaged", "model")
     knn_bank: int = option(4096, "frame: at most this many normal training embeddings kept", "model")
+    patch_bank: int = option(512, "normal patch features the k-center coreset keeps (0: no patch branch)", "patch")
+    patch_frames: int = option(600, "normal training frames, drawn at random, whose patches feed the coreset", "patch")
     steps: int = option(400, "temporal model updates", "optimisation")
     batch_size: int = option(16, "windows per update", "optimisation")
     seq_len: int = option(256, "frames per training window that carry a loss", "optimisation")
@@ -65,5 +67,7 @@ class AnomalyConfig:
             raise UserError(f"--horizons {self.horizons} must be whole frames >= 1; use e.g. 1 16")
         if self.burn_in < max(self.horizons):
             raise UserError(f"--burn-in {self.burn_in} must be at least the longest horizon {max(self.horizons)}")
+        if self.patch_bank < 0 or (self.patch_bank and self.patch_frames < 1):
+            raise UserError("--patch-bank must be >= 0 (0: no patch branch) and --patch-frames >= 1; use e.g. 512 600")
         if not 0.5 <= self.quantile < 1:
             raise UserError(f"--quantile {self.quantile} must be in [0.5, 1); use e.g. 0.99")

@@ -16,6 +16,17 @@ independent predictions adds up, and a surprise at one horizon is not halved by 
 temporal model) scores z of the log mean distance to the k nearest normal training embeddings. Validation frames are
 scored as a continuation of their video (the model has read the training part before them), as a stream is. The
 alarm threshold is the `quantile` (0.99) of validation scores: about 1 % of normal frames alarm.
+
+With a patch branch (`patch.py`, no temporal state) one alarm comes from both. Each branch's frame score is put on
+the scale of its own normal validation scores: z = (s - median) / (q-quantile - median), with s the temporal score
+or the log of the patch score (a maximum of distances, right-skewed), so 0 is a typical normal frame and 1 the
+branch's own alarm level at `quantile`. The frame's score is max(z_T, z_P); the alarm threshold is the `quantile` of
+that maximum on the same validation frames, so the false-alarm rate on normal video is 1 - quantile whatever the
+two branches' units. Scaling by the tail rather than by the standard deviation gives both branches the same share of
+the false alarms: their tails differ in shape (measured: with mean/std, the patch branch took all 1 % and the
+temporal branch needed 3.4 standard deviations to alarm). The max, not a sum: a defect only the patch branch sees (a
+spot) or only the temporal one (a stall, a wrong item) lifts its own z past the threshold, and a sum would dilute
+it with the other branch's normal value. Each alarm names the branch (or both) above the threshold.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mambaout.anomaly.encoder import FrameEncoder, encode_frames
+from mambaout.anomaly.encoder import FrameEncoder, batched, encode_frames
+from mambaout.anomaly.patch import PatchBranch, frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, surprise
 from mambaout.errors import UserError
 
@@ -37,13 +49,20 @@ EPS = 1e-8
 class Detector(nn.Module):
     """A trained detector: `score_frames(frames) -> (T,)` offline; `mambaout.anomaly.stream.Streamer` online."""
 
-    def __init__(self, encoder: FrameEncoder, temporal: TemporalModel | FrameKNN, mixer: str):
+    def __init__(
+        self, encoder: FrameEncoder, temporal: TemporalModel | FrameKNN, mixer: str, patch: PatchBranch | None = None
+    ):
         super().__init__()
-        self.encoder, self.temporal, self.mixer = encoder, temporal, mixer
+        self.encoder, self.temporal, self.mixer, self.patch = encoder, temporal, mixer, patch
         self.horizons = tuple(temporal.horizons) if isinstance(temporal, TemporalModel) else (0,)
         self.register_buffer("mu", torch.zeros(len(self.horizons)))
         self.register_buffer("sd", torch.ones(len(self.horizons)))
-        self.register_buffer("threshold", torch.tensor(math.inf))
+        self.register_buffer("threshold", torch.tensor(math.inf))  # the temporal score's own (and the export's)
+        # one alarm from both branches: median and (quantile - median) of (temporal score, log patch score) on normal
+        # validation video
+        self.register_buffer("branch_mu", torch.zeros(2))
+        self.register_buffer("branch_sd", torch.ones(2))
+        self.register_buffer("alarm_threshold", torch.tensor(math.inf))
 
     # -- raw surprises, offline ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -63,9 +82,60 @@ class Detector(nn.Module):
     def score_embeddings(self, embeddings: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
         return self.combine(self.surprises(embeddings, codes)).numpy().astype(np.float32)
 
-    def score_frames(self, frames, batch_size: int = 64) -> np.ndarray:
-        """Scores (T,) of one video's frames (uint8 (H, W, 3) arrays, in order, from its start)."""
+    def temporal_scores(self, frames, batch_size: int = 64) -> np.ndarray:
+        """Temporal scores (T,) of one video's frames (uint8 (H, W, 3) arrays, in order, from its start)."""
         return self.score_embeddings(*encode_frames(self.encoder, frames, batch_size))
+
+    # -- both branches: one pass over the frames ------------------------------------------------------------------
+    @torch.no_grad()
+    def branch_scores(self, frames, batch_size: int = 64, maps: bool = False) -> dict[str, np.ndarray | None]:
+        """One video's frames (uint8 (H, W, 3), in order, from its start) -> {"temporal": (T,), "patch": (T,) or
+        None, "maps": (T, H, W) float32 or None}: the raw branch scores (`fuse` standardises and combines them)."""
+        self.eval()
+        embeddings, codes, patch, kept = [], [], [], []
+        for batch in batched(frames, batch_size):
+            embeddings.append(self.encoder(batch).float().cpu())
+            codes.append(self.encoder.codes(batch).cpu())
+            if self.patch is not None:
+                m = self.patch.maps(batch).cpu()
+                patch.append(frame_scores(m))
+                if maps:
+                    kept.append(m.numpy())
+        e = torch.cat(embeddings) if embeddings else torch.zeros(0, self.encoder.embed_dim)
+        c = torch.cat(codes) if codes else torch.zeros(0, dtype=torch.long)
+        return dict(
+            temporal=self.score_embeddings(e, c),
+            patch=torch.cat(patch).numpy() if patch else None,
+            maps=np.concatenate(kept) if kept else None,
+        )
+
+    def standardised(self, temporal, patch=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw branch scores -> (z_T, z_P) on their normal-validation scales (z_P None without a patch branch).
+
+        Example:
+            >>> z_t, z_p = detector.standardised(raw["temporal"], raw["patch"])  # doctest: +SKIP
+        """
+        mu, sd = self.branch_mu.numpy().astype(np.float64), self.branch_sd.numpy().astype(np.float64)
+        z_t = (np.asarray(temporal, np.float64) - mu[0]) / sd[0]
+        if patch is None or self.patch is None:
+            return z_t, None
+        return z_t, (np.log(np.asarray(patch, np.float64) + EPS) - mu[1]) / sd[1]
+
+    def fuse(self, temporal, patch=None) -> np.ndarray:
+        """Raw branch scores -> the alarm score max(z_T, z_P) (z_T alone without a patch branch)."""
+        z_t, z_p = self.standardised(temporal, patch)
+        return z_t if z_p is None else np.maximum(z_t, z_p)
+
+    def branch(self, z_temporal: float, z_patch: float | None) -> str:
+        """Which branch raises the alarm: "patch", "temporal", "both", or "" (no alarm)."""
+        t = float(self.alarm_threshold)
+        hits = [name for name, z in (("patch", z_patch), ("temporal", z_temporal)) if z is not None and z > t]
+        return "both" if len(hits) == 2 else (hits[0] if hits else "")
+
+    def score_frames(self, frames, batch_size: int = 64) -> np.ndarray:
+        """Alarm scores (T,) of one video's frames (uint8 (H, W, 3) arrays, in order, from its start)."""
+        raw = self.branch_scores(frames, batch_size)
+        return self.fuse(raw["temporal"], raw["patch"]).astype(np.float32)
 
     # -- calibration on normal validation video ------------------------------------------------------------------
     @torch.no_grad()
@@ -94,6 +164,34 @@ class Detector(nn.Module):
             validation_score_std=float(scores.std()),
         )
 
+    @torch.no_grad()
+    def calibrate_alarm(self, temporal: list[np.ndarray], patch: list[np.ndarray] | None, quantile: float) -> dict:
+        """Scale each branch by its raw scores on normal validation videos (median -> 0, `quantile` -> 1) and set
+        the alarm threshold to the `quantile` of max(z_T, z_P) there (`temporal`, `patch`: one array per video)."""
+        from mambaout.anomaly.metrics import normal_threshold
+
+        def scale(x: np.ndarray, i: int) -> None:
+            median, high = np.quantile(x, [0.5, quantile])
+            self.branch_mu[i], self.branch_sd[i] = float(median), max(float(high - median), 1e-6)
+
+        scale(np.concatenate(temporal).astype(np.float64), 0)
+        out = dict(temporal_median=float(self.branch_mu[0]), temporal_scale=float(self.branch_sd[0]))
+        if patch is not None and self.patch is not None:
+            scale(np.log(np.concatenate(patch).astype(np.float64) + EPS), 1)
+            out.update(patch_log_median=float(self.branch_mu[1]), patch_log_scale=float(self.branch_sd[1]))
+        scores = self.fuse(np.concatenate(temporal), None if patch is None else np.concatenate(patch))
+        self.alarm_threshold.fill_(normal_threshold(scores, quantile))
+        z_t, z_p = self.standardised(np.concatenate(temporal), None if patch is None else np.concatenate(patch))
+        out.update(
+            alarm_threshold=float(self.alarm_threshold),
+            quantile=quantile,
+            alarm_rate=float((scores > float(self.alarm_threshold)).mean()),
+        )
+        out["alarm_rate_temporal"] = float((z_t > float(self.alarm_threshold)).mean())
+        if z_p is not None:
+            out["alarm_rate_patch"] = float((z_p > float(self.alarm_threshold)).mean())
+        return out
+
 
 def load_detector(run: str | Path) -> tuple[Detector, dict]:
     """The detector a run folder (or its detector.pt) holds, and the run's configuration.
@@ -116,6 +214,10 @@ def load_detector(run: str | Path) -> tuple[Detector, dict]:
         temporal = FrameKNN(torch.zeros(args["bank_size"], args["embed_dim"]), args["k"])
     else:
         temporal = TemporalModel(**args)
-    detector = Detector(encoder, temporal, saved["mixer"])
-    detector.load_state_dict(saved["state_dict"])
+    patch = PatchBranch(**saved["patch_args"]) if saved.get("patch_args") else None
+    detector = Detector(encoder, temporal, saved["mixer"], patch)
+    state = saved["state_dict"]
+    if "alarm_threshold" not in state:  # a detector from before the patch branch: the temporal score alone
+        state = dict(state, branch_mu=torch.zeros(2), branch_sd=torch.ones(2), alarm_threshold=state["threshold"])
+    detector.load_state_dict(state)
     return detector.eval(), saved["config"]

@@ -4,6 +4,10 @@ Each test video is scored offline from its first frame (the same numbers `watch`
 decode are left out together with their labels, and `mambaout.anomaly.metrics.frame_metrics` gives frame AUROC
 (micro and macro), average precision, AUROC per anomaly kind, detection delay and false alarms per hour at the run's
 threshold. `smooth` (sigma in frames, 0 = raw) applies the literature's offline Gaussian smoothing first.
+
+The metrics are of the alarm score (both branches, `detector.py`); `branches` repeats the frame AUROCs (micro,
+macro, per kind) and AP for each branch alone, on its standardised score, and for the combination, so what each
+branch catches stays visible.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from mambaout.anomaly.detector import load_detector
 from mambaout.engine.records import write_json
 
 
-def score_video(detector, video, image_size: int) -> tuple[np.ndarray, np.ndarray, int, float | None]:
-    """(scores of the decoded frames, their positions in the video, frames skipped, fps) of one LabelledVideo."""
+def score_video(detector, video, image_size: int, maps: bool = False) -> dict[str, Any]:
+    """One LabelledVideo through both branches: {"temporal", "patch", "maps"} of `Detector.branch_scores` for the
+    decoded frames, their "positions" in the video, the frames "skipped" and the video's "fps"."""
     with video.open(size=image_size) as source:
         positions: list[int] = []
 
@@ -28,8 +33,16 @@ def score_video(detector, video, image_size: int) -> tuple[np.ndarray, np.ndarra
                 positions.append(index)
                 yield frame
 
-        scores = detector.score_frames(frames())
-        return scores, np.asarray(positions, dtype=np.int64), source.skipped, source.fps
+        out = detector.branch_scores(frames(), maps=maps)
+        return dict(out, positions=np.asarray(positions, dtype=np.int64), skipped=source.skipped, fps=source.fps)
+
+
+def branch_metrics(scores, labels, kinds) -> dict[str, Any]:
+    """Frame AUROC (micro, macro, per kind) and AP of one branch's scores (one array per video)."""
+    from mambaout.anomaly.metrics import frame_metrics
+
+    m = frame_metrics(scores, labels, kinds)
+    return {k: m[k] for k in ("auroc_micro", "auroc_macro", "average_precision", "auroc_per_kind") if k in m}
 
 
 def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: bool = True) -> dict[str, Any]:
@@ -45,24 +58,35 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
     detector, config = load_detector(run)
     dataset = load_dataset(data)
     scores, labels, kinds, per_video = [], [], [], {}
+    branch_z: dict[str, list[np.ndarray]] = {"temporal": [], "patch": []}
     fps = None
     start = time.perf_counter()
     for video in dataset.test:
-        s, positions, skipped, video_fps = score_video(detector, video, config["image_size"])
-        fps = fps or video_fps
+        r = score_video(detector, video, config["image_size"])
+        fps = fps or r["fps"]
+        z_t, z_p = detector.standardised(r["temporal"], r["patch"])
+        s = detector.fuse(r["temporal"], r["patch"]).astype(np.float32)
         scores.append(s)
-        labels.append(video.labels[positions])
-        kinds.append(video.kinds[positions] if video.kinds is not None else None)
-        per_video[video.name] = dict(frames=int(len(s)), skipped=int(skipped))
+        branch_z["temporal"].append(z_t)
+        if z_p is not None:
+            branch_z["patch"].append(z_p)
+        labels.append(video.labels[r["positions"]])
+        kinds.append(video.kinds[r["positions"]] if video.kinds is not None else None)
+        per_video[video.name] = dict(frames=int(len(s)), skipped=int(r["skipped"]))
         if write:
             (Path(run) / "scores").mkdir(exist_ok=True)
             np.save(Path(run) / "scores" / f"{video.name}.npy", s)
     seconds = time.perf_counter() - start
     if smooth > 0:
         scores = gaussian_smooth(scores, smooth)
+        branch_z = {k: gaussian_smooth(v, smooth) if v else v for k, v in branch_z.items()}
     has_kinds = all(k is not None for k in kinds)
-    metrics = frame_metrics(scores, labels, kinds if has_kinds else None, float(detector.threshold), fps=fps or 25.0)
+    threshold = float(detector.alarm_threshold)
+    metrics = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, fps=fps or 25.0)
+    branches = {"combined": branch_metrics(scores, labels, kinds if has_kinds else None)}
+    branches.update({k: branch_metrics(v, labels, kinds if has_kinds else None) for k, v in branch_z.items() if v})
     metrics.update(
+        branches=branches,
         mixer=config["mixer"],
         smooth_sigma=smooth,
         videos=per_video,

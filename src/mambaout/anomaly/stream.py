@@ -1,21 +1,26 @@
 """`mambaout watch`: score a video, camera or stream frame by frame with a trained detector, resumable after a kill.
 
-`Streamer.step(frame)` encodes one frame and advances the temporal model by one step with the state each mixer
+`Streamer.step(frame)` gives a frame's `FrameResult`: the alarm score of both branches, which branch alarms, and the
+patch branch's anomaly map (`patch.py`; it needs no state). `TemporalStreamer.step(frame)` is the temporal branch:
+it encodes one frame and advances the temporal model by one step with the state each mixer
 keeps: the conv's last k - 1 inputs per block, the SSM's state (constant size), attention's key/value cache (every
 past frame without --window, so its memory grows with the stream; the last W with it). The predictions of the last
 max(horizons) frames are kept too, since frame t is compared with the prediction made at t - h. Streamed scores
 equal `Detector.score_frames` on the whole video to float32 rounding.
 
-`watch` writes one row per frame (`--csv`: frame,score,alarm; `--jsonl`: the same as JSON lines) and, with
+`watch` writes one row per frame (`--csv`: frame,score,alarm,branch,temporal,patch, with the two branches' scores on
+their normal scales (`Detector.standardised`) and branch = patch|temporal|both on an alarm; `--jsonl`: the same as
+JSON lines), with `--maps DIR` each frame's anomaly map as DIR/NNNNNN.npy (float32, the source's frame size) and, with
 `--state FILE --state-every N`, the stream state every N frames, atomically (flushing the rows first, so the rows
 always reach at least as far as the state). Started again with the same arguments after a crash or kill -9, it
 loads the state, drops the rows written after it, skips the frames of a file or folder it already scored, and
-continues: the files hold one row per frame across the restart, with the scores of an uninterrupted run.
+continues: the files hold one row (and map) per frame across the restart, with the scores of an uninterrupted run.
 
-`--engine onnxruntime|openvino` runs the same loop on the detector's exported step graph
-(`mambaout.export.step_engine.GraphStreamer`): `--model DIR` names an export of this run's detector, else the one in
-RUN/export/<format>/ is used, exported there first when missing or older than the detector. A state file belongs
-to one engine (the torch state and the graph's tensors are laid out differently).
+`--engine onnxruntime|openvino` runs the temporal branch on the detector's exported step graph
+(`mambaout.export.step_engine.GraphStreamer`; the patch branch stays in PyTorch): `--model DIR` names an export of
+this run's detector, else the one in RUN/export/<format>/ is used, exported there first when missing or older than
+the detector. A state file belongs to one engine (the torch state and the graph's tensors are laid out
+differently).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +46,11 @@ from mambaout.errors import UserError
 STATE_KIND = "mambaout-watch-state"
 
 
-class Streamer:
-    """One stream's detector state; `step(frame) -> score`.
+class TemporalStreamer:
+    """One stream's temporal state; `step(frame) -> temporal score`.
 
     Example:
-        >>> streamer = Streamer(load_detector("runs/line_ssm")[0])  # doctest: +SKIP
+        >>> streamer = TemporalStreamer(load_detector("runs/line_ssm")[0])  # doctest: +SKIP
         >>> video = open_video("line_data/test/test_00.avi", size=64)  # doctest: +SKIP
         >>> scores = [streamer.step(frame) for frame in video]  # doctest: +SKIP
     """
@@ -91,6 +97,58 @@ class Streamer:
         self.t, self.state, self.past = saved["t"], saved["temporal"], saved["past"]
 
 
+@dataclass
+class FrameResult:
+    """What `Streamer.step` says about one frame."""
+
+    score: float  # the alarm score: max of the branches' standardised scores
+    alarm: bool
+    branch: str  # the branch above the threshold on an alarm: "patch", "temporal" or "both"; "" without an alarm
+    temporal: float  # the temporal branch's standardised score
+    patch: float | None  # the patch branch's standardised score (None without a patch branch)
+    map: np.ndarray | None  # the patch branch's anomaly map, float32 (H, W) at the frame's size
+
+
+class Streamer:
+    """One stream through both branches; `step(frame) -> FrameResult`. `temporal`: what steps the temporal branch
+    (`TemporalStreamer` by default, or an exported graph's `GraphStreamer`); its state is the stream's state.
+
+    Example:
+        >>> streamer = Streamer(load_detector("runs/line_ssm")[0])  # doctest: +SKIP
+        >>> video = open_video("line_data/test/test_00.avi", size=64)  # doctest: +SKIP
+        >>> results = [streamer.step(frame) for frame in video]  # doctest: +SKIP
+    """
+
+    def __init__(self, detector: Detector, temporal=None):
+        self.detector = detector.eval()
+        self.temporal = temporal if temporal is not None else TemporalStreamer(detector)
+        self.threshold = float(detector.alarm_threshold)
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray) -> FrameResult:
+        """Score one uint8 (H, W, 3) frame, the next of the stream."""
+        d = self.detector
+        raw_temporal = self.temporal.step(frame)
+        amap, raw_patch = None, None
+        if d.patch is not None:
+            m = d.patch.maps(torch.from_numpy(np.ascontiguousarray(frame))[None])
+            amap, raw_patch = m[0].numpy(), float(m.amax())
+        z_t, z_p = d.standardised(np.array([raw_temporal]), None if raw_patch is None else np.array([raw_patch]))
+        score = float(z_t[0] if z_p is None else max(z_t[0], z_p[0]))
+        z_patch = None if z_p is None else float(z_p[0])
+        branch = d.branch(float(z_t[0]), z_patch)
+        return FrameResult(score, score > self.threshold, branch, float(z_t[0]), z_patch, amap)
+
+    def memory_bytes(self) -> int:
+        return self.temporal.memory_bytes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.temporal.state_dict()
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.temporal.load_state_dict(saved)
+
+
 def grows(detector: Detector) -> bool:
     """Whether the stream state grows with the stream (causal attention without a window)."""
     return detector.mixer == "attn_causal" and detector.temporal.window is None
@@ -115,9 +173,9 @@ def _keep_rows(path: Path, before: int, header: str | None) -> None:
 
 
 class RowWriter:
-    """--csv (frame,score,alarm) and --jsonl rows, appended; `resume_at(n)` first keeps only frames < n."""
+    """--csv and --jsonl rows, appended; `resume_at(n)` first keeps only frames < n."""
 
-    CSV_HEADER = "frame,score,alarm"
+    CSV_HEADER = "frame,score,alarm,branch,temporal,patch"
 
     def __init__(self, csv_path: str | None, jsonl_path: str | None, resume_at: int | None):
         self.files = []
@@ -138,11 +196,14 @@ class RowWriter:
             else:
                 self.jsonl = f
 
-    def write(self, frame: int, score: float, alarm: bool) -> None:
+    def write(self, frame: int, r: FrameResult) -> None:
+        patch = "" if r.patch is None else f"{r.patch:.7g}"
         if self.csv:
-            self.csv.write(f"{frame},{score:.7g},{int(alarm)}\n")
+            self.csv.write(f"{frame},{r.score:.7g},{int(r.alarm)},{r.branch},{r.temporal:.7g},{patch}\n")
         if self.jsonl:
-            self.jsonl.write(json.dumps(dict(frame=frame, score=float(f"{score:.7g}"), alarm=alarm)) + "\n")
+            row = dict(frame=frame, score=float(f"{r.score:.7g}"), alarm=r.alarm, branch=r.branch)
+            row.update(temporal=float(f"{r.temporal:.7g}"), patch=None if r.patch is None else float(patch))
+            self.jsonl.write(json.dumps(row) + "\n")
 
     def flush(self) -> None:
         for f in self.files:
@@ -152,6 +213,50 @@ class RowWriter:
     def close(self) -> None:
         for f in self.files:
             f.close()
+
+
+class MapWriter:
+    """--maps DIR: each frame's anomaly map as DIR/NNNNNN.npy (float32, resized to the source's frame size).
+
+    Each file is written to a temporary name and renamed, so a reader never sees half a map; `sync()` makes the
+    maps written so far durable (called before each state write, so the maps reach at least as far as the state).
+    `resume_at(n)` removes the maps of frames >= n, which a killed run wrote after its last state.
+    """
+
+    def __init__(self, folder: str, resume_at: int | None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.pending: list[Path] = []
+        for old in self.folder.glob("*.npy"):
+            if old.stem.isdigit() and (resume_at is None or int(old.stem) >= resume_at):
+                old.unlink()
+
+    def write(self, frame: int, amap: np.ndarray, size: tuple[int, int] | None) -> None:
+        if size is not None and tuple(amap.shape) != tuple(size):
+            amap = torch.nn.functional.interpolate(
+                torch.from_numpy(amap)[None, None], size, mode="bilinear", align_corners=False
+            )[0, 0].numpy()
+        path = self.folder / f"{frame:06d}.npy"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(amap, dtype=np.float32))
+        os.replace(tmp, path)
+        self.pending.append(path)
+
+    def sync(self) -> None:
+        for path in self.pending:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self.pending and hasattr(os, "O_DIRECTORY"):
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.pending = []
 
 
 # -- the command --------------------------------------------------------------------------------------------------
@@ -168,7 +273,7 @@ def _streamer(detector: Detector, run: str, engine: str, model: str | None, out)
         return Streamer(detector)
     from mambaout.export.step_engine import GraphStreamer, exported_for_run, load_step_engine
 
-    return GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out)))
+    return Streamer(detector, GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out))))
 
 
 def _fmt_bytes(n: int) -> str:
@@ -189,6 +294,7 @@ def watch(
     out=None,
     engine: str = "torch",
     model: str | None = None,
+    maps: str | None = None,
 ) -> dict[str, Any]:
     """Stream `source` through the detector of `run`; returns a summary (frames, alarms, fps, latency, memory).
 
@@ -200,7 +306,6 @@ def watch(
     out = out or sys.stderr
     detector, config = load_detector(run)
     streamer = _streamer(detector, run, engine, model, None if quiet else out)
-    threshold = float(detector.threshold)
     done = dict(frames=0, alarms=0, next_frame=0)
     state_path = Path(state) if state else None
     if state_path is not None and state_path.is_file():
@@ -220,6 +325,9 @@ def watch(
         if not quiet:
             print(f"resumed from {state_path} at frame {done['next_frame']}", file=out, flush=True)
     rows = RowWriter(csv, jsonl, done["next_frame"] if done["frames"] else None)
+    if maps and detector.patch is None:
+        raise UserError(f"{run} has no patch branch, so no maps; train it without --patch-bank 0 to get them")
+    map_writer = MapWriter(maps, done["next_frame"] if done["frames"] else None) if maps else None
     video = open_video(source, size=config["image_size"], raw_size=raw_size)
     if grows(detector) and not quiet:
         print(
@@ -230,7 +338,9 @@ def watch(
         )
 
     def save_state(next_frame: int) -> None:
-        rows.flush()  # rows first: after a kill they reach at least as far as the state
+        rows.flush()  # rows and maps first: after a kill they reach at least as far as the state
+        if map_writer is not None:
+            map_writer.sync()
         blob = dict(
             kind=STATE_KIND,
             mixer=detector.mixer,
@@ -267,13 +377,14 @@ def watch(
                 if wait > 0:
                     time.sleep(wait)
             t0 = time.perf_counter()
-            score = streamer.step(frame)
+            result = streamer.step(frame)
             latencies.append(time.perf_counter() - t0)
-            alarm = score > threshold
             done["frames"] += 1
-            done["alarms"] += int(alarm)
+            done["alarms"] += int(result.alarm)
             session_frames += 1
-            rows.write(index, score, alarm)
+            rows.write(index, result)
+            if map_writer is not None:
+                map_writer.write(index, result.map, video.frame_shape)
             if state_path is not None and done["frames"] % state_every == 0:
                 save_state(index + 1)
             if not quiet and time.perf_counter() - last_print > 1.0:

@@ -10,8 +10,11 @@ exactly, also mid-stage) and one calibration:
 2. the temporal model (`temporal.py`) on windows of `burn_in + seq_len` embeddings of the training part of each
    normal video (the first 1 - val_fraction of its frames), the loss on the last `seq_len` frames of each window only
    (the first `burn_in` fill the context), or for `frame` the k-NN bank;
-3. calibration (`detector.py`) on the held-out tail of every normal video, scored as the continuation of its video
-   (the model has read the training part first, as a stream would): standardisation per horizon and the threshold.
+3. the patch branch (`patch.py`): the k-center coreset of the patch features of `patch_frames` normal training frames
+   drawn at random (no training; `--patch-bank 0` leaves it out);
+4. calibration (`detector.py`) on the held-out tail of every normal video, scored as the continuation of its video
+   (the model has read the training part first, as a stream would): standardisation per horizon, then of each branch,
+   and the alarm threshold.
 
 The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
 detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
@@ -32,7 +35,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, encode_frames
+from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, batched, encode_frames
+from mambaout.anomaly.patch import PatchBranch, build_patch_branch, frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, code_loss, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
@@ -239,6 +243,39 @@ def build_temporal(
     return model, args
 
 
+def build_patch_stage(cfg: AnomalyConfig, data, splits: list[int], rt: Runtime) -> tuple[PatchBranch | None, dict]:
+    """Stage 3: the patch branch's bank from `patch_frames` training frames drawn at random (a regular stride can
+    alias with the line's motion and leave whole positions out), or None with `--patch-bank 0`."""
+    if not cfg.patch_bank:
+        return None, {}
+    rng = np.random.default_rng([cfg.seed, 3])
+    offsets = np.cumsum([0, *splits])
+    drawn = np.sort(rng.choice(offsets[-1], min(cfg.patch_frames, offsets[-1]), replace=False))
+    keep = [set((drawn[(drawn >= a) & (drawn < b)] - a).tolist()) for a, b in zip(offsets[:-1], offsets[1:])]
+    frames = np.concatenate([read_frames(v, cfg.image_size, k) for v, k in zip(data.train, keep) if k])
+    extractor = dict(backbone=cfg.backbone, pretrained=cfg.pretrained) if cfg.pretrained else dict(seed=cfg.seed)
+    branch, facts = build_patch_branch(batched(frames, 64), extractor, cfg.patch_bank, cfg.seed)
+    rt.log(
+        f"patch branch: {facts['bank']} of {facts['patches']:,} normal patches ({facts['dim']} dims), covering "
+        f"radius {facts['covering_radius']:.3f}"
+    )
+    return branch, dict(facts, frames=len(frames))
+
+
+def calibrate_alarm(cfg: AnomalyConfig, detector: Detector, data, cache: dict) -> dict:
+    """Both branches' scores on the held-out tail of every normal video (the temporal one as the continuation of its
+    video); the alarm threshold."""
+    videos = zip(cache["embeddings"], cache["codes"], cache["splits"])
+    temporal = [detector.score_embeddings(e, c)[s:] for e, c, s in videos]
+    patch = None
+    if detector.patch is not None:
+        patch = []
+        for video, s in zip(data.train, cache["splits"]):
+            frames = read_frames(video, cfg.image_size, set(range(s, video.frame_count)))
+            patch.append(torch.cat([frame_scores(detector.patch.maps(b)) for b in batched(frames, 64)]).numpy())
+    return detector.calibrate_alarm(temporal, patch, cfg.quantile)
+
+
 def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
     """Train a detector as `cfg` says; returns {"run", "calibration", "params", "train_seconds"}.
 
@@ -268,9 +305,11 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
         else:
             encoder, cache = train_encoder(cfg, rt, data, out)
         temporal, args = build_temporal(cfg, cache, rt, out)
-        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer)
+        patch, patch_facts = build_patch_stage(cfg, data, cache["splits"], rt)
+        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
         videos = list(zip(cache["embeddings"], cache["codes"]))
         calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
+        calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts)
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in temporal.parameters())
     calibration.update(params=params, train_seconds=seconds, temporal=args)
@@ -280,6 +319,7 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
         encoder_args=encoder.args,
         temporal_args=args,
         mixer=cfg.mixer,
+        patch_args=patch.args if patch is not None else None,
         state_dict=detector.state_dict(),
     )
     save_checkpoint(out / DETECTOR_FILE, state)

@@ -149,7 +149,7 @@ def check_against_torch(detector: Detector, engine: StepEngine, count: int | Non
 
     The stream (seeded noise frames) is long enough to wrap every ring: the predictions' and attention's window.
     """
-    from mambaout.anomaly.stream import Streamer
+    from mambaout.anomaly.stream import TemporalStreamer as Streamer
 
     layout = engine.layout
     count = count or max(layout.horizons) + (layout.window or 0) + 8

@@ -56,7 +56,8 @@ class VideoSource:
     yielded. File and folder sources can be iterated again; live ones (camera, URL, stdin) once.
 
     Attributes: `name` (what was opened), `fps` (None when unknown), `live` (a stream with no known end),
-    `frame_count` (the number of frames when known up front, else None).
+    `frame_count` (the number of frames when known up front, else None), `frame_shape` ((H, W) of the last decoded
+    frame before any resize, None before the first).
 
     Example:
         >>> with open_video("line_data/test/test_00.avi", size=64) as video:  # doctest: +SKIP
@@ -79,6 +80,7 @@ class VideoSource:
         self.frame_count = frame_count
         self.skipped = 0
         self.decoded = 0
+        self.frame_shape: tuple[int, int] | None = None
 
     def _decode(self) -> Iterator[np.ndarray | None]:
         """One array per frame in order; None for a frame that failed to decode."""
@@ -92,6 +94,7 @@ class VideoSource:
                 self.skipped += 1
                 continue
             self.decoded += 1
+            self.frame_shape = (int(array.shape[0]), int(array.shape[1]))
             yield index, to_rgb(array, self.size)
 
     def __iter__(self) -> Iterator[np.ndarray]:
