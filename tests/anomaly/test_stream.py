@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
 def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
     lines = path.read_text().splitlines()
     assert lines[0] == "frame,score,alarm,branch,temporal,patch"
-    rows = np.asarray([[float(x) for x in line.split(",")] for line in lines[1:]])
+    rows = np.asarray([[float(x) for x in line.split(",")[:2]] for line in lines[1:]])
     return rows[:, 0].astype(int), rows[:, 1]
 
 
@@ -53,9 +53,9 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     assert frames.tolist() == list(range(300))
     # A score is a sum of standardised negative log-probabilities; stepping rounds the log-softmax differently from the
     # whole sequence, and dividing by a small normal sd amplifies it: measured at most 1.2e-4 in the score; 1e-3
-    # leaves a margin and still catches any real difference (scores are O(1)). The k-NN score is the log of a
-    # distance, tiny on a frame almost identical to a training frame (score -5): there the encoder's rounding moved
-    # it by 2.3e-3, hence 1e-3 relative.
+    # leaves a margin and still catches any real difference (scores are O(1)). The k-NN
+    # score is the log of a distance, tiny on a frame almost identical to a training frame (score -5): there the
+    # encoder's rounding moved it by 2.3e-3, hence 1e-3 relative.
     np.testing.assert_allclose(streamed, expected, rtol=1e-3 if mixer == "frame" else 1e-4, atol=1e-3)
     assert summary["alarms"] == int((expected > float(load_detector(run[mixer])[0].alarm_threshold)).sum())
 
@@ -93,6 +93,7 @@ def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroke
     csv, jsonl, state = tmp_path / "s.csv", tmp_path / "s.jsonl", tmp_path / "stream.state"
     command = [sys.executable, "-m", "mambaout", "watch", video, "--run", str(run["ssm"]), "--csv", str(csv)]
     command += ["--jsonl", str(jsonl), "--state", str(state), "--state-every", "25", "--quiet"]
+    command += ["--maps", str(tmp_path / "maps")]
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([*command, "--rate", "150"], env=env)
     deadline = time.time() + 120
@@ -112,6 +113,10 @@ def test_a_stream_killed_with_sigkill_resumes_with_one_row_per_frame_and_unbroke
     # the rounding of stepping vs. the whole sequence, as in test_streamed_scores_equal_the_offline_eval_scores
     np.testing.assert_allclose(scores, np.load(run["ssm"] / "scores" / "test_00.npy"), rtol=1e-4, atol=1e-3)
     assert len(jsonl.read_text().splitlines()) == 300
+    maps = sorted((tmp_path / "maps").iterdir())
+    assert [p.name for p in maps] == [f"{i:06d}.npy" for i in range(300)]
+    offline = load_detector(run["ssm"])[0].branch_scores(open_video(video, size=32), maps=True)["maps"]
+    np.testing.assert_allclose(np.stack([np.load(p) for p in maps]), offline, rtol=1e-5, atol=1e-5)
 
 
 def test_a_state_of_another_detector_is_refused(runs, tmp_path, capsys):
@@ -121,3 +126,38 @@ def test_a_state_of_another_detector_is_refused(runs, tmp_path, capsys):
     assert main(["watch", video, "--run", str(run["conv"]), *args]) == 0
     assert main(["watch", video, "--run", str(run["frame"]), *args]) == 2
     assert "not a watch state of this detector" in capsys.readouterr().err
+
+
+def test_watch_writes_each_frames_map_as_the_offline_map_in_the_maps_layout(runs, tmp_path):
+    data, run = runs
+    video = data / "test" / "test_00.avi"
+    watch(str(video), str(run["conv"]), csv=str(tmp_path / "s.csv"), maps=str(tmp_path / "maps"), quiet=True)
+    files = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert files == [f"{i:06d}.npy" for i in range(300)]  # no temporary files left
+    detector = load_detector(run["conv"])[0]
+    offline = detector.branch_scores(open_video(video, size=32), maps=True)["maps"]
+    streamed = np.stack([np.load(tmp_path / "maps" / name) for name in files])
+    assert streamed.dtype == np.float32 and streamed.shape == offline.shape == (300, 32, 32)
+    np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-5)
+    # each row names the branch above the alarm threshold, and only on an alarm
+    lines = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    threshold = float(detector.alarm_threshold)
+    for _, score, alarm, branch, temporal, patch in lines:
+        above = {"patch"} * (float(patch) > threshold) | {"temporal"} * (float(temporal) > threshold)
+        assert branch == ("both" if len(above) == 2 else "".join(above)) and int(alarm) == bool(above)
+        assert float(score) == pytest.approx(max(float(temporal), float(patch)), rel=1e-5)
+
+
+def test_maps_come_at_the_sources_frame_size(runs, tmp_path):
+    from PIL import Image
+
+    data, run = runs
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(open_video(data / "test" / "test_00.avi", size=(48, 40))):
+        Image.fromarray(frame).save(folder / f"{i:04d}.png")
+        if i == 9:
+            break
+    watch(str(folder), str(run["conv"]), maps=str(tmp_path / "maps"), quiet=True)
+    maps = [np.load(tmp_path / "maps" / f"{i:06d}.npy") for i in range(10)]
+    assert {m.shape for m in maps} == {(48, 40)} and {m.dtype for m in maps} == {np.dtype(np.float32)}
