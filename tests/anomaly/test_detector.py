@@ -14,6 +14,7 @@ from mambaout.anomaly.line import ITEM_KINDS, Line, LineConfig, VideoPlan, gener
 from mambaout.anomaly.temporal import TemporalModel, matched_widths, state_bytes, temporal_params
 from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
+from mambaout.video import open_video
 
 LINE = LineConfig(period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5)
 HORIZONS = (1, 8)
@@ -219,3 +220,25 @@ def test_mistakes_end_in_one_sentence(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["anomaly", "eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "no trained detector" in capsys.readouterr().err
+
+
+def test_one_alarm_from_both_branches_false_alarms_at_one_minus_the_quantile_on_normal_video(conv_run):
+    data, run = conv_run
+    detector, config = load_detector(run)
+    assert detector.patch is not None and config["quantile"] == 0.99
+    frames = list(open_video(data / "train" / "train_00.avi", size=32))[384:]  # the validation tail, from its start
+    raw = detector.branch_scores(frames)
+    z_t, z_p = detector.standardised(raw["temporal"], raw["patch"])
+    for z in (z_t, z_p):  # each branch on its own normal scale: median 0, its 0.99 quantile 1
+        assert np.quantile(z, [0.5, 0.99]) == pytest.approx([0.0, 1.0], abs=1e-4)
+    score = detector.fuse(raw["temporal"], raw["patch"])
+    np.testing.assert_allclose(score, np.maximum(z_t, z_p))
+    assert float(detector.alarm_threshold) == pytest.approx(float(np.quantile(score, 0.99)), rel=1e-5)
+    assert (score > float(detector.alarm_threshold)).sum() == 1  # 1 % of 96 frames
+    # on normal video the detector never saw (another stretch of the same line), about 1 % alarm too
+    line = Line(LINE)
+    plan = line.plan(600, np.random.default_rng([LINE.seed, 0, 7]), anomalies=False)
+    fresh = detector.score_frames(line.render(plan, t) for t in range(600))
+    assert (fresh > float(detector.alarm_threshold)).mean() <= 0.04
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["alarm"]["alarm_rate"] == pytest.approx(1 / 96)

@@ -129,6 +129,15 @@ def format_metrics(m: dict) -> str:
     ]
     if kinds:
         lines.append(f"AUROC per kind: {kinds}")
+    for name, b in m.get("branches", {}).items():
+        per = "  ".join(f"{k} {pct(v)}" for k, v in b.get("auroc_per_kind", {}).items())
+        lines.append(f"  {name:<9} AUROC micro {pct(b['auroc_micro'])}" + (f"  per kind: {per}" if per else ""))
+    if "pixels" in m:
+        p = m["pixels"]
+        lines.append(
+            f"pixels ({p['frames']} frames): pixel AUROC {pct(p['pixel_auroc'])}  AUPRO {pct(p['aupro'])}  map maximum "
+            f"on the defect in {pct(p['map_max_on_defect'])} % of {p['defect_frames']} defect frames"
+        )
     lines.append(
         f"threshold {m['threshold']:.3f}: {d['detected']}/{d['intervals']} anomalies detected, mean delay {delay} "
         f"frames, {m['false_alarms_per_hour']:.0f} false alarms per hour of normal video"

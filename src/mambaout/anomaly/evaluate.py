@@ -8,6 +8,11 @@ threshold. `smooth` (sigma in frames, 0 = raw) applies the literature's offline 
 The metrics are of the alarm score (both branches, `detector.py`); `branches` repeats the frame AUROCs (micro,
 macro, per kind) and AP for each branch alone, on its standardised score, and for the combination, so what each
 branch catches stays visible.
+
+Where the test videos have pixel masks (`mambaout.video.read_masks`) and the detector a patch branch, `pixels` gives
+pixel AUROC and AUPRO (`metrics.pixel_auroc`, `metrics.aupro`) of the anomaly maps over every frame of those videos,
+at the model's frame size (masks resized by nearest neighbour), and `map_max_on_defect`: the share of frames with
+an anomalous pixel whose map's maximum lies on one.
 """
 
 from __future__ import annotations
@@ -45,6 +50,23 @@ def branch_metrics(scores, labels, kinds) -> dict[str, Any]:
     return {k: m[k] for k in ("auroc_micro", "auroc_macro", "average_precision", "auroc_per_kind") if k in m}
 
 
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
+    """Pixel AUROC, AUPRO and the share of defect frames whose map maximum is on the defect; maps float (N, H, W),
+    masks bool (N, H, W)."""
+    from mambaout.anomaly.metrics import _json_number, aupro, pixel_auroc
+
+    defect = np.flatnonzero(masks.any((1, 2)))
+    flat_maps, flat_masks = maps.reshape(len(maps), -1), masks.reshape(len(masks), -1)
+    on_defect = flat_masks[defect, flat_maps[defect].argmax(1)]
+    return dict(
+        frames=int(len(maps)),
+        defect_frames=int(len(defect)),
+        pixel_auroc=_json_number(pixel_auroc(maps, masks)),
+        aupro=_json_number(aupro(maps, masks)),
+        map_max_on_defect=_json_number(float(on_defect.mean()) if len(defect) else float("nan")),
+    )
+
+
 def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: bool = True) -> dict[str, Any]:
     """Metrics of the detector in `run` on the test videos of `data`; writes eval.json and scores/<video>.npy.
 
@@ -53,16 +75,21 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
         {'contextual': 0.91, 'local': 0.97, 'temporal': 0.95}
     """
     from mambaout.anomaly.metrics import frame_metrics, gaussian_smooth
-    from mambaout.video import load_dataset
+    from mambaout.video import load_dataset, read_masks
 
     detector, config = load_detector(run)
     dataset = load_dataset(data)
     scores, labels, kinds, per_video = [], [], [], {}
     branch_z: dict[str, list[np.ndarray]] = {"temporal": [], "patch": []}
+    pixel_maps, pixel_masks = [], []
     fps = None
     start = time.perf_counter()
     for video in dataset.test:
-        r = score_video(detector, video, config["image_size"])
+        masks = read_masks(video, size=config["image_size"]) if detector.patch is not None else None
+        r = score_video(detector, video, config["image_size"], maps=masks is not None)
+        if masks is not None:
+            pixel_maps.append(r["maps"])
+            pixel_masks.append(masks[r["positions"]])
         fps = fps or r["fps"]
         z_t, z_p = detector.standardised(r["temporal"], r["patch"])
         s = detector.fuse(r["temporal"], r["patch"]).astype(np.float32)
@@ -85,6 +112,8 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
     metrics = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, fps=fps or 25.0)
     branches = {"combined": branch_metrics(scores, labels, kinds if has_kinds else None)}
     branches.update({k: branch_metrics(v, labels, kinds if has_kinds else None) for k, v in branch_z.items() if v})
+    if pixel_maps:
+        metrics["pixels"] = pixel_metrics(np.concatenate(pixel_maps), np.concatenate(pixel_masks))
     metrics.update(
         branches=branches,
         mixer=config["mixer"],

@@ -4,7 +4,7 @@
           -> 3 x 3 average pool of each map (a patch is described with its neighbourhood, as PatchCore aggregates)
           -> bilinear to the finest map's grid -> concatenate channels: one C-dim feature per patch (h x w of them)
           -> Euclidean distance to the nearest feature in the memory bank of normal patches: an (h, w) map
-          -> bilinear to the frame (H, W) -> Gaussian blur (sigma 4 px, as anomalib) = the anomaly map;
+          -> bilinear to the frame (H, W) -> Gaussian blur (sigma 2 px) = the anomaly map;
              the frame's patch score is the map's maximum.
 
 The backbone: with `--pretrained` the first two stages (strides 4 and 8) of that MambaOut backbone, frozen, as
@@ -32,7 +32,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import nn
 
-BLUR_SIGMA = 4.0  # pixels of the model's frame, anomalib's default
+# Pixels of the model's frame. anomalib blurs with sigma 4 at 256 px; at 64 px a defect is 4 px wide and sigma 4 pulls
+# the map's maximum off it (on the built-in line, seeds 0-3: maximum on the defect in 87-92 % of defect frames with
+# sigma 4, 94-98 % with sigma 2; pixel AUROC 0.993-0.998 and 0.997-0.998).
+BLUR_SIGMA = 2.0
 
 
 def aggregate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
