@@ -1,6 +1,7 @@
 """The detector: matched causal temporal models, an encoder that does not collapse, a predictor better than
 repeating the last frame, calibration on normal video, and runs that resume to the same detector."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -86,6 +87,26 @@ def test_stepping_frame_by_frame_gives_the_offline_predictions(mixer, window):
             y, state = model.step(x[:, t], state)
             steps.append(y)
     assert (torch.stack(steps, 1) - offline).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mixer,window", [("conv", None), ("ssm", None), ("attn_causal", None), ("attn_causal", 5)])
+def test_chunks_with_the_state_carried_give_the_whole_stream_and_their_gradients(mixer, window):
+    torch.manual_seed(0)
+    model = TemporalModel(16, 32, depth=2, mixer=mixer, horizons=HORIZONS, window=window, codes=12)
+    x = torch.randn(2, 45, 16, requires_grad=True)
+    offline = model(x)
+    state, chunks = model.init_state(2), []
+    for start in range(0, 45, 16):  # 16, 16, 13 frames
+        y, state = model(x[:, start : start + 16], state)
+        chunks.append(y)
+    streamed = torch.cat(chunks, 1)
+    assert (streamed - offline).abs().max() < 1e-5
+    (g_offline,) = torch.autograd.grad(offline[:, -1].sum(), x)
+    (g_streamed,) = torch.autograd.grad(streamed[:, -1].sum(), x)  # back through the carried states
+    assert (g_streamed - g_offline).abs().max() < 1e-5
+    # the last frame's prediction depends on the first chunk through the state for the mixers whose memory reaches it
+    long_memory = mixer == "ssm" or (mixer == "attn_causal" and window is None)
+    assert bool(g_offline[:, :16].abs().max() > 0) == long_memory
 
 
 def test_attention_with_a_window_sees_exactly_the_last_w_frames():
@@ -226,8 +247,9 @@ def test_one_alarm_from_both_branches_false_alarms_at_one_minus_the_quantile_on_
     data, run = conv_run
     detector, config = load_detector(run)
     assert detector.patch is not None and config["quantile"] == 0.99
-    frames = list(open_video(data / "train" / "train_00.avi", size=32))[384:]  # the validation tail, from its start
-    raw = detector.branch_scores(frames)
+    # the validation tail, scored as the continuation of its video (the temporal model has read the frames before)
+    raw = detector.branch_scores(list(open_video(data / "train" / "train_00.avi", size=32)))
+    raw = {k: raw[k][384:] for k in ("temporal", "patch")}
     z_t, z_p = detector.standardised(raw["temporal"], raw["patch"])
     for z in (z_t, z_p):  # each branch on its own normal scale: median 0, its 0.99 quantile 1
         assert np.quantile(z, [0.5, 0.99]) == pytest.approx([0.0, 1.0], abs=1e-4)
@@ -236,8 +258,8 @@ def test_one_alarm_from_both_branches_false_alarms_at_one_minus_the_quantile_on_
     assert float(detector.alarm_threshold) == pytest.approx(float(np.quantile(score, 0.99)), rel=1e-5)
     assert (score > float(detector.alarm_threshold)).sum() == 1  # 1 % of 96 frames
     # on normal video the detector never saw (another stretch of the same line), about 1 % alarm too
-    line = Line(LINE)
-    plan = line.plan(600, np.random.default_rng([LINE.seed, 0, 7]), anomalies=False)
+    line = Line(dataclasses.replace(LINE, frames=600))
+    plan = line.plan_video("train", 7)
     fresh = detector.score_frames(line.render(plan, t) for t in range(600))
     assert (fresh > float(detector.alarm_threshold)).mean() <= 0.04
     calibration = json.loads((run / "calibration.json").read_text())

@@ -27,7 +27,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mambaout.anomaly.config import TEMPORAL_MIXERS
@@ -39,26 +38,19 @@ from mambaout.study.sequence_model import SequenceModel
 
 
 class WindowedAttention(AttentionMixer):
-    """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache."""
+    """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache (the
+    exported step graph's ring). Without relative positions: the ring step of the export rotates no keys."""
 
     def __init__(self, dim: int, kernel_size: int, window: int):
-        super().__init__(dim, kernel_size, layout="1d", causal=True)
-        self.window = window
+        super().__init__(dim, kernel_size, layout="1d", causal=True, window=window)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv(x))
-        batch, seq_len, dim = x.shape
-        q, k, v = self.qkv(x).reshape(batch, seq_len, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        t = torch.arange(seq_len, device=x.device)
-        allowed = (t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - self.window)  # (query, key)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, dim))
 
-    def init_state(self, batch: int, device=None, dtype=None, window: int | None = None) -> dict:
-        return super().init_state(batch, device, dtype, window=self.window)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, window={self.window}"
+def block_chunk(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    """`GatedCNNBlock._forward_reference` for the next chunk x (batch, L, C) of a stream, the mixer carrying `state`."""
+    g, i, c = torch.split(block.fc1(block.norm(x)), block.split_indices, dim=-1)
+    c, state = block.mixer(c, state)
+    y = block.fc2(block.act(g) * torch.cat((i, c), dim=-1))
+    return block.drop_path(block.ls(y)) + x, state
 
 
 def block_step(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
@@ -119,6 +111,8 @@ class TemporalModel(nn.Module):
         self.embed_dim, self.num_codes, self.horizons = embed_dim, codes, tuple(horizons)
         self.in_proj = nn.Linear(embed_dim, width)
         kwargs = dict(layout="1d", **(mixer_kwargs or {}))
+        if mixer == "attn_causal" and not self.window:
+            kwargs.setdefault("rope", True)  # relative positions: how long ago a frame was, not only its content
         self.blocks = nn.ModuleList(
             GatedCNNBlock(width, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=kwargs) for _ in range(depth)
         )
@@ -147,9 +141,19 @@ class TemporalModel(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> log p (B, T, len(horizons), K); [:, t, i] : the distribution of frame t + horizons[i]'s code."""
-        return self._predict(self.hidden(embeddings))
+    def forward(self, embeddings: torch.Tensor, state: list[Any] | None = None):
+        """(B, T, D) -> log p (B, T, len(horizons), K); [:, t, i]: the distribution of frame t + horizons[i]'s code.
+
+        With `state` (from `init_state` or a previous call) the frames are the next chunk of a stream: returns
+        (log p, the state after the chunk), the same numbers as the whole stream at once (gradients flow through the
+        state; detach it between updates for truncated back-propagation)."""
+        if state is None:
+            return self._predict(self.hidden(embeddings))
+        x, new_state = self.in_proj(embeddings), []
+        for block, s in zip(self.blocks, state):
+            x, s = block_chunk(block, x, s)
+            new_state.append(s)
+        return self._predict(x), new_state
 
     def init_state(self, batch: int = 1, device: torch.device | None = None) -> list[Any]:
         """The state before the first frame, one entry per block (see `step`)."""
