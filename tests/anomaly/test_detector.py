@@ -212,7 +212,7 @@ def test_train_and_eval_commands_write_and_read_a_run(conv_run, tmp_path, capsys
 def test_print_config_shows_the_resolved_flags(capsys):
     assert main(["anomaly", "train", "--data", "d", "--mixer", "attn_causal", "--window", "64", "--print-config"]) == 0
     text = capsys.readouterr().out
-    assert "mixer: attn_causal\n" in text and "window: 64\n" in text and "horizons: [1, 16]\n" in text
+    assert "mixer: attn_causal\n" in text and "window: 64\n" in text and "horizons: [1, 8]\n" in text
 
 
 def test_an_interrupted_run_resumes_to_the_same_detector(conv_run, tmp_path, monkeypatch):
