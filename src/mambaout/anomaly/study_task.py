@@ -152,8 +152,12 @@ class LineTask:
 
     # -- the study's task interface -----------------------------------------------------------------------------
     def estimate_seconds(self, mixer: str, budget: dict[str, Any]) -> float:
-        """Expected seconds of one run on a 2-core CPU at one thread (measured: ~0.05 s an update at batch 8)."""
-        return 0.5 if mixer == "frame" else 2.0 + budget["steps"] * budget["batch_size"] / 8 * 0.05
+        """Expected seconds of one run on a 2-core CPU at one thread (measured: ~0.05 s an update at batch 8), the
+        learning-rate sweep included (it runs once per mixer, in that mixer's first run)."""
+        if mixer == "frame":
+            return 0.5
+        updates = budget["steps"] + len(budget.get("lrs", ())) * budget.get("sweep_steps", 0)
+        return 2.0 + updates * budget["batch_size"] / 8 * 0.05
 
     def config(self) -> dict[str, Any]:
         meta = self.meta or {}
