@@ -33,7 +33,16 @@ def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
     assert params["frame"] == 0 and all(
         abs(params[m] - params["conv"]) <= 0.1 * params["conv"] for m in params if m != "frame"
     )
-    for r in results.values():
-        assert set(r["auroc_per_kind"]) == {"local", "temporal", "contextual"} and r["eval_count"] == LINE.test_frames
+    burn_in = task.cfg.burn_in
+    assert burn_in == (LINE.period + 1) * LINE.spacing and task.cfg.horizons == (1, LINE.spacing)
+    for m, r in results.items():
+        # the warm-up frames (the context filling) are reported apart, not mixed into the metric
+        assert r["eval_count"] == LINE.test_frames - burn_in and r["warmup"]["frames"] == burn_in
+        assert set(r["auroc_per_kind"]) <= {"local", "temporal", "contextual"} <= set(r["auroc_interval"])
+        lo, hi = r["auroc_interval"]["temporal"]
+        assert len(r["auroc_bootstrap"]["temporal"]) == task.replicates and lo <= hi
+        assert (r["probe"] is None) == (m == "frame") and r["lr"] == budget["lr"]  # the small budget sweeps nothing
+    ceilings = task.config()["ceilings"]
+    assert ceilings["window"] == LINE.spacing + 2 * 3 and set(ceilings["short"]) >= {"missing_marker", "contextual"}
     ssm, attn = results["ssm"]["stream"], results["attn_causal"]["stream"]
     assert ssm[10]["state_bytes"] == ssm[300]["state_bytes"] and attn[300]["state_bytes"] > 8 * attn[10]["state_bytes"]

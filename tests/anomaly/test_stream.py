@@ -51,9 +51,9 @@ def test_streamed_scores_equal_the_offline_eval_scores(runs, mixer, tmp_path):
     expected = np.load(run[mixer] / "scores" / "test_00.npy")
     assert offline["frames"] == summary["frames"] == len(expected) == 300
     assert frames.tolist() == list(range(300))
-    # A score is a standardised log of a squared difference between nearly equal float32 vectors, so the rounding of
-    # stepping vs. the whole sequence shows up amplified: measured at most 1.2e-4 in the score (1e-4 relative error of
-    # the squared error); 1e-3 leaves a margin and still catches any real difference (scores are O(1)). The k-NN
+    # A score is a sum of standardised negative log-probabilities; stepping rounds the log-softmax differently from the
+    # whole sequence, and dividing by a small normal sd amplifies it: measured at most 1.2e-4 in the score; 1e-3
+    # leaves a margin and still catches any real difference (scores are O(1)). The k-NN
     # score is the log of a distance, tiny on a frame almost identical to a training frame (score -5): there the
     # encoder's rounding moved it by 2.3e-3, hence 1e-3 relative.
     np.testing.assert_allclose(streamed, expected, rtol=1e-3 if mixer == "frame" else 1e-4, atol=1e-3)

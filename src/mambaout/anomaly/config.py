@@ -27,6 +27,8 @@ class AnomalyConfig:
     image_size: int = option(64, "frames are resized to this square size", "encoder")
     embed_dim: int = option(32, "embedding size D per frame", "encoder")
     recon_size: int = option(16, "side of the low-resolution frame the embedding must reconstruct", "encoder")
+    codes: int = option(64, "K: frame codes the temporal model predicts (k-means of frame thumbnails)", "encoder")
+    code_size: int = option(8, "side of the thumbnail the codes cluster", "encoder")
     encoder_steps: int = option(300, "encoder updates", "encoder")
     encoder_batch_size: int = option(32, "frames per encoder update", "encoder")
     encoder_lr: float = option(2e-3, "encoder AdamW learning rate", "encoder")
@@ -34,7 +36,7 @@ class AnomalyConfig:
     width: int = option(64, "width of the conv model; the others are narrowed to its parameter count", "model")
     depth: int = option(2, "Gated CNN blocks", "model")
     kernel_size: int = option(4, "causal conv kernel in every block (frames)", "model")
-    horizons: tuple[int, ...] = option((1, 16), "predict each frame's embedding from this many frames before", "model")
+    horizons: tuple[int, ...] = option((1, 8), "predict each frame's code from this many frames before", "model")
     window: int | None = option(None, "attn_causal: attend to the last W frames only (bounds its cache)", "model")
     knn: int = option(5, "frame: neighbours averaged", "model")
     knn_bank: int = option(4096, "frame: at most this many normal training embeddings kept", "model")
@@ -42,7 +44,8 @@ class AnomalyConfig:
     patch_frames: int = option(600, "normal training frames, drawn at random, whose patches feed the coreset", "patch")
     steps: int = option(400, "temporal model updates", "optimisation")
     batch_size: int = option(16, "windows per update", "optimisation")
-    seq_len: int = option(256, "frames per training window", "optimisation")
+    seq_len: int = option(256, "frames per training window that carry a loss", "optimisation")
+    burn_in: int = option(56, "frames read before any loss or metric (the context filling)", "optimisation")
     lr: float = option(3e-3, "AdamW learning rate", "optimisation")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, SSM A_log, D)", "optimisation")
     warmup_steps: int = option(20, "linear warm-up updates", "optimisation")
@@ -61,7 +64,9 @@ class AnomalyConfig:
         if not 0 < self.val_fraction < 1:
             raise UserError(f"--val-fraction {self.val_fraction} must be between 0 and 1; use e.g. 0.2")
         if any(h < 1 for h in self.horizons):
-            raise UserError(f"--horizons {self.horizons} must be whole frames >= 1; use e.g. 1 16")
+            raise UserError(f"--horizons {self.horizons} must be whole frames >= 1; use e.g. 1 8")
+        if self.burn_in < max(self.horizons):
+            raise UserError(f"--burn-in {self.burn_in} must be at least the longest horizon {max(self.horizons)}")
         if self.patch_bank < 0 or (self.patch_bank and self.patch_frames < 1):
             raise UserError("--patch-bank must be >= 0 (0: no patch branch) and --patch-frames >= 1; use e.g. 512 600")
         if not 0.5 <= self.quantile < 1:

@@ -1,18 +1,21 @@
 """The detector: encoder -> temporal model -> anomaly score per frame, calibrated on normal validation video.
 
-Self-supervised on normal video only. The temporal model predicts each frame's embedding from the past at several
-horizons (`horizons`, default 1 and 16 frames). A horizon of one frame catches what breaks the motion from one frame
-to the next (a stall, a jerk, an object appearing), but once a wrong item is in view its next frames follow from the
-present ones and the surprise lasts one frame. A horizon of about one item's spacing predicts frame t from frames
-<= t - h, from before the item came into view: the item the model expects there comes from the context (where the
-line is in its cycle), so the score stays raised for the whole crossing of a wrong item. That needs memory of a
-cycle: a conv of kernel k in `depth` blocks reaches depth·(k - 1) frames back, the SSM and attention further.
+Self-supervised on normal video only. The temporal model predicts, at several horizons (`horizons`, default 1 and
+16 frames), the distribution of each frame's code (`FrameEncoder.codes`). A horizon of one frame catches what breaks
+the motion from one frame to the next (a stall, a jerk, an object appearing), but once a wrong item is in view its
+next frames follow from the present ones and the surprise lasts one frame. A horizon of about one item's spacing
+predicts frame t from frames <= t - h, from before the item came into view: the item the model expects there comes
+from the context (where the line is in its cycle), so the surprise lasts the whole crossing of a wrong item. That
+needs memory of a cycle: a conv of kernel k in `depth` blocks reaches depth·(k - 1) frames back, the SSM and
+attention further.
 
-Per frame t and horizon h the error is e_h(t) = mean over dims of (embedding(t) - prediction made at t - h)², scored
-as z_h(t) = (log e_h(t) - mu_h) / sd_h with mu_h, sd_h over normal validation frames; the anomaly score is the mean
-of the z_h available at t (horizons longer than t are left out at the start of a video). `frame` (no temporal
-model) scores z of the log mean distance to the k nearest normal training embeddings. The alarm threshold is the
-`quantile` (0.99) of validation scores: about 1 % of normal frames alarm.
+Per frame t and horizon h the surprise is s_h(t) = -log p(code(t) | frames <= t - h), standardised as
+z_h(t) = (s_h(t) - mu_h) / sd_h with mu_h, sd_h over normal validation frames; the temporal score is the SUM of the
+z_h present at t (horizons longer than t are left out at the start of a stream): the negative log-likelihood of
+independent predictions adds up, and a surprise at one horizon is not halved by the calm of another. `frame` (no
+temporal model) scores z of the log mean distance to the k nearest normal training embeddings. Validation frames are
+scored as a continuation of their video (the model has read the training part before them), as a stream is. The
+alarm threshold is the `quantile` (0.99) of validation scores: about 1 % of normal frames alarm.
 
 With a patch branch (`patch.py`, no temporal state) one alarm comes from both. Each branch's frame score is put on
 the scale of its own normal validation scores: z = (s - median) / (q-quantile - median), with s the temporal score
@@ -35,25 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mambaout.anomaly.encoder import FrameEncoder, batched, embed_frames
+from mambaout.anomaly.encoder import FrameEncoder, batched, encode_frames
 from mambaout.anomaly.patch import PatchBranch, frame_scores
-from mambaout.anomaly.temporal import FrameKNN, TemporalModel
+from mambaout.anomaly.temporal import FrameKNN, TemporalModel, surprise
 from mambaout.errors import UserError
 
 EPS = 1e-8
-
-
-def horizon_errors(embeddings: torch.Tensor, predictions: torch.Tensor, horizons: tuple[int, ...]) -> torch.Tensor:
-    """log error per frame and horizon (T, len(horizons)); NaN where t < h (no prediction for frame t yet).
-
-    embeddings (T, D); predictions (T, len(horizons), D) with predictions[t, i] made for frame t + horizons[i].
-    """
-    out = torch.full((len(embeddings), len(horizons)), math.nan)
-    for i, h in enumerate(horizons):
-        if h < len(embeddings):
-            err = (embeddings[h:] - predictions[:-h, i]).pow(2).mean(-1)
-            out[h:, i] = torch.log(err + EPS)
-    return out
 
 
 class Detector(nn.Module):
@@ -74,28 +64,27 @@ class Detector(nn.Module):
         self.register_buffer("branch_sd", torch.ones(2))
         self.register_buffer("alarm_threshold", torch.tensor(math.inf))
 
-    # -- raw errors, offline --------------------------------------------------------------------------------------
+    # -- raw surprises, offline ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def log_errors(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(T, D) embeddings of one video, from its first frame -> (T, len(horizons)) log errors (NaN: none yet)."""
+    def surprises(self, embeddings: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(T, D) embeddings and (T,) codes of one video, from its first frame -> (T, len(horizons)) surprises (NaN:
+        no prediction yet); for `frame`, the log k-NN distance."""
         self.eval()
         if isinstance(self.temporal, FrameKNN):
             return torch.log(self.temporal(embeddings) + EPS)[:, None]
-        predictions = self.temporal(embeddings[None])[0]
-        return horizon_errors(embeddings, predictions, self.horizons)
+        return surprise(self.temporal(embeddings[None])[0], codes, self.horizons)
 
-    def combine(self, log_errors: torch.Tensor) -> torch.Tensor:
-        """(..., len(horizons)) log errors -> (...) scores: the mean of the standardised errors present."""
-        z = (log_errors - self.mu) / self.sd
-        present = ~torch.isnan(z)
-        return torch.where(present, z, 0.0).sum(-1) / present.sum(-1).clamp_min(1)
+    def combine(self, surprises: torch.Tensor) -> torch.Tensor:
+        """(..., len(horizons)) surprises -> (...) scores: the sum of the standardised surprises present."""
+        z = (surprises - self.mu) / self.sd
+        return torch.where(torch.isnan(z), 0.0, z).sum(-1)
 
-    def score_embeddings(self, embeddings: torch.Tensor) -> np.ndarray:
-        return self.combine(self.log_errors(embeddings)).numpy().astype(np.float32)
+    def score_embeddings(self, embeddings: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
+        return self.combine(self.surprises(embeddings, codes)).numpy().astype(np.float32)
 
     def temporal_scores(self, frames, batch_size: int = 64) -> np.ndarray:
         """Temporal scores (T,) of one video's frames (uint8 (H, W, 3) arrays, in order, from its start)."""
-        return self.score_embeddings(embed_frames(self.encoder, frames, batch_size))
+        return self.score_embeddings(*encode_frames(self.encoder, frames, batch_size))
 
     # -- both branches: one pass over the frames ------------------------------------------------------------------
     @torch.no_grad()
@@ -103,17 +92,19 @@ class Detector(nn.Module):
         """One video's frames (uint8 (H, W, 3), in order, from its start) -> {"temporal": (T,), "patch": (T,) or
         None, "maps": (T, H, W) float32 or None}: the raw branch scores (`fuse` standardises and combines them)."""
         self.eval()
-        embeddings, patch, kept = [], [], []
+        embeddings, codes, patch, kept = [], [], [], []
         for batch in batched(frames, batch_size):
             embeddings.append(self.encoder(batch).float().cpu())
+            codes.append(self.encoder.codes(batch).cpu())
             if self.patch is not None:
                 m = self.patch.maps(batch).cpu()
                 patch.append(frame_scores(m))
                 if maps:
                     kept.append(m.numpy())
         e = torch.cat(embeddings) if embeddings else torch.zeros(0, self.encoder.embed_dim)
+        c = torch.cat(codes) if codes else torch.zeros(0, dtype=torch.long)
         return dict(
-            temporal=self.score_embeddings(e),
+            temporal=self.score_embeddings(e, c),
             patch=torch.cat(patch).numpy() if patch else None,
             maps=np.concatenate(kept) if kept else None,
         )
@@ -148,13 +139,17 @@ class Detector(nn.Module):
 
     # -- calibration on normal validation video ------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate(self, validation: list[torch.Tensor], quantile: float = 0.99) -> dict:
-        """Standardisation and threshold from normal validation videos (embeddings, each from its start)."""
-        errors = torch.cat([self.log_errors(e) for e in validation])
+    def calibrate(
+        self, videos: list[tuple[torch.Tensor, torch.Tensor]], starts: list[int], quantile: float = 0.99
+    ) -> dict:
+        """Standardisation and threshold from normal videos ((embeddings, codes) each, from its start): the frames
+        from `starts[i]` on, scored as the continuation of video i."""
+        surprises = [self.surprises(e, c)[s:] for (e, c), s in zip(videos, starts)]
+        stacked = torch.cat(surprises)
         for i in range(len(self.horizons)):
-            column = errors[:, i][~torch.isnan(errors[:, i])]
+            column = stacked[:, i][~torch.isnan(stacked[:, i])]
             self.mu[i], self.sd[i] = column.mean(), column.std().clamp_min(1e-6)
-        scores = torch.cat([self.combine(self.log_errors(e)) for e in validation]).numpy()
+        scores = torch.cat([self.combine(s) for s in surprises]).numpy()
         from mambaout.anomaly.metrics import normal_threshold
 
         self.threshold.fill_(normal_threshold(scores, quantile))

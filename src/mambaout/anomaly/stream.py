@@ -73,25 +73,27 @@ class TemporalStreamer:
             self.past = torch.zeros(0)
         else:
             t = detector.temporal
-            self.past = torch.zeros(max(t.horizons), len(t.horizons), t.embed_dim)  # ring of past predictions
+            self.past = torch.zeros(max(t.horizons), len(t.horizons), t.num_codes)  # ring of past log p
 
     @torch.no_grad()
     def step(self, frame: np.ndarray) -> float:
         """Score one uint8 (H, W, 3) frame, the next of the stream."""
         d = self.detector
-        embedding = d.encoder(torch.from_numpy(np.ascontiguousarray(frame))[None]).float()  # (1, D)
+        pixels = torch.from_numpy(np.ascontiguousarray(frame))[None]
+        embedding = d.encoder(pixels).float()  # (1, D)
         if self.frame_only:
-            log_errors = torch.log(d.temporal(embedding) + EPS)[:, None]
+            surprises = torch.log(d.temporal(embedding) + EPS)[:, None]
         else:
-            log_errors = torch.full((1, len(d.horizons)), math.nan)
+            code = int(d.encoder.codes(pixels)[0])
+            surprises = torch.full((1, len(d.horizons)), math.nan)
             ring = len(self.past)
             for i, h in enumerate(d.horizons):
                 if self.t >= h:
-                    log_errors[0, i] = torch.log((embedding[0] - self.past[(self.t - h) % ring, i]).pow(2).mean() + EPS)
+                    surprises[0, i] = -self.past[(self.t - h) % ring, i, code]
             predictions, self.state = d.temporal.step(embedding, self.state)
             self.past[self.t % ring] = predictions[0]
         self.t += 1
-        return float(d.combine(log_errors)[0])
+        return float(d.combine(surprises)[0])
 
     def memory_bytes(self) -> int:
         """Bytes of the state carried from frame to frame (temporal state and the ring of past predictions)."""

@@ -31,7 +31,7 @@ from torch import nn
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import embed_frames
+from mambaout.anomaly.encoder import encode_frames
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, state_bytes
 from mambaout.anomaly.train import PredictionObjective, Windows, build_temporal, temporal_args, train_encoder
 from mambaout.engine.records import RunLog
@@ -45,9 +45,20 @@ class LineTask:
     mixers = ("conv", "ssm", "attn_causal", "frame")
     budgets = {
         "small": dict(steps=20, batch_size=4, lr=3e-3, warmup_steps=2, encoder_steps=30),
-        "default": dict(steps=200, batch_size=8, lr=3e-3, warmup_steps=10, encoder_steps=300),
-        "full": dict(steps=800, batch_size=16, lr=3e-3, warmup_steps=40, encoder_steps=600),
+        "default": dict(
+            steps=200, batch_size=8, lr=3e-3, warmup_steps=10, encoder_steps=300, lrs=(1e-3, 3e-3, 1e-2), sweep_steps=50
+        ),
+        "full": dict(
+            steps=800,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=40,
+            encoder_steps=600,
+            lrs=(1e-3, 3e-3, 1e-2),
+            sweep_steps=200,
+        ),
     }
+    replicates = 200  # bootstrap resamples of the test events per run (the report pairs them across mixers)
 
     def __init__(
         self,
@@ -75,6 +86,11 @@ class LineTask:
 
             self.meta = json.loads(meta_path.read_text())
         steps = self.budgets[budget]["encoder_steps"] if isinstance(budget, str) else 300
+        if self.meta:
+            line_cfg = self.meta["config"]
+            # a cycle and an item of the line: its whole context; horizons of one frame and of one item's spacing
+            config.setdefault("burn_in", (line_cfg["period"] + 1) * line_cfg["spacing"])
+            config.setdefault("horizons", (1, line_cfg["spacing"]))
         self.cfg = AnomalyConfig(data=str(data), output=str(self.work / "encoder"), encoder_steps=steps, **config)
         self.cfg.check()
         self.rt = setup_runtime(self.cfg.device, self.cfg.amp)
@@ -84,31 +100,71 @@ class LineTask:
         start = time.perf_counter()
         self.encoder, self.cache = train_encoder(self.cfg, self.rt, self.dataset, out, RunLog(out))
         self.encoder = self.encoder.cpu().eval()
-        self.test = []  # (embeddings, labels, kinds) of the decoded frames of every test video
+        self.test = []  # (embeddings, codes, labels, kinds) of the decoded frames of every test video
         for video in self.dataset.test:
             with video.open(size=self.cfg.image_size) as source:
                 indexed = list(source.indexed())
             keep = [i for i, _ in indexed]
-            e = embed_frames(self.encoder, [f for _, f in indexed])
-            self.test.append((e, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
+            e, c = encode_frames(self.encoder, [f for _, f in indexed])
+            self.test.append((e, c, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
         self.encoder_seconds = time.perf_counter() - start
         self.train_parts = [e[:s] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
-        self.validation = [e[s:] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
-        self.seq_len = min(self.cfg.seq_len, min(len(p) for p in self.train_parts))
+        self.train_codes = [c[:s] for c, s in zip(self.cache["codes"], self.cache["splits"])]
+        self.normal = list(zip(self.cache["embeddings"], self.cache["codes"]))  # whole normal videos
+        self.seq_len = min(self.cfg.burn_in + self.cfg.seq_len, min(len(p) for p in self.train_parts))
         self.embed_dim = self.train_parts[0].shape[1]
         self.mixer_kwargs: dict[str, dict] = {}
+        self.events = [self._events(video.name, len(t[0])) for video, t in zip(self.dataset.test, self.test)]
+        self.ceilings, self.positions, self.embedding_probe = {}, None, None
+        if self.meta and "config" in self.meta and self.meta.get("generator") == "mambaout anomaly generate":
+            self._line_references()
+
+    def _events(self, video: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(event index per frame, -1 on normal frames; subtype per frame) of a test video of the built-in line."""
+        event_of, subtype = np.full(frames, -1), np.full(frames, "", dtype="<U20")
+        for i, e in enumerate(((self.meta or {}).get("videos", {}).get(video) or {}).get("intervals", [])):
+            event_of[e["start"] : e["end"]], subtype[e["start"] : e["end"]] = i, e["subtype"]
+        return event_of, subtype
+
+    def _line_references(self) -> None:
+        """The built-in line's exact references: the short-memory ceiling and the cycle-memory ideal per contextual
+        subtype (`ceiling.py`), and the memory probe's targets (items since the last marker) on normal video."""
+        from mambaout.anomaly.ceiling import short_memory_ceiling
+        from mambaout.anomaly.line import Line, LineConfig
+        from mambaout.anomaly.probe import memory_probe
+
+        line_cfg = LineConfig(**self.meta["config"])
+        reach = self.cfg.depth * (self.cfg.kernel_size - 1)
+        window = max(self.cfg.horizons) + reach  # what a conv detector's score at frame t can have read
+        self.ceilings = dict(
+            window=window,
+            short=short_memory_ceiling(line_cfg, window, self.cfg.burn_in),
+            cycle=short_memory_ceiling(line_cfg, window + line_cfg.cycle_frames, self.cfg.burn_in),
+        )
+        line = Line(line_cfg)
+        period = line_cfg.period
+        self.positions = []
+        for i in range(len(self.dataset.train)):
+            pos = line.cycle_positions(line.plan_video("train", i))[: len(self.cache["embeddings"][i])]
+            self.positions.append(np.where(pos >= 0, (pos + 1) % period, -1))
+        features = [e.numpy() for e in self.cache["embeddings"]]
+        self.embedding_probe = memory_probe(features, self.positions, self.cache["splits"], self.cfg.burn_in)
 
     # -- the study's task interface -----------------------------------------------------------------------------
     def estimate_seconds(self, mixer: str, budget: dict[str, Any]) -> float:
-        """Expected seconds of one run on a 2-core CPU at one thread (measured: ~0.05 s an update at batch 8)."""
-        return 0.5 if mixer == "frame" else 2.0 + budget["steps"] * budget["batch_size"] / 8 * 0.05
+        """Expected seconds of one run on a 2-core CPU at one thread (measured: ~0.05 s an update at batch 8), the
+        learning-rate sweep included (it runs once per mixer, in that mixer's first run)."""
+        if mixer == "frame":
+            return 0.5
+        updates = budget["steps"] + len(budget.get("lrs", ())) * budget.get("sweep_steps", 0)
+        return 2.0 + updates * budget["batch_size"] / 8 * 0.05
 
     def config(self) -> dict[str, Any]:
         meta = self.meta or {}
         return dict(
             task=self.name,
             data=self.cfg.data,
-            frames_test=sum(len(e) for e, _, _ in self.test),
+            frames_test=sum(len(e) for e, *_ in self.test),
             embed_dim=self.embed_dim,
             width=self.cfg.width,
             depth=self.cfg.depth,
@@ -116,6 +172,10 @@ class LineTask:
             horizons=list(self.cfg.horizons),
             seq_len=self.seq_len,
             conv_reach=self.cfg.depth * (self.cfg.kernel_size - 1),
+            burn_in=self.cfg.burn_in,
+            codes=self.cfg.codes,
+            ceilings=self.ceilings,
+            embedding_probe=self.embedding_probe,
             context_frames=meta.get("context_frames"),
             cycle_frames=meta.get("cycle_frames"),
             encoder=self.cfg.backbone,
@@ -137,14 +197,14 @@ class LineTask:
         return torch.randn(batch, self.seq_len, self.embed_dim)
 
     def train_batches(self, steps: int, batch_size: int, generator: torch.Generator) -> Iterator[tuple]:
-        windows = Windows(self.train_parts, self.seq_len, max(1, self.seq_len // 8))
+        windows = Windows(self.train_parts, self.train_codes, self.seq_len, max(1, self.cfg.seq_len // 8))
         for _ in range(steps):
             picks = torch.randint(len(windows), (batch_size,), generator=generator)
-            x = torch.stack([windows[int(i)] for i in picks])
-            yield x, x
+            x, y = zip(*(windows[int(i)] for i in picks))
+            yield torch.stack(x), torch.stack(y)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return PredictionObjective(model)(x)
+        return PredictionObjective(model, self.cfg.burn_in)(x, y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device | None = None) -> tuple[float, int]:
@@ -155,20 +215,113 @@ class LineTask:
     # -- what the line adds --------------------------------------------------------------------------------------
     @torch.no_grad()
     def metrics(self, model: nn.Module) -> dict[str, Any]:
-        """Calibrate on normal validation video, score every test video: the metrics module's dict."""
+        """Calibrate on normal validation video (the continuation of each normal video), score every test video from
+        its start; the metrics module's dict over the frames after the burn-in, AUROC per subtype, bootstrap
+        replicates per kind and subtype (`bootstrap.py`), and the warm-up frames' alarm rate apart."""
+        from mambaout.anomaly.bootstrap import auroc_replicates, interval
         from mambaout.anomaly.metrics import frame_metrics
 
         mixer = "frame" if isinstance(model, FrameKNN) else model.mixer
         detector = Detector(self.encoder, model.cpu().eval(), mixer)
-        detector.calibrate(self.validation, self.cfg.quantile)
-        scores = [detector.score_embeddings(e) for e, _, _ in self.test]
-        kinds = [k for _, _, k in self.test]
+        detector.calibrate(self.normal, self.cache["splits"], self.cfg.quantile)
+        scores = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
+        b, threshold = self.cfg.burn_in, float(detector.threshold)
+        kinds = [k for *_, k in self.test]
         has_kinds = all(k is not None for k in kinds)
-        out = frame_metrics(
-            scores, [y for _, y, _ in self.test], kinds if has_kinds else None, float(detector.threshold)
-        )
+        labels = [y[b:] for _, _, y, _ in self.test]
+        out = frame_metrics([s[b:] for s in scores], labels, [k[b:] for k in kinds] if has_kinds else None, threshold)
+        warm = np.concatenate([s[:b] for s in scores])
+        out["warmup"] = dict(frames=int(len(warm)), alarm_rate=float((warm > threshold).mean()) if len(warm) else None)
         out["scores"] = scores
+        if not has_kinds:
+            return out
+        s = np.concatenate([x[b:] for x in scores])
+        y = np.concatenate(labels)
+        k = np.concatenate([k[b:] for k in kinds])
+        offsets = np.cumsum([0] + [int(ev.max()) + 1 for ev, _ in self.events[:-1]])
+        event_of = np.concatenate([np.where(ev[b:] >= 0, ev[b:] + o, -1) for (ev, _), o in zip(self.events, offsets)])
+        subtype = np.concatenate([st[b:] for _, st in self.events])
+        groups = {kind: k == kind for kind in sorted(set(k[y == 1].tolist()) - {""})}
+        groups.update({name: subtype == name for name in sorted(set(subtype[y == 1].tolist()) - {""})})
+        out["auroc_per_subtype"], out["bootstrap"], out["interval"] = {}, {}, {}
+        for name, chosen in groups.items():
+            keep = (y == 0) | chosen
+            if not (chosen & (event_of >= 0)).any():
+                continue
+            reps = auroc_replicates(s[keep], y[keep], np.where(chosen, event_of, -1)[keep], self.replicates)
+            out["bootstrap"][name] = [round(float(r), 4) for r in reps]
+            out["interval"][name] = interval(reps)
+            if name not in out.get("auroc_per_kind", {}):
+                from sklearn.metrics import roc_auc_score
+
+                out["auroc_per_subtype"][name] = float(roc_auc_score(y[keep], s[keep]))
         return out
+
+    @torch.no_grad()
+    def validation_loss(self, model: TemporalModel) -> float:
+        """Mean NLL of the normal validation frames' codes, read as the continuation of their videos (what the
+        learning-rate sweep compares; no anomaly is ever seen)."""
+        from mambaout.anomaly.temporal import surprise
+
+        model = model.cpu().eval()
+        nll = [
+            surprise(model(e[None])[0], c, model.horizons)[s:] for (e, c), s in zip(self.normal, self.cache["splits"])
+        ]
+        return float(torch.cat(nll).nanmean())
+
+    @torch.no_grad()
+    def probe(self, model: nn.Module) -> dict[str, float] | None:
+        """The memory probe (`probe.py`) on the model's last-block features over the normal videos."""
+        from mambaout.anomaly.probe import memory_probe
+
+        if self.positions is None or isinstance(model, FrameKNN):
+            return None
+        model = model.cpu().eval()
+        features = [model.hidden(e[None])[0].numpy() for e in self.cache["embeddings"]]
+        return memory_probe(features, self.positions, self.cache["splits"], self.cfg.burn_in)
+
+    def learning_rate(self, mixer: str, budget: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        """The learning rate of `budget["lrs"]` with the lowest normal validation loss after `sweep_steps` updates
+        (seed 0), chosen once per mixer and kept in the work folder; without `lrs`, budget["lr"]."""
+        import json
+
+        if mixer == "frame" or not budget.get("lrs"):
+            return budget["lr"], {}
+        path = self.work / f"lr_sweep_{mixer}_{budget['steps']}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            return saved["lr"], saved["losses"]
+        losses = {}
+        for lr in budget["lrs"]:
+            sweep = dict(budget, steps=budget["sweep_steps"], lr=lr)
+            sweep["warmup_steps"] = min(budget.get("warmup_steps", 0), sweep["steps"] // 4)
+            model, _ = self._train(mixer, 0, sweep, self.work / f"sweep-{mixer}-{lr:g}")
+            losses[f"{lr:g}"] = self.validation_loss(model)
+        best = float(min(losses, key=losses.get))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(lr=best, losses=losses)))
+        tmp.replace(path)
+        return best, losses
+
+    def _train(self, mixer: str, seed: int, budget: dict[str, Any], out: Path) -> tuple[nn.Module, dict]:
+        from mambaout.engine.runtime import seed_all
+
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = AnomalyConfig(
+            **{
+                **vars(self.cfg),
+                "mixer": mixer,
+                "seed": seed,
+                "output": str(out),
+                "steps": budget["steps"],
+                "batch_size": budget["batch_size"],
+                "lr": budget["lr"],
+                "warmup_steps": budget.get("warmup_steps", 0),
+                "checkpoint_every": 0,
+            }
+        )
+        seed_all(seed)
+        return build_temporal(cfg, self.cache, self.rt, out, RunLog(out))
 
     def stream_cost(self, model: nn.Module, frames: tuple[int, ...] = (100, 1000, 10000)) -> dict[str, Any]:
         """Temporal step latency (ms, median of the last 50 steps) and state bytes after each count of frames."""
@@ -201,26 +354,10 @@ class LineTask:
     ) -> dict:
         """Train (through the engine) and measure one (mixer, seed): AUROC overall and per kind, params, and the
         streaming cost after `stream_frames` frames (empty: not measured; once per mixer is enough)."""
-        from mambaout.engine.runtime import seed_all
-
         out = Path(out_dir or self.work / f"{mixer}-seed{seed}")
-        out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        cfg = AnomalyConfig(
-            **{
-                **vars(self.cfg),
-                "mixer": mixer,
-                "seed": seed,
-                "output": str(out),
-                "steps": budget["steps"],
-                "batch_size": budget["batch_size"],
-                "lr": budget["lr"],
-                "warmup_steps": budget.get("warmup_steps", 0),
-                "checkpoint_every": 0,
-            }
-        )
-        seed_all(seed)
-        model, args = build_temporal(cfg, self.cache, self.rt, out, RunLog(out))
+        lr, sweep = self.learning_rate(mixer, budget)
+        model, args = self._train(mixer, seed, dict(budget, lr=lr), out)
         seconds = time.perf_counter() - start
         metrics = self.metrics(model)
         params = sum(p.numel() for p in model.parameters())
@@ -236,6 +373,14 @@ class LineTask:
             auroc_macro=metrics["auroc_macro"],
             average_precision=metrics["average_precision"],
             auroc_per_kind=metrics.get("auroc_per_kind", {}),
+            auroc_per_subtype=metrics.get("auroc_per_subtype", {}),
+            auroc_interval=metrics.get("interval", {}),
+            auroc_bootstrap=metrics.get("bootstrap", {}),
+            warmup=metrics["warmup"],
+            lr=lr,
+            lr_sweep=sweep,
+            validation_loss=None if mixer == "frame" else self.validation_loss(model),
+            probe=self.probe(model),
             false_alarms_per_hour=metrics["false_alarms_per_hour"],
             params=params,
             width=args.get("width"),
@@ -246,7 +391,7 @@ class LineTask:
 
     def timeline(self, metrics: dict[str, Any], video: int = 0) -> dict[str, Any]:
         """One test video's scores with its labels, kinds and the alarm threshold, for the report's timeline plot."""
-        _, labels, kinds = self.test[video]
+        _, _, labels, kinds = self.test[video]
         return dict(
             video=self.dataset.test[video].name,
             scores=[round(float(v), 4) for v in metrics["scores"][video]],

@@ -2,9 +2,17 @@
 per-frame baseline.
 
     embeddings (B, T, D) -> Linear(D, width) -> depth x GatedCNNBlock(mixer, 1-D causal) -> LayerNorm
-                         -> Linear(width, len(horizons) * D) -> predictions (B, T, len(horizons), D)
+                         -> Linear(width, len(horizons) * K) -> log-softmax -> log p (B, T, len(horizons), K)
 
-Output t, horizon h predicts the embedding of frame t + h from frames <= t. The blocks are MambaOut's
+What it predicts is a distribution, not a point: output t, horizon h is the log-probability of each of the K frame
+codes (`FrameEncoder.codes`: the nearest k-means centroid of the frame's thumbnail) for frame t + h, given frames
+<= t. A frame's surprise at horizon h is the negative log-likelihood of its own code under the prediction made h
+frames before (`surprise`); training minimises it on normal video (`code_loss`). Why: the items a wrong-order fault
+swaps fall in different codes however little they move a squared error over all dimensions, so a model that knows
+where the line is in its cycle pays no loss where a memoryless one must hedge; and a categorical keeps "a triangle
+or a diamond" as two peaks, where a squared error predicts their average and is surprised by both (the ideal losses
+and AUROCs of this target are in docs/anomaly.md). The first `burn_in` frames of a window carry no loss: their
+context is still filling. The blocks are MambaOut's
 `GatedCNNBlock` with a 1-D causal mixer, as the study's `SequenceModel`: "conv" (MambaOut's causal depthwise conv),
 "ssm" (conv -> SiLU -> selective scan), "attn_causal" (conv -> SiLU -> causal attention, `window` W bounding what a
 frame attends to: the last W frames). The models of one comparison have the same depth and kernel and parameter
@@ -15,10 +23,10 @@ a sequence gives `forward`'s output to float32 rounding.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mambaout.anomaly.config import TEMPORAL_MIXERS
@@ -30,26 +38,19 @@ from mambaout.models.sequence import SequenceModel
 
 
 class WindowedAttention(AttentionMixer):
-    """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache."""
+    """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache (the
+    exported step graph's ring). Without relative positions: the ring step of the export rotates no keys."""
 
     def __init__(self, dim: int, kernel_size: int, window: int):
-        super().__init__(dim, kernel_size, layout="1d", causal=True)
-        self.window = window
+        super().__init__(dim, kernel_size, layout="1d", causal=True, window=window)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv(x))
-        batch, seq_len, dim = x.shape
-        q, k, v = self.qkv(x).reshape(batch, seq_len, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        t = torch.arange(seq_len, device=x.device)
-        allowed = (t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - self.window)  # (query, key)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        return self.proj(y.transpose(1, 2).reshape(batch, seq_len, dim))
 
-    def init_state(self, batch: int, device=None, dtype=None, window: int | None = None) -> dict:
-        return super().init_state(batch, device, dtype, window=self.window)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, window={self.window}"
+def block_chunk(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    """`GatedCNNBlock._forward_reference` for the next chunk x (batch, L, C) of a stream, the mixer carrying `state`."""
+    g, i, c = torch.split(block.fc1(block.norm(x)), block.split_indices, dim=-1)
+    c, state = block.mixer(c, state)
+    y = block.fc2(block.act(g) * torch.cat((i, c), dim=-1))
+    return block.drop_path(block.ls(y)) + x, state
 
 
 def block_step(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
@@ -60,13 +61,32 @@ def block_step(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch
     return block.drop_path(block.ls(y)) + x, state
 
 
+def surprise(log_probs: torch.Tensor, codes: torch.Tensor, horizons: tuple[int, ...]) -> torch.Tensor:
+    """Negative log-likelihood per frame and horizon (..., T, len(horizons)); NaN where t < h (no prediction yet).
+
+    log_probs (..., T, len(horizons), K) with [t, i] the prediction made at t for frame t + horizons[i]; codes (..., T).
+    """
+    out = torch.full((*codes.shape, len(horizons)), math.nan, device=log_probs.device)
+    for i, h in enumerate(horizons):
+        if h < codes.shape[-1]:
+            made = log_probs[..., :-h, i, :]
+            out[..., h:, i] = -made.gather(-1, codes[..., h:, None].long())[..., 0]
+    return out
+
+
+def code_loss(log_probs: torch.Tensor, codes: torch.Tensor, horizons: tuple[int, ...], burn_in: int) -> torch.Tensor:
+    """Mean over horizons of the mean NLL of frames t >= burn_in (earlier frames: the context is still filling)."""
+    nll = surprise(log_probs, codes, horizons)[..., burn_in:, :]
+    return torch.stack([nll[..., i][~torch.isnan(nll[..., i])].mean() for i in range(len(horizons))]).mean()
+
+
 class TemporalModel(nn.Module):
-    """Predicts each frame's embedding `horizons` frames ahead from the frames so far.
+    """Predicts the distribution of each frame's code `horizons` frames ahead from the frames so far.
 
     Example:
-        >>> model = TemporalModel(embed_dim=32, width=48, depth=2, mixer="ssm", horizons=(1, 16))
+        >>> model = TemporalModel(embed_dim=32, codes=64, width=48, depth=2, mixer="ssm", horizons=(1, 16))
         >>> model(torch.randn(2, 100, 32)).shape
-        torch.Size([2, 100, 2, 32])
+        torch.Size([2, 100, 2, 64])
     """
 
     def __init__(
@@ -78,6 +98,7 @@ class TemporalModel(nn.Module):
         kernel_size: int = 4,
         horizons: tuple[int, ...] = (1, 16),
         window: int | None = None,
+        codes: int = 64,
         expansion_ratio: float = 8 / 3,
         mixer_kwargs: dict[str, Any] | None = None,
     ):
@@ -87,9 +108,11 @@ class TemporalModel(nn.Module):
         if window is not None and window < 1:
             raise UserError(f"--window must be at least 1 frame, got {window}")
         self.mixer, self.window = mixer, window if mixer == "attn_causal" else None
-        self.embed_dim, self.horizons = embed_dim, tuple(horizons)
+        self.embed_dim, self.num_codes, self.horizons = embed_dim, codes, tuple(horizons)
         self.in_proj = nn.Linear(embed_dim, width)
         kwargs = dict(layout="1d", **(mixer_kwargs or {}))
+        if mixer == "attn_causal" and not self.window:
+            kwargs.setdefault("rope", True)  # relative positions: how long ago a frame was, not only its content
         self.blocks = nn.ModuleList(
             GatedCNNBlock(width, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=kwargs) for _ in range(depth)
         )
@@ -97,7 +120,7 @@ class TemporalModel(nn.Module):
             for block in self.blocks:
                 block.mixer = WindowedAttention(block.split_indices[2], kernel_size, self.window)
         self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.head = nn.Linear(width, len(self.horizons) * embed_dim)
+        self.head = nn.Linear(width, len(self.horizons) * codes)
         self.apply(SequenceModel._init_weights)
         for m in self.modules():  # the mixers' own initialisation (the SSM's Δ) last, as SequenceModel does
             if m is not self and callable(getattr(m, "init_weights", None)):
@@ -108,21 +131,36 @@ class TemporalModel(nn.Module):
         return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
 
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(x)).unflatten(-1, (len(self.horizons), self.embed_dim))
+        logits = self.head(self.norm(x)).unflatten(-1, (len(self.horizons), self.num_codes))
+        return logits.log_softmax(-1)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, len(horizons), D); [:, t, i] predicts embeddings[:, t + horizons[i]]."""
+    def hidden(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, width): the last block's output, what the head reads (the memory probe's features)."""
         x = self.in_proj(embeddings)
         for block in self.blocks:
             x = block(x)
-        return self._predict(x)
+        return x
+
+    def forward(self, embeddings: torch.Tensor, state: list[Any] | None = None):
+        """(B, T, D) -> log p (B, T, len(horizons), K); [:, t, i]: the distribution of frame t + horizons[i]'s code.
+
+        With `state` (from `init_state` or a previous call) the frames are the next chunk of a stream: returns
+        (log p, the state after the chunk), the same numbers as the whole stream at once (gradients flow through the
+        state; detach it between updates for truncated back-propagation)."""
+        if state is None:
+            return self._predict(self.hidden(embeddings))
+        x, new_state = self.in_proj(embeddings), []
+        for block, s in zip(self.blocks, state):
+            x, s = block_chunk(block, x, s)
+            new_state.append(s)
+        return self._predict(x), new_state
 
     def init_state(self, batch: int = 1, device: torch.device | None = None) -> list[Any]:
         """The state before the first frame, one entry per block (see `step`)."""
         return [block.mixer.init_state(batch, device) for block in self.blocks]
 
     def step(self, embedding: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
-        """One frame's embedding (B, D) -> (predictions (B, len(horizons), D), the new state)."""
+        """One frame's embedding (B, D) -> (log p (B, len(horizons), K), the new state)."""
         x = self.in_proj(embedding)
         new_state = []
         for block, s in zip(self.blocks, state):
@@ -143,7 +181,7 @@ def state_bytes(state: Any) -> int:
 
 
 def temporal_params(embed_dim: int, width: int, mixer: str, **kwargs: Any) -> int:
-    return sum(p.numel() for p in TemporalModel(embed_dim, width, mixer=mixer, **kwargs).parameters())
+    return sum(p.numel() for p in TemporalModel(embed_dim, width=width, mixer=mixer, **kwargs).parameters())
 
 
 def matched_widths(embed_dim: int, width: int, mixers: tuple[str, ...] = TEMPORAL_MIXERS, **kwargs: Any) -> dict:

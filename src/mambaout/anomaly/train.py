@@ -6,12 +6,15 @@ exactly, also mid-stage) and one calibration:
 1. the encoder (`encoder.py`) on normal training frames, unless `--encoder RUN` reuses another run's (then every
    mixer sees the same embeddings); the embeddings of the training videos are computed once and cached
    (`embeddings.pt`);
-2. the temporal model (`temporal.py`) on windows of `seq_len` embeddings of the training part of each normal video
-   (the first 1 - val_fraction of its frames), or for `frame` the k-NN bank;
+   and its frame codes (k-means of the frames' thumbnails, `FrameEncoder.fit_codes`);
+2. the temporal model (`temporal.py`) on windows of `burn_in + seq_len` embeddings of the training part of each
+   normal video (the first 1 - val_fraction of its frames), the loss on the last `seq_len` frames of each window only
+   (the first `burn_in` fill the context), or for `frame` the k-NN bank;
 3. the patch branch (`patch.py`): the k-center coreset of the patch features of `patch_frames` normal training frames
    drawn at random (no training; `--patch-bank 0` leaves it out);
-4. calibration (`detector.py`) on the held-out tail of every normal video, each scored from its own start as a test
-   video is: standardisation per horizon, then of each branch, and the alarm threshold.
+4. calibration (`detector.py`) on the held-out tail of every normal video, scored as the continuation of its video
+   (the model has read the training part first, as a stream would): standardisation per horizon, then of each branch,
+   and the alarm threshold.
 
 The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
 detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
@@ -32,9 +35,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, batched, embed_frames
+from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, batched, encode_frames
 from mambaout.anomaly.patch import PatchBranch, build_patch_branch, frame_scores
-from mambaout.anomaly.temporal import FrameKNN, TemporalModel, matched_widths
+from mambaout.anomaly.temporal import FrameKNN, TemporalModel, code_loss, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
 from mambaout.engine.records import RunLog, write_json
@@ -59,31 +62,30 @@ def read_frames(video, size: int, keep=None) -> np.ndarray:
 
 
 class Windows(Dataset):
-    """Windows of `seq_len` consecutive embeddings from each sequence, starting every `stride` frames."""
+    """Windows of `seq_len` consecutive (embeddings, codes) from each sequence, starting every `stride` frames."""
 
-    def __init__(self, sequences: list[torch.Tensor], seq_len: int, stride: int):
-        self.sequences, self.seq_len = sequences, seq_len
+    def __init__(self, sequences: list[torch.Tensor], codes: list[torch.Tensor], seq_len: int, stride: int):
+        self.sequences, self.codes, self.seq_len = sequences, codes, seq_len
         self.index = [(i, s) for i, e in enumerate(sequences) for s in range(0, len(e) - seq_len + 1, stride)]
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         v, start = self.index[i]
-        return self.sequences[v][start : start + self.seq_len]
+        return self.sequences[v][start : start + self.seq_len], self.codes[v][start : start + self.seq_len]
 
 
 class PredictionObjective(nn.Module):
-    """What the engine trains for a temporal model: forward(windows (B, L, D)) = mean over horizons of the MSE."""
+    """What the engine trains for a temporal model: forward(windows (B, L, D), codes (B, L)) = the NLL of each
+    frame's code under the predictions made h frames before, on frames >= burn_in, averaged over horizons."""
 
-    def __init__(self, model: TemporalModel):
+    def __init__(self, model: TemporalModel, burn_in: int):
         super().__init__()
-        self.model = model
+        self.model, self.burn_in = model, burn_in
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        predictions = self.model(windows)
-        losses = [(predictions[:, :-h, i] - windows[:, h:]).pow(2).mean() for i, h in enumerate(self.model.horizons)]
-        return sum(losses) / len(losses)
+    def forward(self, windows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return code_loss(self.model(windows), codes, self.model.horizons, self.burn_in)
 
 
 # -- a training stage: a task of the engine's driver ---------------------------------------------------------------
@@ -116,7 +118,7 @@ class Stage(Task):
         return self.dataset
 
     def loss(self, forward: nn.Module, batch: Any) -> torch.Tensor:
-        return forward(batch.to(self.device) if torch.is_tensor(batch) else batch[0].to(self.device))
+        return forward(*(b.to(self.device) for b in ((batch,) if torch.is_tensor(batch) else batch)))
 
     def config(self, runtime: Runtime) -> AnomalyConfig:
         return self.cfg
@@ -150,11 +152,17 @@ def train_stage(stage: Stage, rt: Runtime, out: Path, batch_size: int) -> list[f
 
 # -- the run ------------------------------------------------------------------------------------------------------
 def encoder_args(cfg: AnomalyConfig) -> dict[str, Any]:
-    return dict(backbone=cfg.backbone, embed_dim=cfg.embed_dim, recon_size=cfg.recon_size)
+    return dict(
+        backbone=cfg.backbone,
+        embed_dim=cfg.embed_dim,
+        recon_size=cfg.recon_size,
+        codes=cfg.codes,
+        code_size=cfg.code_size,
+    )
 
 
 def temporal_args(cfg: AnomalyConfig, embed_dim: int) -> dict[str, Any]:
-    common = dict(depth=cfg.depth, kernel_size=cfg.kernel_size, horizons=tuple(cfg.horizons))
+    common = dict(depth=cfg.depth, kernel_size=cfg.kernel_size, horizons=tuple(cfg.horizons), codes=cfg.codes)
     width = matched_widths(embed_dim, cfg.width, (cfg.mixer,), **common)[cfg.mixer]
     return dict(embed_dim=embed_dim, width=width, mixer=cfg.mixer, window=cfg.window, **common)
 
@@ -178,10 +186,17 @@ def train_encoder(
     dataset = TensorDataset(torch.from_numpy(frames))
     stage = Stage("encoder", cfg, objective, dataset, rt.device, cfg.encoder_lr, cfg.encoder_steps)
     train_stage(stage, rt, out, cfg.encoder_batch_size)
-    raw = [embed_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train]
+    encoder.fit_codes(torch.from_numpy(frames), cfg.seed)
+    raw, codes = zip(*(encode_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train))
     encoder.set_statistics(torch.cat([r[:s] for r, s in zip(raw, splits)]))
     embeddings = [(r - encoder.embed_mean.cpu()) / encoder.embed_std.cpu() for r in raw]
-    cache = dict(names=[v.name for v in data.train], splits=splits, embeddings=embeddings, image_size=cfg.image_size)
+    cache = dict(
+        names=[v.name for v in data.train],
+        splits=splits,
+        embeddings=embeddings,
+        codes=list(codes),
+        image_size=cfg.image_size,
+    )
     save_checkpoint(out / "embeddings.pt", cache)
     save_checkpoint(out / "encoder.pt", dict(args=encoder.args, state_dict=encoder.state_dict()))
     return encoder, cache
@@ -209,19 +224,20 @@ def build_temporal(
         bank = torch.cat(train_parts)
         bank = bank[torch.linspace(0, len(bank) - 1, min(cfg.knn_bank, len(bank))).long()]
         return FrameKNN(bank, cfg.knn), dict(bank_size=len(bank), embed_dim=embed_dim, k=cfg.knn)
-    seq_len = min(cfg.seq_len, min(len(p) for p in train_parts))
-    if seq_len <= max(cfg.horizons):
+    seq_len = min(cfg.burn_in + cfg.seq_len, min(len(p) for p in train_parts))
+    if seq_len <= cfg.burn_in:
         raise UserError(
-            f"the normal training videos give windows of {seq_len} frames, not more than the horizon "
-            f"{max(cfg.horizons)}; give longer videos or lower --horizons"
+            f"the normal training videos give windows of {seq_len} frames, no more than --burn-in {cfg.burn_in}; "
+            "give longer videos or lower --burn-in"
         )
     args = temporal_args(cfg, embed_dim)
     seed_all(cfg.seed + 1)
     model = TemporalModel(**args).to(rt.device)
     n_params = sum(p.numel() for p in model.parameters())
     rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
-    windows = Windows([p.to(rt.device) for p in train_parts], seq_len, max(1, seq_len // 8))
-    stage = Stage("temporal", cfg, PredictionObjective(model), windows, rt.device, cfg.lr, cfg.steps)
+    codes = [c[:s].to(rt.device) for c, s in zip(cache["codes"], cache["splits"])]
+    windows = Windows([p.to(rt.device) for p in train_parts], codes, seq_len, max(1, (seq_len - cfg.burn_in) // 8))
+    stage = Stage("temporal", cfg, PredictionObjective(model, cfg.burn_in), windows, rt.device, cfg.lr, cfg.steps)
     losses = train_stage(stage, rt, out, cfg.batch_size)
     args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return model, args
@@ -247,8 +263,10 @@ def build_patch_stage(cfg: AnomalyConfig, data, splits: list[int], rt: Runtime) 
 
 
 def calibrate_alarm(cfg: AnomalyConfig, detector: Detector, data, cache: dict) -> dict:
-    """Both branches' scores on the held-out tail of every normal video, scored from its start; the alarm threshold."""
-    temporal = [detector.score_embeddings(e[s:]) for e, s in zip(cache["embeddings"], cache["splits"])]
+    """Both branches' scores on the held-out tail of every normal video (the temporal one as the continuation of its
+    video); the alarm threshold."""
+    videos = zip(cache["embeddings"], cache["codes"], cache["splits"])
+    temporal = [detector.score_embeddings(e, c)[s:] for e, c, s in videos]
     patch = None
     if detector.patch is not None:
         patch = []
@@ -289,8 +307,8 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
         temporal, args = build_temporal(cfg, cache, rt, out)
         patch, patch_facts = build_patch_stage(cfg, data, cache["splits"], rt)
         detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
-        validation = [e[s:] for e, s in zip(cache["embeddings"], cache["splits"])]
-        calibration = detector.calibrate(validation, cfg.quantile)
+        videos = list(zip(cache["embeddings"], cache["codes"]))
+        calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
         calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts)
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in temporal.parameters())

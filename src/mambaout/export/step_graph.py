@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambaout.anomaly.detector import EPS, Detector
-from mambaout.anomaly.encoder import FrameEncoder
+from mambaout.anomaly.encoder import FrameEncoder, nearest
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, WindowedAttention, block_step
 from mambaout.errors import UserError
 from mambaout.export.availability import require
@@ -108,6 +108,8 @@ class StepEncoder(nn.Module):
             h, w = encoder.backbone.forward_features(torch.zeros(1, 3, image_size, image_size)).shape[1:3]
         self.register_buffer("pool_h", pooling_matrix(h, encoder.grid))
         self.register_buffer("pool_w", pooling_matrix(w, encoder.grid))
+        self.register_buffer("code_h", pooling_matrix(image_size, encoder.code_size))
+        self.register_buffer("code_w", pooling_matrix(image_size, encoder.code_size))
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 (H, W, 3) -> (1, D), as `FrameEncoder.forward` on frame[None]."""
@@ -115,6 +117,13 @@ class StepEncoder(nn.Module):
         features = e.backbone.forward_features(e.preprocess(frame[None]))  # (1, h, w, C)
         pooled = torch.einsum("ih,jw,bhwc->bcij", self.pool_h, self.pool_w, features).flatten(1)
         return (e.proj(e.norm(pooled)) - e.embed_mean) / e.embed_std
+
+    def code(self, frame: torch.Tensor) -> torch.Tensor:
+        """uint8 (H, W, 3) -> (1,) int64, as `FrameEncoder.codes` on frame[None] (the thumbnail as pooling matrices)."""
+        e = self.encoder
+        x = frame.permute(2, 0, 1).float() / 255  # (3, H, W)
+        thumb = torch.einsum("ih,jw,chw->cij", self.code_h, self.code_w, x).reshape(1, -1)
+        return nearest(thumb, e.centroids)
 
 
 @dataclass
@@ -203,8 +212,8 @@ def state_tensors(detector: Detector) -> list[StateTensor]:
     if isinstance(detector.temporal, TemporalModel):
         t = detector.temporal
         state += [s for block in _block_states(t) for s in block]
-        ring = [max(t.horizons), len(t.horizons), t.embed_dim]
-        state.append(StateTensor("past", ring, "float32", "ring of past predictions, slot t mod max(horizons)"))
+        ring = [max(t.horizons), len(t.horizons), t.num_codes]
+        state.append(StateTensor("past", ring, "float32", "ring of past predicted log p, slot t mod max(horizons)"))
     return state
 
 
@@ -264,17 +273,16 @@ class DetectorStep(nn.Module):
         d = distances.topk(self.temporal.k, dim=1, largest=False).values.mean(1)
         return torch.log(d + EPS)[:, None]  # (1, 1)
 
-    def _score(self, embedding: torch.Tensor, t: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
-        """`Streamer.step`'s score: the standardised log errors of the horizons present at t, averaged."""
+    def _score(self, code: torch.Tensor, t: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+        """`Streamer.step`'s score: the standardised surprises of the horizons present at t, summed."""
         ring = past.shape[0]
-        errors, present = [], []
+        surprises, present = [], []
         for i, h in enumerate(self.horizons):
-            made = past.index_select(0, (t - h) % ring)[0, i]  # the prediction made at t - h for frame t
-            errors.append(torch.log((embedding[0] - made).pow(2).mean() + EPS))
+            made = past.index_select(0, (t - h) % ring)[0, i]  # the log p made at t - h for frame t, (K,)
+            surprises.append(-made.index_select(0, code)[0])
             present.append(t >= h)
-        z = (torch.stack(errors) - self.mu) / self.sd
-        present_ = torch.cat(present)
-        return (torch.where(present_, z, 0.0).sum() / present_.float().sum().clamp_min(1))[None]
+        z = (torch.stack(surprises) - self.mu) / self.sd
+        return torch.where(torch.cat(present), z, 0.0).sum()[None]
 
     def forward(self, frame: torch.Tensor, t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         embedding = self.encoder(frame).float()  # (1, D)
@@ -282,7 +290,7 @@ class DetectorStep(nn.Module):
             score = ((self._knn_log_error(embedding) - self.mu) / self.sd)[:, 0]
             return score, score > self.threshold, t + 1
         past = state[-1]
-        score = self._score(embedding, t, past)
+        score = self._score(self.encoder.code(frame), t, past)
         x = self.temporal.in_proj(embedding)
         new_state, k = [], 0
         for block, keys in zip(self.temporal.blocks, self.block_keys):

@@ -76,14 +76,12 @@ def line_paragraphs(task: dict[str, Any]) -> list[str]:
         f"anomalies need {context} frames of memory (a cycle is {cfg.get('cycle_frames')} frames); the causal conv "
         f"reaches {cfg.get('conv_reach')} frames back: the paper's case for an SSM (long and causal)."
     )
-    if "ssm" in mixers and "conv" in mixers and "contextual" in kinds:
-        d = 100 * (mixers["ssm"]["auroc_per_kind"]["contextual"] - mixers["conv"]["auroc_per_kind"]["contextual"])
-        note += f" On contextual anomalies the SSM scores {d:+.1f} AUROC points against the conv" + (
-            " — it does not beat the conv here, so this budget does not show the SSM's long-memory advantage."
-            if d < 2
-            else "."
-        )
-    return [note, "\n".join(rows), "**Streaming cost** (temporal model, one thread):", "\n".join(stream)]
+    from mambaout.anomaly.verdict import verdict_paragraphs
+
+    # the verdict on memory (intervals over events, ceilings, probe) is the line's own: anomaly/verdict.py
+    return [note, "\n".join(rows), *verdict_paragraphs(task), "**Streaming cost** (temporal model, one thread):"] + [
+        "\n".join(stream)
+    ]
 
 
 def timeline_png(task: dict[str, Any]) -> bytes:

@@ -210,6 +210,10 @@ def measure_stream_costs(
             auroc_per_kind_seeds={k: [r["auroc_per_kind"][k] for r in runs[mixer]] for k in kinds},
             timeline=runs[mixer][0].get("timeline"),
         )
+        if all("auroc_bootstrap" in r for r in runs[mixer]):  # the line task's intervals, probe and ceilings
+            from mambaout.anomaly.verdict import mixer_summary
+
+            costs[mixer].update(mixer_summary(runs[mixer]))
     return costs
 
 
