@@ -3,10 +3,11 @@
 import torch
 
 from mambaout.export.graph import exportable
-from mambaout.export.scan import UnrolledSSMMixer, rounds_for, selective_scan_unrolled
+from mambaout.export.scan import UnrolledSSMMixer
 from mambaout.mixers.ssm import SSMMixer
 from mambaout.models import create_model
 from mambaout.ssm import selective_scan
+from mambaout.ssm.unrolled import rounds_for, selective_scan_unrolled
 
 
 def _inputs(length: int, groups: int = 2, seed: int = 0):

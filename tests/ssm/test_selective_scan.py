@@ -16,13 +16,21 @@ from mambaout.ssm import SelectiveSSM, scan_flops, selective_scan, selective_sca
 from mambaout.ssm.fused import _expf
 from mambaout.ssm.scan import _resolve_backend
 
-GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 CONFIGS = {
     "plain": {},
     "gate_z": {"z": True},
     "bias_softplus": {"delta_bias": True, "delta_softplus": True},
     "grouped_BC": {"groups": 2},
     "everything": {"z": True, "delta_bias": True, "delta_softplus": True, "groups": 2, "D": True},
+    "initial_state": {"initial_state": True},
+    "everything_from_a_state": {
+        "z": True,
+        "delta_bias": True,
+        "delta_softplus": True,
+        "groups": 2,
+        "D": True,
+        "initial_state": True,
+    },
 }
 # (batch, D, L, N): odd L, L = 1, batch 1 and 3, L longer than one fused block (64) and one torch chunk (64)
 SHAPES = [(1, 4, 37, 5), (3, 6, 1, 3), (3, 8, 37, 16), (2, 4, 150, 4)]
@@ -33,7 +41,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
-def make_inputs(batch, dim, seqlen, n_state, groups=1, z=False, D=False, delta_bias=False, seed=0, **_):
+def make_inputs(
+    batch, dim, seqlen, n_state, groups=1, z=False, D=False, delta_bias=False, initial_state=False, seed=0, **_
+):
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -49,6 +59,8 @@ def make_inputs(batch, dim, seqlen, n_state, groups=1, z=False, D=False, delta_b
         "D": randn(dim) if D else None,
         "z": randn(batch, dim, seqlen) if z else None,
         "delta_bias": randn(dim) * 0.5 if delta_bias else None,
+        # a state of the size a running scan reaches (|h| ~ |B u| / (1 - exp(Δ A)) ~ a few)
+        "initial_state": randn(batch, dim, n_state) * 2 if initial_state else None,
     }
     return inputs
 
@@ -64,7 +76,7 @@ def run(scan, inputs, dtype=torch.float32, delta_softplus=False, **kwargs):
     return out, last_state, dict(zip(leaves, grads))
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "unrolled"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_backend_matches_float64_reference_in_output_and_every_gradient(backend, shape, config):
@@ -82,6 +94,50 @@ def test_backend_matches_float64_reference_in_output_and_every_gradient(backend,
     for name in grads:
         assert grads[name].shape == inputs[name].shape
         assert rel_err(grads[name], grads_ref[name]) <= 1e-5, name
+
+
+def split_along_time(inputs: dict, at: int) -> tuple[dict, dict]:
+    """The inputs of steps [0, at) and [at, L): every (…, L) tensor cut along L, the others shared."""
+    first, second = {}, {}
+    for name, t in inputs.items():
+        timed = name in ("u", "delta", "z", "B", "C") and t is not None
+        first[name], second[name] = (t[..., :at], t[..., at:]) if timed else (t, t)
+    return first, second
+
+
+# split points: one step in, inside a torch chunk (16) and a fused block (64), on both boundaries, one step past
+@pytest.mark.parametrize("backend", ["numba", "torch", "unrolled", "ref"])
+@pytest.mark.parametrize("at", [1, 7, 16, 64, 65, 149])
+def test_scanning_two_chunks_with_the_carried_state_equals_one_scan_in_value_and_every_gradient(backend, at):
+    inputs = make_inputs(2, 6, 150, 4, groups=2, z=True, D=True, delta_bias=True, initial_state=True, seed=at)
+    leaves = {k: v.float().requires_grad_() for k, v in inputs.items() if v is not None}
+    kwargs = dict(delta_softplus=True, return_last_state=True, backend=backend)
+    whole, whole_last = selective_scan(**leaves, **kwargs)
+    first, second = split_along_time(leaves, at)
+    out1, state = selective_scan(**first, **kwargs)
+    out2, last = selective_scan(**(second | {"initial_state": state}), **kwargs)
+    chunked = torch.cat([out1, out2], dim=-1)
+    assert rel_err(chunked, whole) <= 1e-6 and rel_err(last, whole_last) <= 1e-6
+
+    g = torch.Generator().manual_seed(2)
+    weight, last_weight = torch.randn(whole.shape, generator=g), torch.randn(whole_last.shape, generator=g)
+    grads_whole = torch.autograd.grad((whole * weight).sum() + (whole_last * last_weight).sum(), list(leaves.values()))
+    grads_chunked = torch.autograd.grad((chunked * weight).sum() + (last * last_weight).sum(), list(leaves.values()))
+    for name, g_whole, g_chunked in zip(leaves, grads_whole, grads_chunked):
+        assert rel_err(g_chunked, g_whole) <= 1e-5, name  # measured <= 5e-7
+
+
+def test_a_detached_state_stops_the_gradient_at_the_chunk_boundary():
+    # truncated backpropagation through time: the second chunk's loss reaches the first chunk only through the state
+    inputs = make_inputs(1, 4, 40, 3, initial_state=True)
+    leaves = {k: v.float().requires_grad_() for k, v in inputs.items() if v is not None}
+    first, second = split_along_time(leaves, 20)
+    _, state = selective_scan(**first, return_last_state=True)
+    (through,) = torch.autograd.grad(selective_scan(**(second | {"initial_state": state})).sum(), leaves["u"])
+    assert through[..., :20].abs().max() > 1e-3 and through[..., 20:].abs().max() > 1e-3
+    _, state = selective_scan(**first, return_last_state=True)
+    (cut,) = torch.autograd.grad(selective_scan(**(second | {"initial_state": state.detach()})).sum(), leaves["u"])
+    assert cut[..., :20].abs().max() == 0 and torch.equal(cut[..., 20:], through[..., 20:])
 
 
 # (batch, D, L, N, G). Batch 1 is where the fused kernel cuts the channels into the most tiles (5 of 8 at D 40). The
@@ -278,6 +334,7 @@ def test_scan_flops_is_nine_per_state_element_plus_skip_and_gate():
         ({"C": torch.zeros(2, 2, 3, 10)}, "as many groups"),
         ({"D": torch.zeros(3)}, "D must have shape"),
         ({"z": torch.zeros(2, 4, 9)}, "z must have u's shape"),
+        ({"initial_state": torch.zeros(2, 3, 4)}, "initial_state must have shape"),
         ({"backend": "cuda"}, "backend must be one of"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from mambaout.export.scan import DEFAULT_MAX_TOKENS, UnrolledSSMMixer, rounds_for
+from mambaout.export.scan import DEFAULT_MAX_TOKENS, UnrolledSSMMixer
 from mambaout.infer.fuse import fuse_for_inference, is_fused, unfuse
 from mambaout.mixers.ssm import SSMMixer
+from mambaout.ssm.unrolled import rounds_for
 
 
 class FeatureMaps(nn.Module):

@@ -19,8 +19,9 @@ resizing to the run's image size: `frame` uint8 (H, W, 3) RGB; the graph does th
 bool (score > threshold). The layout is written next to the model as `state.json` (`StepLayout`).
 
 Attention's ring: frame t writes its key and value into slot t mod W and attends to the slots written so far
-(t + 1 of them until the ring is full); the order of keys does not change softmax attention (the block has no
-positional embedding), so this equals attending to the last W frames. Causal attention without a window keeps every
+(t + 1 of them until the ring is full); the order of keys does not change softmax attention (a key carries its
+position only as its rotation, with `rope`, applied when it is written), so this equals attending to the last W
+frames. Causal attention without a window keeps every
 past frame and has no fixed-shape step graph: it is refused (train with --window W).
 """
 
@@ -74,8 +75,8 @@ class RingAttention(nn.Module):
         m = self.mixer
         c, conv_state = m.conv.step(x, state["conv"])
         batch, dim = c.shape
-        q, k, v = m.qkv(m.act(c)).reshape(batch, 3, m.num_heads, 1, dim // m.num_heads).unbind(1)
         kv, t = state["kv"], state["t"]
+        q, k, v = m.project(m.act(c)[:, None], t)  # (batch, heads, 1, d), frame t's position
         slots = torch.arange(kv.shape[3], device=kv.device)
         write = (slots == t % kv.shape[3])[:, None]  # (W, 1): the slot of frame t
         kv = torch.where(write, torch.stack((k, v)), kv)

@@ -6,6 +6,10 @@ of the centre row including the centre: PixelCNN's mask), so output (r, c) depen
 raster order. On sequences (layout "1d", (B, L, C)) the causal form pads k - 1 zeros on the left (Mamba's conv1d),
 the fully visible one k // 2 on the left and k - 1 - k // 2 on the right.
 
+Streaming (causal "1d" only): the state is the last k - 1 inputs (zeros at the start: the left padding).
+`forward(x, state)` runs a chunk of a stream and returns (y, the next state); `step(x_t, state)` one token. Chunks
+of any length, steps, and one `forward(x)` over the whole sequence give the same outputs.
+
 A masked 2D conv is counted by FlopCounterMode as the full kxk kernel; the masked taps are zeros, not skipped.
 """
 
@@ -37,8 +41,11 @@ class LocalConv(nn.Module):
     """Depthwise conv on channels-last input: (B, H, W, C) for layout "2d", (B, L, C) for "1d".
 
     Example:
-        >>> LocalConv(32, kernel_size=7, layout="1d", causal=True)(torch.randn(2, 100, 32)).shape
+        >>> conv = LocalConv(32, kernel_size=7, layout="1d", causal=True)
+        >>> conv(torch.randn(2, 100, 32)).shape
         torch.Size([2, 100, 32])
+        >>> y, state = conv(torch.randn(2, 60, 32), conv.init_state(2))  # a stream, chunk by chunk
+        >>> y, state = conv(torch.randn(2, 40, 32), state)  # state: the last 6 inputs, (2, 32, 6)
     """
 
     def __init__(self, dim: int, kernel_size: int = 7, layout: str = "2d", causal: bool = False):
@@ -53,7 +60,12 @@ class LocalConv(nn.Module):
         if layout == "2d" and causal:
             self.register_buffer("mask", raster_causal_mask(kernel_size), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x (B, H, W, C) or (B, L, C) -> the same shape; with `state` (causal "1d"): -> (y, the next state)."""
+        if state is not None:
+            return self._forward_chunk(x, state)
         if self.layout == "2d":
             x = x.permute(0, 3, 1, 2)
             if self.causal:
@@ -69,13 +81,23 @@ class LocalConv(nn.Module):
     def extra_repr(self) -> str:
         return f"layout={self.layout!r}, causal={self.causal}"
 
-    # -- streaming (layout "1d", causal): one token at a time ------------------------------------------------------
+    # -- streaming (layout "1d", causal): a chunk or one token at a time -------------------------------------------
+    def _check_streams(self) -> None:
+        if self.layout != "1d" or not self.causal:
+            raise ValueError("only the causal 1-D conv streams (layout='1d', causal=True)")
+
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None):
         """The last k - 1 inputs, zeros at the start (the left padding of `forward`): (batch, C, k - 1)."""
-        if self.layout != "1d" or not self.causal:
-            raise ValueError("only the causal 1-D conv streams token by token")
+        self._check_streams()
         w = self.conv.weight
         return torch.zeros(batch, w.shape[0], self.kernel_size - 1, device=device or w.device, dtype=dtype or w.dtype)
+
+    def _forward_chunk(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (batch, L, C) continuing the stream that left `state` (batch, C, k - 1) -> (y, the next state)."""
+        self._check_streams()
+        inputs = torch.cat((state.to(x.dtype), x.transpose(1, 2)), dim=-1)  # the previous inputs pad on the left
+        y = self.conv(inputs).transpose(1, 2)
+        return y, inputs[..., inputs.shape[-1] - (self.kernel_size - 1) :]
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One token x (batch, C) -> (y (batch, C), the new state); stepping through a sequence gives `forward`."""

@@ -13,6 +13,11 @@ decay. Images are sequences only once an order is chosen (`scan=`):
 - "causal" (sequences, default): one forward scan; on images one raster scan. Its conv is causal too (left padding
   on sequences, the raster mask on images), so the mixer is causal: output t never depends on tokens after t.
 
+Streaming (layout "1d", scan "causal"): the state is {"conv": the conv's last k - 1 inputs (batch, C, k - 1),
+"ssm": the scan's h (batch, C, N) float32}. `forward(x, state)` runs a chunk of a stream from it and returns
+(y, the next state), differentiable through the state (detach it between chunks for truncated backpropagation
+through time); `step(x_t, state)` one token. Chunks, steps and one pass over the whole sequence agree.
+
 Cost (MACs, per forward): the projections inside the SSM are linear layers the counter sees; the scan itself
 (a fused kernel) is invisible and adds `scan_flops(batch, C, L, d_state) / 2` per direction: mamba_ssm's
 9·B·L·C·N FLOPs (exp(ΔA), ΔB·u, the state update and C·h), halved because count_macs counts MACs.
@@ -78,6 +83,9 @@ class SSMMixer(nn.Module):
     Example:
         >>> SSMMixer(48, layout="2d", scan="cross")(torch.randn(2, 14, 14, 48)).shape
         torch.Size([2, 14, 14, 48])
+        >>> mixer = SSMMixer(48, kernel_size=4, layout="1d")  # causal: streams
+        >>> y, state = mixer(torch.randn(2, 100, 48), mixer.init_state(2))
+        >>> y, state = mixer(torch.randn(2, 50, 48), state)  # continues the same sequence
     """
 
     def __init__(
@@ -100,7 +108,15 @@ class SSMMixer(nn.Module):
         self.act = nn.SiLU()
         self.ssms = nn.ModuleList(SelectiveSSM(dim, d_state=d_state, **ssm_kwargs) for _ in self.directions)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (B, H, W, C) or (B, L, C) -> the same shape; with `state` (streaming mixers): -> (y, the next state)."""
+        if state is not None:
+            self._check_streams()
+            c, conv_state = self.conv(x, state["conv"])
+            y, h = self.ssms[0](self.act(c), return_last_state=True, initial_state=state["ssm"])
+            return y, {"conv": conv_state, "ssm": h}
         x = self.act(self.conv(x))
         y = None
         for name, ssm in zip(self.directions, self.ssms):
@@ -133,13 +149,16 @@ class SSMMixer(nn.Module):
     def extra_repr(self) -> str:
         return f"scan={self.scan!r}, directions={self.directions}"
 
-    # -- streaming (layout "1d", scan "causal"): one token at a time, constant memory --------------------------------
+    # -- streaming (layout "1d", scan "causal"): a chunk or one token at a time, constant memory --------------------
+    def _check_streams(self) -> None:
+        if self.layout != "1d" or not self.causal:
+            raise ValueError("only the causal 1-D SSM mixer streams (layout='1d', scan='causal')")
+
     def init_state(
         self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> dict[str, torch.Tensor]:
-        """The conv's last k - 1 inputs and the SSM state h (batch, C, N), float32 as the scan keeps it."""
-        if self.layout != "1d" or not self.causal:
-            raise ValueError("only the causal 1-D SSM mixer streams token by token (scan='causal')")
+        """The conv's last k - 1 inputs and the SSM state h (batch, C, N), float32 as the scan keeps it; zeros."""
+        self._check_streams()
         ssm = self.ssms[0]
         device = device or ssm.A_log.device
         h = torch.zeros(batch, ssm.dim, ssm.d_state, device=device, dtype=torch.float32)

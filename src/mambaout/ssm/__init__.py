@@ -1,10 +1,12 @@
 """Selective state space models on any machine: a fused CPU scan, a torch fallback, a reference, and Mamba.
 
 - ``selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-  return_last_state=False, backend="auto")``: ``mamba_ssm``'s ``selective_scan_fn`` contract. On CPU a fused numba
+  return_last_state=False, backend="auto", *, initial_state=None)``: ``mamba_ssm``'s ``selective_scan_fn`` contract,
+  plus a state to start from (a previous chunk's last state continues its sequence). On CPU a fused numba
   kernel that never stores the (batch, D, L, N) states; elsewhere (or without numba) a chunked torch scan.
-  ``backend`` = "auto" | "numba" | "torch" | "ref".
+  ``backend`` = "auto" | "numba" | "torch" | "unrolled" | "ref".
 - ``selective_scan_ref``: the sequential loop every backend is tested against.
+- ``selective_scan_unrolled(..., rounds=R)``: the scan as a fixed graph right for every L <= 2^R, for exporters.
 - ``SelectiveSSM(dim, d_state=16, ...)``: the building block for token mixers. (batch, L, C) -> (batch, L, C),
   input already convolved and activated; input-dependent Δ, B, C from ``x_proj``/``dt_proj``, D skip, optional
   gate ``z``; scans forward only (flip the sequence for other directions). ``step`` streams one token.
@@ -20,5 +22,15 @@ See docs/ssm.md for the kernel design and measured speed.
 from mambaout.ssm.mamba import Mamba, SelectiveSSM, selective_ssm
 from mambaout.ssm.reference import selective_scan_ref
 from mambaout.ssm.scan import BACKENDS, scan_flops, selective_scan
+from mambaout.ssm.unrolled import selective_scan_unrolled
 
-__all__ = ["BACKENDS", "Mamba", "SelectiveSSM", "scan_flops", "selective_scan", "selective_scan_ref", "selective_ssm"]
+__all__ = [
+    "BACKENDS",
+    "Mamba",
+    "SelectiveSSM",
+    "scan_flops",
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_scan_unrolled",
+    "selective_ssm",
+]

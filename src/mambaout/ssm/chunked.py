@@ -4,12 +4,13 @@ The sequence is cut into chunks, laid out time-major. Inside a chunk all steps a
 scan (log2(chunk) rounds of the associative step (a1, x1) o (a2, x2) = (a1 a2, a2 x1 + x2)), which needs only
 products of decays in [0, 1] and sums: no division by a cumulative decay, so no overflow however long or stiff the
 chunk. The chunk's end state carries into the next chunk. Under autograd each chunk is checkpointed, so the graph
-keeps the inputs and one (batch, D, N) state per chunk, not the (batch, D, L, N) states."""
+keeps the inputs and one (batch, D, N) state per chunk, not the (batch, D, L, N) states. ``scan_chunk`` is also the
+exported scan (``unrolled.py``): one chunk as long as the sequence, with a fixed number of rounds."""
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from mambaout.ssm.pointwise import compute_dtype, skip_and_gate, step_size
+from mambaout.ssm.pointwise import ScanTensors
 
 # Steps per chunk. CPU: 16 wastes the fewest Hillis-Steele rounds (16: 3.0 s, 32: 3.5 s, 64: 4.4 s for forward +
 # backward at batch 8, D 192, N 16, L 1024 on one core). GPU: longer chunks mean fewer kernel launches; 64 is a
@@ -17,76 +18,47 @@ from mambaout.ssm.pointwise import compute_dtype, skip_and_gate, step_size
 CHUNK_CPU, CHUNK_GPU = 16, 64
 
 
-def _scan_chunk(
-    h0: torch.Tensor, u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk, time-major. h0: (b, G, H, N); u, dt: (K, b, G, H); A: (G, H, N); B, C: (K, b, G, 1, N).
-
-    Returns y (K, b, G, H) and the state after the chunk (b, G, H, N).
-    """
-    a = torch.exp(dt[..., None] * A)  # (K, b, G, H, N)
-    x = (dt * u)[..., None] * B
-    shift = 1
-    while shift < x.shape[0]:
-        # step t absorbs the segment ending at t - shift: x_t += a_t x_{t-shift}, a_t *= a_{t-shift}
-        x = torch.cat([x[:shift], x[shift:] + a[shift:] * x[:-shift]])
-        a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
-        shift *= 2
-    h = x + a * h0  # a is now the decay since the chunk start
-    # clone: a view would keep this chunk's whole (K, b, G, H, N) h alive as the next checkpoint's saved input
-    return (h * C).sum(-1), h[-1].clone()
-
-
-def selective_scan_chunked(
+def scan_chunk(
+    h0: torch.Tensor,
     u: torch.Tensor,
-    delta: torch.Tensor,
+    dt: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    chunk: int | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``selective_scan_ref`` (inputs already validated by ``selective_scan``); ``chunk`` steps per
-    chunk, by default CHUNK_CPU or CHUNK_GPU by device.
+    rounds: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of K steps, time-major. h0: (b, G, H, N); u, dt: (K, b, G, H); A: (G, H, N); B, C: (K, b, G, 1, N).
 
-    Example:
-        >>> u = delta = torch.rand(2, 4, 10); A = -torch.rand(4, 3); B = C = torch.randn(2, 3, 10)
-        >>> selective_scan_chunked(u, delta, A, B, C).shape
-        torch.Size([2, 4, 10])
+    ``rounds`` Hillis-Steele rounds (round r combines step t with step t - 2^r) solve chunks of up to 2^rounds steps;
+    by default just enough for K. Every slice is counted from an end of the chunk, so the same ops are right for any
+    K <= 2^rounds: a traced graph does not depend on K. Returns y = C_t h_t (K, b, G, H) and h after the chunk.
     """
-    dtype_in = u.dtype
-    compute = compute_dtype(u)
-    batch, dim, seqlen = u.shape
-    n_state = A.shape[1]
-    B = B if B.dim() == 4 else B[:, None]
-    C = C if C.dim() == 4 else C[:, None]
-    groups = B.shape[1]
-    per_group = dim // groups
+    rounds = (int(u.shape[0]) - 1).bit_length() if rounds is None else rounds  # int(): traced shapes are tensors
+    a = torch.exp(dt[..., None] * A)  # (K, b, G, H, N)
+    x = (dt * u)[..., None] * B
+    x = torch.cat([x[:1] + a[:1] * h0, x[1:]])  # step 0 starts from h0: h_0 = a_0 h0 + x_0
+    for r in range(rounds):
+        shift = 2**r
+        # step t absorbs the segment ending at t - shift: x_t += a_t x_{t-shift}, a_t *= a_{t-shift}
+        x = torch.cat([x[:shift], x[shift:] + a[shift:] * x[:-shift]])
+        if r + 1 < rounds:  # the last round's a would go unused
+            a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
+    # clone: a view would keep this chunk's whole (K, b, G, H, N) h alive as the next checkpoint's saved input
+    return (x * C).sum(-1), x[-1].clone()
 
-    dt = step_size(delta, delta_bias, delta_softplus, compute)
-    # Time-major and contiguous, so that a chunk is one contiguous block and every op streams memory; channel
-    # d = g * per_group + i splits into (G, per_group) so that group g's B and C broadcast without copies.
-    u_t = u.to(compute).permute(2, 0, 1).reshape(seqlen, batch, groups, per_group).contiguous()
-    dt_t = dt.permute(2, 0, 1).reshape(seqlen, batch, groups, per_group).contiguous()
-    A_g = A.to(compute).reshape(groups, per_group, n_state)
-    B_t = B.to(compute).permute(3, 0, 1, 2)[:, :, :, None].contiguous()  # (L, b, G, 1, N)
-    C_t = C.to(compute).permute(3, 0, 1, 2)[:, :, :, None].contiguous()
 
-    chunk = chunk or (CHUNK_CPU if u.device.type == "cpu" else CHUNK_GPU)
-    h = u_t.new_zeros(batch, groups, per_group, n_state)
-    ys = []
+def chunked(t: ScanTensors, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence chunk by chunk (``chunk`` steps, by default CHUNK_CPU or CHUNK_GPU by device), each chunk
+    checkpointed under autograd; returns (C_t h_t for every t, h_L). A ``Recurrence`` for ``run_recurrence``."""
+    chunk = chunk or (CHUNK_CPU if t.u.device.type == "cpu" else CHUNK_GPU)
+    h, ys = t.h0, []
     # split, not per-chunk slicing: autograd then concatenates the chunks' gradients once, instead of adding one
     # zero-padded full-length gradient per chunk (O(L^2) time, and gigabytes at L = 4096)
-    for u_c, dt_c, B_c, C_c in zip(*(t.split(chunk) for t in (u_t, dt_t, B_t, C_t))):
-        args = (h, u_c, dt_c, A_g, B_c, C_c)
+    for u_c, dt_c, B_c, C_c in zip(*(x.split(chunk) for x in (t.u, t.dt, t.B, t.C))):
+        args = (h, u_c, dt_c, t.A, B_c, C_c)
         if torch.is_grad_enabled() and any(a.requires_grad for a in args):
-            y, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
+            y, h = checkpoint(scan_chunk, *args, use_reentrant=False)
         else:
-            y, h = _scan_chunk(*args)
+            y, h = scan_chunk(*args)
         ys.append(y)
-    out = skip_and_gate(torch.cat(ys).reshape(seqlen, batch, dim).permute(1, 2, 0), u, D, z).to(dtype_in)
-    return (out, h.reshape(batch, dim, n_state)) if return_last_state else out
+    return torch.cat(ys), h

@@ -13,9 +13,9 @@ its outputs alone in a fixed order, and the partial sums (per tile, per batch el
 Which thread runs a task changes nothing.
 
 Kernels take float32, C-contiguous arrays (``scan.py`` builds them): u, delta, z, out: (batch, L, D), delta already
-being Δ (bias and softplus are applied by torch around the op); A_T: (N, D); B, C: (batch, G, L, N); D: (D,).
-An absent D is passed as zeros and an absent z as an empty array, so each kernel compiles once per machine
-(``cache=True``).
+being Δ (bias and softplus are applied by torch around the op); A_T: (N, D); B, C: (batch, G, L, N); D: (D,);
+h0, the state before the first step: (batch, D, N). An absent D or h0 is passed as zeros and an absent z as an empty
+array, so each kernel compiles once per machine (``cache=True``).
 """
 
 import os
@@ -91,9 +91,9 @@ def _sigmoid(x):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, width, out, last_state, checkpoints):
-    """out = (sum_n C h + D u) * silu(z); last_state[b, d, n] = h at the last step; checkpoints[b, k] = h before
-    step k * BLOCK (N, D)."""
+def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
+    """out = (sum_n C h + D u) * silu(z), h starting from h0; last_state[b, d, n] = h at the last step;
+    checkpoints[b, k] = h before step k * BLOCK (N, D)."""
     batch, seqlen, dim = u.shape
     n_groups, n_state = B.shape[1], A_T.shape[0]
     per_group = dim // n_groups
@@ -107,7 +107,9 @@ def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, width, out, last_state, ch
         d1 = min(d0 + width, (grp + 1) * per_group)
         w_n = d1 - d0
         D_tile = D[d0:d1]
-        h = np.zeros((n_state, w_n), np.float32)
+        h = np.empty((n_state, w_n), np.float32)
+        for n in range(n_state):
+            h[n] = h0[b, d0:d1, n]
         dt_x = np.empty(w_n, np.float32)
         y = np.empty(w_n, np.float32)
         for t in range(seqlen):
@@ -138,10 +140,30 @@ def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, width, out, last_state, ch
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def scan_bwd_kernel(
-    u, delta, A_T, B, C, D, z, has_z, width, checkpoints, dout, dlast_state, du, ddelta, dz, dA, dD, dB_part, dC_part
+    u,
+    delta,
+    A_T,
+    B,
+    C,
+    D,
+    z,
+    has_z,
+    width,
+    checkpoints,
+    dout,
+    dlast_state,
+    du,
+    ddelta,
+    dz,
+    dA,
+    dD,
+    dB_part,
+    dC_part,
+    dh0,
 ):
     """Gradients of scan_fwd_kernel. dA (batch, N, D) and dD (batch, D) are float64 per-batch sums, dB_part and
-    dC_part (tiles, batch, G, L, N) per-tile sums; the caller adds them up."""
+    dC_part (tiles, batch, G, L, N) per-tile sums; the caller adds them up. dh0 (batch, D, N): the initial state's
+    (checkpoints[:, 0] holds h0, so the recomputation needs nothing else)."""
     batch, seqlen, dim = u.shape
     n_groups, n_state = B.shape[1], A_T.shape[0]
     per_group = dim // n_groups
@@ -248,6 +270,8 @@ def scan_bwd_kernel(
                     ddelta_t[w] = sum_A[w] + x[w] * sum_B[w]
                     dD_sum[w] += g_j[w] * x[w]
             dA_sum += dA_block  # float32 within a block, float64 across blocks
+        for n in range(n_state):  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
+            dh0[b, d0:d1, n] = gh[n]
         dA[b, :, d0:d1] = dA_sum
         dD[b, d0:d1] = dD_sum
 
@@ -295,8 +319,9 @@ def selective_scan_fwd(
     C: torch.Tensor,
     D: torch.Tensor | None,
     z: torch.Tensor | None,
+    h0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Canonical-layout float32 forward (see the module docstring).
+    """Canonical-layout float32 forward (see the module docstring); h0 (batch, D, N) or None for zeros.
 
     Returns out (batch, L, D), last_state (batch, D, N) and the checkpoints (batch, ceil(L / BLOCK), N, D) that the
     backward starts from.
@@ -316,6 +341,7 @@ def selective_scan_fwd(
         _numpy(D, (dim,)),
         _numpy(z, (0, 0, 0)),
         z is not None,
+        _numpy(h0, (batch, dim, n_state)),
         tile_width(batch, dim, B.shape[1]),
         out.numpy(),
         last_state.numpy(),
@@ -325,7 +351,7 @@ def selective_scan_fwd(
 
 
 @selective_scan_fwd.register_fake
-def _(u, delta, A_T, B, C, D, z):
+def _(u, delta, A_T, B, C, D, z, h0=None):
     batch, seqlen, dim = u.shape
     n_state = A_T.shape[0]
     return (
@@ -348,7 +374,7 @@ def selective_scan_bwd(
     dout: torch.Tensor,
     dlast_state: torch.Tensor | None,
 ) -> list[torch.Tensor]:
-    """Gradients [du, ddelta, dA_T, dB, dC, dD, dz]; an empty tensor where the input was None."""
+    """Gradients [du, ddelta, dA_T, dB, dC, dD, dz, dh0]; an empty tensor where the input was None (dh0: always)."""
     batch, seqlen, dim = u.shape
     n_groups, n_state = B.shape[1], A_T.shape[0]
     width = tile_width(batch, dim, n_groups)
@@ -360,6 +386,7 @@ def selective_scan_bwd(
     dD = u.new_empty(batch, dim, dtype=torch.float64)
     dB_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dC_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
+    dh0 = u.new_empty(batch, dim, n_state)
     scan_bwd_kernel(
         _numpy(u),
         _numpy(delta),
@@ -380,6 +407,7 @@ def selective_scan_bwd(
         dD.numpy(),
         dB_part.numpy(),
         dC_part.numpy(),
+        dh0.numpy(),
     )
     return [
         du,
@@ -389,11 +417,13 @@ def selective_scan_bwd(
         _sum_in_order(dC_part),
         _sum_in_order(dD).float() if D is not None else u.new_empty(0),
         dz if z is not None else u.new_empty(0),
+        dh0,
     ]
 
 
 @selective_scan_bwd.register_fake
 def _(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state):
+    batch, dim, n_state = u.shape[0], u.shape[2], A_T.shape[0]
     return [
         torch.empty_like(u),
         torch.empty_like(u),
@@ -402,17 +432,23 @@ def _(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state):
         torch.empty_like(C),
         torch.empty_like(D) if D is not None else u.new_empty(0),
         torch.empty_like(u) if z is not None else u.new_empty(0),
+        u.new_empty(batch, dim, n_state),
     ]
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs, output[2])
+    u, delta, A_T, B, C, D, z, h0 = inputs
+    ctx.has_h0 = h0 is not None
+    ctx.save_for_backward(u, delta, A_T, B, C, D, z, output[2])
 
 
 def _backward(ctx, dout, dlast_state, dcheckpoints):
     u, delta, A_T, B, C, D, z, checkpoints = ctx.saved_tensors
-    du, ddelta, dA_T, dB, dC, dD, dz = selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state)
-    return du, ddelta, dA_T, dB, dC, dD if D is not None else None, dz if z is not None else None
+    grads = selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast_state)
+    du, ddelta, dA_T, dB, dC, dD, dz, dh0 = grads
+    dD = dD if D is not None else None
+    dz = dz if z is not None else None
+    return du, ddelta, dA_T, dB, dC, dD, dz, dh0 if ctx.has_h0 else None
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)

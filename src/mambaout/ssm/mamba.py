@@ -89,9 +89,11 @@ def selective_ssm(
     z: torch.Tensor | None = None,
     return_last_state: bool = False,
     backend: str = "auto",
+    initial_state: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """x, z: (batch, L, C) -> y (batch, L, C) [, last_state (batch, C, N) float32]: Δ, B, C projected from x, then
-    one forward selective scan with A = -exp(A_log), the D skip and, if ``z`` is given, the silu(z) gate.
+    one forward selective scan with A = -exp(A_log), the D skip and, if ``z`` is given, the silu(z) gate, from
+    ``initial_state`` (batch, C, N) (zeros if None; a previous chunk's last state continues its sequence).
 
     Example:
         >>> x_proj, dt_proj = ssm_projections(8, d_state=4, dt_rank=1); A_log, D = ssm_state_parameters(8, 4)
@@ -111,6 +113,7 @@ def selective_ssm(
         delta_softplus=True,
         return_last_state=return_last_state,
         backend=backend,
+        initial_state=initial_state,
     )
     if return_last_state:
         return out[0].transpose(1, 2), out[1]
@@ -147,11 +150,14 @@ class SelectiveSSM(nn.Module):
     B and C are the next two d_state-wide slices of x_proj(x); A = -exp(A_log) (S4D-real init: A = -[1..N] per
     channel); D is the skip. No gate unless ``z`` is passed. Always scans forward in L: for a backward or 2-D scan
     order, permute the sequence before and after the call. ``backend`` is forwarded to ``selective_scan``.
+    A sequence cut into chunks runs as one: pass each chunk's last state as the next chunk's ``initial_state``.
 
     Example:
         >>> ssm = SelectiveSSM(64)
         >>> ssm(torch.randn(2, 100, 64)).shape
         torch.Size([2, 100, 64])
+        >>> y1, h = ssm(torch.randn(2, 60, 64), return_last_state=True)  # h: (2, 64, 16) float32
+        >>> y2, h = ssm(torch.randn(2, 40, 64), return_last_state=True, initial_state=h)  # continues the sequence
     """
 
     def __init__(
@@ -179,10 +185,17 @@ class SelectiveSSM(nn.Module):
         self.A_log, self.D = ssm_state_parameters(dim, d_state, device)
 
     def forward(
-        self, x: torch.Tensor, z: torch.Tensor | None = None, return_last_state: bool = False
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor | None = None,
+        return_last_state: bool = False,
+        initial_state: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x, z: (batch, L, C) -> y (batch, L, C) [, last_state (batch, C, N) float32]; y *= silu(z) if z is given."""
-        return selective_ssm(x, self.x_proj, self.dt_proj, self.A_log, self.D, z, return_last_state, self.backend)
+        """x, z: (batch, L, C) -> y (batch, L, C) [, last_state (batch, C, N) float32]; y *= silu(z) if z is given;
+        the scan starts from ``initial_state`` (batch, C, N), zeros if None."""
+        return selective_ssm(
+            x, self.x_proj, self.dt_proj, self.A_log, self.D, z, return_last_state, self.backend, initial_state
+        )
 
     def step(self, x: torch.Tensor, ssm_state: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """One token: x, z (batch, C) -> y (batch, C); ssm_state (batch, C, N) is updated in place."""
@@ -196,12 +209,16 @@ class Mamba(nn.Module):
     ``mamba_ssm``'s ``Mamba``, so its state_dicts load unchanged. ``use_fast_path=True`` lets the scan run the fused
     numba kernel on CPU (backend "auto"); ``False`` runs the pure-torch chunked scan (backend "torch"). A ``backend``
     keyword, if given, overrides that choice (see ``selective_scan``). ``step`` / ``allocate_inference_cache``
-    stream one token at a time in constant memory.
+    stream one token at a time in constant memory; ``forward(chunk, state=...)`` runs a chunk of a stream from the
+    same state (conv_state, ssm_state) and returns the next one, so chunks, steps and one whole sequence agree.
 
     Example:
         >>> block = Mamba(d_model=32)
         >>> block(torch.randn(2, 50, 32)).shape
         torch.Size([2, 50, 32])
+        >>> state = block.allocate_inference_cache(2)
+        >>> y1, state = block(torch.randn(2, 30, 32), state=state)  # a long sequence, chunk by chunk
+        >>> y2, state = block(torch.randn(2, 20, 32), state=state)
     """
 
     def __init__(
@@ -256,13 +273,32 @@ class Mamba(nn.Module):
         self.A_log, self.D = ssm_state_parameters(self.d_inner, d_state, device)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(batch, L, d_model) -> (batch, L, d_model)."""
+    def forward(
+        self, hidden_states: torch.Tensor, *, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(batch, L, d_model) -> (batch, L, d_model); with ``state``, a chunk of a stream:
+        -> (output, (conv_state, ssm_state)).
+
+        ``state`` = (conv_state (batch, d_inner, d_conv): the last d_conv inputs of the conv, oldest first;
+        ssm_state (batch, d_inner, d_state): the scan's h), as ``allocate_inference_cache`` (zeros: the stream's
+        start) and ``step`` keep it. The returned state is new tensors (the given ones are left as they are) and is
+        differentiable: gradients flow back into the previous chunk unless the caller detaches it.
+        """
         seqlen = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (batch, L, d_inner) each
-        x = self.act(self.conv1d(x.transpose(1, 2))[..., :seqlen]).transpose(1, 2)
-        y = selective_ssm(x, self.x_proj, self.dt_proj, self.A_log, self.D, z, backend=self.backend)
-        return self.out_proj(y)
+        if state is None:
+            x = self.act(self.conv1d(x.transpose(1, 2))[..., :seqlen]).transpose(1, 2)
+            y = selective_ssm(x, self.x_proj, self.dt_proj, self.A_log, self.D, z, backend=self.backend)
+            return self.out_proj(y)
+        conv_state, ssm_state = state
+        # the conv's left padding is the previous chunk's inputs: the last d_conv of them become the next conv_state
+        inputs = torch.cat((conv_state.to(x.dtype), x.transpose(1, 2)), dim=-1)  # (batch, d_inner, d_conv + L)
+        x = F.conv1d(inputs[..., 1:], self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+        x = self.act(x).transpose(1, 2)
+        y, ssm_state = selective_ssm(
+            x, self.x_proj, self.dt_proj, self.A_log, self.D, z, True, self.backend, initial_state=ssm_state
+        )
+        return self.out_proj(y), (inputs[..., -self.d_conv :].to(conv_state.dtype), ssm_state)
 
     def allocate_inference_cache(
         self, batch_size: int, max_seqlen: int | None = None, dtype: torch.dtype | None = None

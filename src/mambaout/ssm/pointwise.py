@@ -1,8 +1,14 @@
-"""The selective scan's pointwise parts, written once for every backend and for ``SelectiveSSM.step``.
+"""Everything around the selective scan's recurrence, written once for every backend and for ``SelectiveSSM.step``.
 
-Before the recurrence: the step size Δ = softplus(delta + delta_bias). After it: the D skip and the silu(z) gate
+Before the recurrence: the step size Δ = softplus(delta + delta_bias), and (for the torch backends) the inputs laid
+out time-major with the channels split by B/C group (``ScanTensors``). After it: the D skip and the silu(z) gate
 (the fused kernel does those two inside its loop; the torch backends and ``step`` call ``skip_and_gate``).
+``run_recurrence`` wraps a recurrence over ``ScanTensors`` into ``selective_scan``'s contract: the reference, the
+chunked and the unrolled backends differ only in the recurrence they pass.
 """
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,3 +48,64 @@ def skip_and_gate(
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+class ScanTensors(NamedTuple):
+    """A scan's inputs, time-major, contiguous, in the compute dtype; channel d = g * H + i is split into (G, H),
+    H = D // G, so that group g's B and C broadcast over its channels without copies."""
+
+    u: torch.Tensor  # (L, batch, G, H)
+    dt: torch.Tensor  # (L, batch, G, H): Δ, bias and softplus applied
+    A: torch.Tensor  # (G, H, N)
+    B: torch.Tensor  # (L, batch, G, 1, N)
+    C: torch.Tensor  # (L, batch, G, 1, N)
+    h0: torch.Tensor  # (batch, G, H, N): the state before step 0
+
+
+# (ScanTensors) -> (C_t h_t for every t: (L, batch, G, H), the last state h_L: (batch, G, H, N))
+Recurrence = Callable[[ScanTensors], tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_recurrence(
+    recurrence: Recurrence,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+    initial_state: torch.Tensor | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``selective_scan``'s contract (same arguments, inputs already validated) around ``recurrence``: lays the
+    inputs out as ``ScanTensors``, runs it, then applies the D skip and the gate. Computes in float32 (float64 for
+    float64 inputs) and returns u's dtype, and the last state (batch, D, N) in the compute dtype."""
+    dtype_in = u.dtype
+    compute = compute_dtype(u)
+    batch, dim = u.shape[:2]
+    n_state = A.shape[1]
+    B = B if B.dim() == 4 else B[:, None]
+    C = C if C.dim() == 4 else C[:, None]
+    groups = B.shape[1]
+    per_group = dim // groups
+    dt = step_size(delta, delta_bias, delta_softplus, compute)
+    # -1 for L, and zeros shaped after an input: a traced graph (the unrolled backend's export) holds no size
+    u_t = u.to(compute).permute(2, 0, 1).reshape(-1, batch, groups, per_group).contiguous()
+    if initial_state is None:
+        h0 = torch.zeros_like(u_t[0])[..., None].expand(-1, -1, -1, n_state)
+    else:
+        h0 = initial_state.to(compute).reshape(batch, groups, per_group, n_state)
+    tensors = ScanTensors(
+        u=u_t,
+        dt=dt.permute(2, 0, 1).reshape(-1, batch, groups, per_group).contiguous(),
+        A=A.to(compute).reshape(groups, per_group, n_state),
+        B=B.to(compute).permute(3, 0, 1, 2)[:, :, :, None].contiguous(),
+        C=C.to(compute).permute(3, 0, 1, 2)[:, :, :, None].contiguous(),
+        h0=h0,
+    )
+    y, h = recurrence(tensors)
+    out = skip_and_gate(y.reshape(-1, batch, dim).permute(1, 2, 0), u, D, z).to(dtype_in)
+    return (out, h.reshape(batch, dim, n_state)) if return_last_state else out

@@ -1,7 +1,8 @@
-"""The public selective scan: checks inputs once, then runs one of three interchangeable backends.
+"""The public selective scan: checks inputs once, then runs one of four interchangeable backends.
 
 - "numba": the fused CPU kernel (``fused.py``), never stores (batch, D, L, N); float32 inside.
 - "torch": chunked scan in plain tensor ops (``chunked.py``); any device, the GPU path.
+- "unrolled": the whole sequence in log2(L) Hillis-Steele rounds (``unrolled.py``): what exporters trace.
 - "ref": the sequential loop (``reference.py``); slow, for checking.
 - "auto" (default): "numba" for CPU tensors when numba imports, otherwise "torch"; and "torch" whenever the call is
   being traced or exported (``torch.jit.trace``, ONNX export, ``torch.export``), so that the graph holds plain tensor
@@ -10,25 +11,28 @@
 """
 
 import sys
+from functools import partial
 
 import torch
 
 from mambaout.errors import UserError
-from mambaout.ssm.chunked import selective_scan_chunked
-from mambaout.ssm.pointwise import step_size
-from mambaout.ssm.reference import selective_scan_ref
+from mambaout.ssm.chunked import chunked
+from mambaout.ssm.pointwise import run_recurrence, step_size
+from mambaout.ssm.reference import sequential
+from mambaout.ssm.unrolled import rounds_for, unrolled
 
 try:
     from mambaout.ssm import fused
 except ImportError:  # numba missing: the torch backend takes over
     fused = None
 
-BACKENDS = ("auto", "numba", "torch", "ref")
+BACKENDS = ("auto", "numba", "torch", "unrolled", "ref")
 
 
-def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
     """One UserError (a ValueError) sentence for each shape or dtype mistake a caller can make."""
     tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    tensors["initial_state"] = initial_state
     for name, t in tensors.items():
         if t is None:
             continue
@@ -62,6 +66,11 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
             raise UserError(f"selective_scan: {name} must have shape (D,) = ({dim},), got {tuple(t.shape)}.")
     if z is not None and z.shape != u.shape:
         raise UserError(f"selective_scan: z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}.")
+    if initial_state is not None and initial_state.shape != (batch, dim, n_state):
+        raise UserError(
+            f"selective_scan: initial_state must have shape (batch, D, N) = ({batch}, {dim}, {n_state}), "
+            f"got {tuple(initial_state.shape)}."
+        )
 
 
 def _exporting() -> bool:
@@ -112,31 +121,45 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str = "auto",
+    *,
+    initial_state: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Selective scan with ``mamba_ssm``'s ``selective_scan_fn`` contract, differentiable in every input.
 
     h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t,  y_t = C_t h_t + D u_t,  out = y * silu(z), with
-    Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias.
+    Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias, and h_0 = ``initial_state``
+    (zeros if None).
     u, delta, z: (batch, D, L); A: (D, N) real; B, C: (batch, N, L) or (batch, G, N, L), channel d reading group
-    d // (D // G); D, delta_bias: (D,). Returns out (batch, D, L) in u's dtype, or (out, last_state (batch, D, N)),
-    last_state in float32 (float64 for float64 inputs on the "torch" and "ref" backends).
+    d // (D // G); D, delta_bias: (D,); initial_state: (batch, D, N). Returns out (batch, D, L) in u's dtype, or
+    (out, last_state (batch, D, N)), last_state in float32 (float64 for float64 inputs on the "torch" and "ref"
+    backends).
+
+    Carried state: a sequence cut into chunks [x1, x2] scans as x1 with ``return_last_state=True``, then x2 with
+    ``initial_state=`` x1's last state; the outputs are those of one scan over the whole sequence, and gradients flow
+    through the state into the first chunk (detach it between chunks for truncated backpropagation through time).
     Any strides and dtypes; inside, the "numba" backend computes in float32 and is fastest when u, delta and z are
     transposes of contiguous (batch, L, D) tensors (no copies), its out being such a transpose too.
-    ``backend``: "auto" | "numba" | "torch" | "ref", see the module docstring.
+    ``backend``: "auto" | "numba" | "torch" | "unrolled" | "ref", see the module docstring.
 
     Example:
         >>> u, delta = torch.randn(2, 8, 100), torch.rand(2, 8, 100)
         >>> A, B, C = -torch.rand(8, 16), torch.randn(2, 16, 100), torch.randn(2, 16, 100)
         >>> selective_scan(u, delta, A, B, C, delta_softplus=True).shape
         torch.Size([2, 8, 100])
+        >>> out1, h = selective_scan(u[..., :60], delta[..., :60], A, B[..., :60], C[..., :60], return_last_state=True)
+        >>> out2 = selective_scan(u[..., 60:], delta[..., 60:], A, B[..., 60:], C[..., 60:], initial_state=h)
+        >>> torch.allclose(torch.cat([out1, out2], -1), selective_scan(u, delta, A, B, C), atol=1e-5)
+        True
     """
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     backend = _resolve_backend(backend, u)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if backend == "ref":
-        return selective_scan_ref(*args)
-    if backend == "torch":
-        return selective_scan_chunked(*args)
+    if backend != "numba":
+        if backend == "unrolled":
+            recurrence = partial(unrolled, rounds=rounds_for(u.shape[-1]))
+        else:
+            recurrence = sequential if backend == "ref" else chunked
+        args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+        return run_recurrence(recurrence, *args)
 
     # Bias and softplus in torch: one vectorised pass over (batch, D, L), exact, and autograd differentiates it.
     dt = step_size(delta, delta_bias, delta_softplus, torch.float32)
@@ -148,6 +171,7 @@ def selective_scan(
         _time_major(C),
         _dense_float32(D) if D is not None else None,
         _channels_last(z) if z is not None else None,
+        _dense_float32(initial_state) if initial_state is not None else None,
     )
     out = out.transpose(1, 2).to(u.dtype)
     return (out, last_state) if return_last_state else out
