@@ -90,132 +90,31 @@ def _sigmoid(x):
     return _F(1.0) / (_F(1.0) + _expf(-x))
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _n_tasks(u, B, width):
-    per_group = u.shape[2] // B.shape[1]
-    return u.shape[0] * B.shape[1] * ((per_group + width - 1) // width)
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _fwd_task(task, u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
-    """One task of scan_fwd_kernel: one tile of channels of one batch element, along all of L."""
-    seqlen, dim = u.shape[1], u.shape[2]
-    n_groups, n_state = B.shape[1], A_T.shape[0]
-    per_group = dim // n_groups
-    tiles = (per_group + width - 1) // width
-    bg = task // tiles  # task = (b * G + grp) * tiles + k
-    k = task - bg * tiles
-    b = bg // n_groups
-    grp = bg - b * n_groups
-    d0 = grp * per_group + k * width
-    d1 = min(d0 + width, (grp + 1) * per_group)
-    w_n = d1 - d0
-    D_tile = D[d0:d1]
-    h = np.empty((n_state, w_n), np.float32)
-    for n in range(n_state):
-        h[n] = h0[b, d0:d1, n]
-    dt_x = np.empty(w_n, np.float32)
-    y = np.empty(w_n, np.float32)
-    for t in range(seqlen):
-        if t % BLOCK == 0:
-            checkpoints[b, t // BLOCK, :, d0:d1] = h
-        dt = delta[b, t, d0:d1]
-        x = u[b, t, d0:d1]
-        for w in range(w_n):
-            dt_x[w] = dt[w] * x[w]
-            y[w] = D_tile[w] * x[w]
-        for n in range(n_state):
-            B_n = B[b, grp, t, n]
-            C_n = C[b, grp, t, n]
-            h_n = h[n]
-            A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
-            for w in range(w_n):
-                h_new = _expf(dt[w] * A_n[w]) * h_n[w] + dt_x[w] * B_n
-                h_n[w] = h_new
-                y[w] += C_n * h_new
-        if has_z:
-            z_t = z[b, t, d0:d1]
-            for w in range(w_n):
-                y[w] *= z_t[w] * _sigmoid(z_t[w])
-        out[b, t, d0:d1] = y
-    for n in range(n_state):
-        last_state[b, d0:d1, n] = h[n]
-
-
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
     """out = (sum_n C h + D u) * silu(z), h starting from h0; last_state[b, d, n] = h at the last step;
-    checkpoints[b, k] = h before step k * BLOCK (N, D). Tasks on numba's threads."""
-    for task in prange(_n_tasks(u, B, width)):
-        _fwd_task(task, u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints)
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def scan_fwd_serial(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
-    """scan_fwd_kernel on the calling thread: the same task code, no hand-off to numba's pool (see _kernels)."""
-    for task in range(_n_tasks(u, B, width)):
-        _fwd_task(task, u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints)
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _bwd_task(
-    task,
-    u,
-    delta,
-    A_T,
-    B,
-    C,
-    D,
-    z,
-    has_z,
-    width,
-    checkpoints,
-    dout,
-    dlast_state,
-    du,
-    ddelta,
-    dz,
-    dA,
-    dD,
-    dB_part,
-    dC_part,
-    dh0,
-):
-    """One task of scan_bwd_kernel: one tile of channels of one batch element, all blocks from the end."""
-    seqlen, dim = u.shape[1], u.shape[2]
+    checkpoints[b, k] = h before step k * BLOCK (N, D)."""
+    batch, seqlen, dim = u.shape
     n_groups, n_state = B.shape[1], A_T.shape[0]
     per_group = dim // n_groups
     tiles = (per_group + width - 1) // width
-    n_blocks = (seqlen + BLOCK - 1) // BLOCK
-    bg = task // tiles  # task = (b * G + grp) * tiles + k
-    k = task - bg * tiles
-    b = bg // n_groups
-    grp = bg - b * n_groups
-    d0 = grp * per_group + k * width
-    d1 = min(d0 + width, (grp + 1) * per_group)
-    w_n = d1 - d0
-    D_tile = D[d0:d1]
-    # One block of recomputed forward values: O(BLOCK N W) per task, never O(L N D).
-    decay = np.empty((BLOCK, n_state, w_n), np.float32)  # exp(Δ_t A)
-    h_prev = np.empty((BLOCK, n_state, w_n), np.float32)  # h_{t-1}
-    g = np.empty((BLOCK, w_n), np.float32)  # dL/dy_t (after the gate's chain rule)
-    h = np.empty((n_state, w_n), np.float32)
-    gh = np.empty((n_state, w_n), np.float32)  # a_{t+1} dL/dh_{t+1}: the adjoint state
-    for n in range(n_state):
-        gh[n] = dlast_state[b, d0:d1, n]
-    dA_block = np.empty((n_state, w_n), np.float32)
-    dA_sum = np.zeros((n_state, w_n), np.float64)
-    dD_sum = np.zeros(w_n, np.float64)
-    dt_x = np.empty(w_n, np.float32)
-    y = np.empty(w_n, np.float32)
-    sum_B = np.empty(w_n, np.float32)  # sum_n dL/dh_n B_n
-    sum_A = np.empty(w_n, np.float32)  # sum_n dL/dh_n A_n a_n h_{t-1,n}
-    for blk in range(n_blocks - 1, -1, -1):
-        t0 = blk * BLOCK
-        t1 = min(seqlen, t0 + BLOCK)
-        h[:, :] = checkpoints[b, blk, :, d0:d1]
-        for t in range(t0, t1):
-            j = t - t0
+    for task in prange(batch * n_groups * tiles):
+        bg = task // tiles  # task = (b * G + grp) * tiles + k
+        k = task - bg * tiles
+        b = bg // n_groups
+        grp = bg - b * n_groups
+        d0 = grp * per_group + k * width
+        d1 = min(d0 + width, (grp + 1) * per_group)
+        w_n = d1 - d0
+        D_tile = D[d0:d1]
+        h = np.empty((n_state, w_n), np.float32)
+        for n in range(n_state):
+            h[n] = h0[b, d0:d1, n]
+        dt_x = np.empty(w_n, np.float32)
+        y = np.empty(w_n, np.float32)
+        for t in range(seqlen):
+            if t % BLOCK == 0:
+                checkpoints[b, t // BLOCK, :, d0:d1] = h
             dt = delta[b, t, d0:d1]
             x = u[b, t, d0:d1]
             for w in range(w_n):
@@ -226,71 +125,17 @@ def _bwd_task(
                 C_n = C[b, grp, t, n]
                 h_n = h[n]
                 A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
-                a_jn = decay[j, n]
-                hp_jn = h_prev[j, n]
                 for w in range(w_n):
-                    a = _expf(dt[w] * A_n[w])
-                    a_jn[w] = a
-                    hp_jn[w] = h_n[w]
-                    h_new = a * h_n[w] + dt_x[w] * B_n
+                    h_new = _expf(dt[w] * A_n[w]) * h_n[w] + dt_x[w] * B_n
                     h_n[w] = h_new
                     y[w] += C_n * h_new
-            dout_t = dout[b, t, d0:d1]
-            g_j = g[j]
             if has_z:
                 z_t = z[b, t, d0:d1]
-                dz_t = dz[b, t, d0:d1]
                 for w in range(w_n):
-                    s = _sigmoid(z_t[w])
-                    dz_t[w] = dout_t[w] * y[w] * s * (_F(1.0) + z_t[w] * (_F(1.0) - s))
-                    g_j[w] = dout_t[w] * z_t[w] * s
-            else:
-                g_j[:] = dout_t
-
-        dA_block[:, :] = 0.0
-        for t in range(t1 - 1, t0 - 1, -1):
-            j = t - t0
-            dt = delta[b, t, d0:d1]
-            x = u[b, t, d0:d1]
-            g_j = g[j]
-            for w in range(w_n):
-                dt_x[w] = dt[w] * x[w]
-                sum_B[w] = 0.0
-                sum_A[w] = 0.0
-            for n in range(n_state):
-                B_n = B[b, grp, t, n]
-                C_n = C[b, grp, t, n]
-                a_jn = decay[j, n]
-                hp_jn = h_prev[j, n]
-                gh_n = gh[n]
-                A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
-                dA_n = dA_block[n]
-                acc_B = _F(0.0)
-                acc_C = _F(0.0)
-                for w in range(w_n):
-                    gh_t = g_j[w] * C_n + gh_n[w]  # dL/dh_t
-                    a = a_jn[w]
-                    hp = hp_jn[w]
-                    acc_C += g_j[w] * (a * hp + dt_x[w] * B_n)
-                    acc_B += gh_t * dt_x[w]
-                    sum_B[w] += gh_t * B_n
-                    ga_hp = gh_t * a * hp
-                    sum_A[w] += ga_hp * A_n[w]
-                    dA_n[w] += dt[w] * ga_hp
-                    gh_n[w] = a * gh_t
-                dB_part[k, b, grp, t, n] = acc_B
-                dC_part[k, b, grp, t, n] = acc_C
-            du_t = du[b, t, d0:d1]
-            ddelta_t = ddelta[b, t, d0:d1]
-            for w in range(w_n):
-                du_t[w] = g_j[w] * D_tile[w] + dt[w] * sum_B[w]
-                ddelta_t[w] = sum_A[w] + x[w] * sum_B[w]
-                dD_sum[w] += g_j[w] * x[w]
-        dA_sum += dA_block  # float32 within a block, float64 across blocks
-    for n in range(n_state):  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
-        dh0[b, d0:d1, n] = gh[n]
-    dA[b, :, d0:d1] = dA_sum
-    dD[b, d0:d1] = dD_sum
+                    y[w] *= z_t[w] * _sigmoid(z_t[w])
+            out[b, t, d0:d1] = y
+        for n in range(n_state):
+            last_state[b, d0:d1, n] = h[n]
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -319,80 +164,116 @@ def scan_bwd_kernel(
     """Gradients of scan_fwd_kernel. dA (batch, N, D) and dD (batch, D) are float64 per-batch sums, dB_part and
     dC_part (tiles, batch, G, L, N) per-tile sums; the caller adds them up. dh0 (batch, D, N): the initial state's
     (checkpoints[:, 0] holds h0, so the recomputation needs nothing else)."""
-    for task in prange(_n_tasks(u, B, width)):
-        _bwd_task(
-            task,
-            u,
-            delta,
-            A_T,
-            B,
-            C,
-            D,
-            z,
-            has_z,
-            width,
-            checkpoints,
-            dout,
-            dlast_state,
-            du,
-            ddelta,
-            dz,
-            dA,
-            dD,
-            dB_part,
-            dC_part,
-            dh0,
-        )
+    batch, seqlen, dim = u.shape
+    n_groups, n_state = B.shape[1], A_T.shape[0]
+    per_group = dim // n_groups
+    tiles = (per_group + width - 1) // width
+    n_blocks = (seqlen + BLOCK - 1) // BLOCK
+    for task in prange(batch * n_groups * tiles):
+        bg = task // tiles  # task = (b * G + grp) * tiles + k
+        k = task - bg * tiles
+        b = bg // n_groups
+        grp = bg - b * n_groups
+        d0 = grp * per_group + k * width
+        d1 = min(d0 + width, (grp + 1) * per_group)
+        w_n = d1 - d0
+        D_tile = D[d0:d1]
+        # One block of recomputed forward values: O(BLOCK N W) per task, never O(L N D).
+        decay = np.empty((BLOCK, n_state, w_n), np.float32)  # exp(Δ_t A)
+        h_prev = np.empty((BLOCK, n_state, w_n), np.float32)  # h_{t-1}
+        g = np.empty((BLOCK, w_n), np.float32)  # dL/dy_t (after the gate's chain rule)
+        h = np.empty((n_state, w_n), np.float32)
+        gh = np.empty((n_state, w_n), np.float32)  # a_{t+1} dL/dh_{t+1}: the adjoint state
+        for n in range(n_state):
+            gh[n] = dlast_state[b, d0:d1, n]
+        dA_block = np.empty((n_state, w_n), np.float32)
+        dA_sum = np.zeros((n_state, w_n), np.float64)
+        dD_sum = np.zeros(w_n, np.float64)
+        dt_x = np.empty(w_n, np.float32)
+        y = np.empty(w_n, np.float32)
+        sum_B = np.empty(w_n, np.float32)  # sum_n dL/dh_n B_n
+        sum_A = np.empty(w_n, np.float32)  # sum_n dL/dh_n A_n a_n h_{t-1,n}
+        for blk in range(n_blocks - 1, -1, -1):
+            t0 = blk * BLOCK
+            t1 = min(seqlen, t0 + BLOCK)
+            h[:, :] = checkpoints[b, blk, :, d0:d1]
+            for t in range(t0, t1):
+                j = t - t0
+                dt = delta[b, t, d0:d1]
+                x = u[b, t, d0:d1]
+                for w in range(w_n):
+                    dt_x[w] = dt[w] * x[w]
+                    y[w] = D_tile[w] * x[w]
+                for n in range(n_state):
+                    B_n = B[b, grp, t, n]
+                    C_n = C[b, grp, t, n]
+                    h_n = h[n]
+                    A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
+                    a_jn = decay[j, n]
+                    hp_jn = h_prev[j, n]
+                    for w in range(w_n):
+                        a = _expf(dt[w] * A_n[w])
+                        a_jn[w] = a
+                        hp_jn[w] = h_n[w]
+                        h_new = a * h_n[w] + dt_x[w] * B_n
+                        h_n[w] = h_new
+                        y[w] += C_n * h_new
+                dout_t = dout[b, t, d0:d1]
+                g_j = g[j]
+                if has_z:
+                    z_t = z[b, t, d0:d1]
+                    dz_t = dz[b, t, d0:d1]
+                    for w in range(w_n):
+                        s = _sigmoid(z_t[w])
+                        dz_t[w] = dout_t[w] * y[w] * s * (_F(1.0) + z_t[w] * (_F(1.0) - s))
+                        g_j[w] = dout_t[w] * z_t[w] * s
+                else:
+                    g_j[:] = dout_t
 
-
-@njit(cache=True, fastmath=_FASTMATH)
-def scan_bwd_serial(
-    u,
-    delta,
-    A_T,
-    B,
-    C,
-    D,
-    z,
-    has_z,
-    width,
-    checkpoints,
-    dout,
-    dlast_state,
-    du,
-    ddelta,
-    dz,
-    dA,
-    dD,
-    dB_part,
-    dC_part,
-    dh0,
-):
-    """scan_bwd_kernel on the calling thread (see _kernels)."""
-    for task in range(_n_tasks(u, B, width)):
-        _bwd_task(
-            task,
-            u,
-            delta,
-            A_T,
-            B,
-            C,
-            D,
-            z,
-            has_z,
-            width,
-            checkpoints,
-            dout,
-            dlast_state,
-            du,
-            ddelta,
-            dz,
-            dA,
-            dD,
-            dB_part,
-            dC_part,
-            dh0,
-        )
+            dA_block[:, :] = 0.0
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = t - t0
+                dt = delta[b, t, d0:d1]
+                x = u[b, t, d0:d1]
+                g_j = g[j]
+                for w in range(w_n):
+                    dt_x[w] = dt[w] * x[w]
+                    sum_B[w] = 0.0
+                    sum_A[w] = 0.0
+                for n in range(n_state):
+                    B_n = B[b, grp, t, n]
+                    C_n = C[b, grp, t, n]
+                    a_jn = decay[j, n]
+                    hp_jn = h_prev[j, n]
+                    gh_n = gh[n]
+                    A_n = A_T[n, d0:d1]  # a row slice stays C-contiguous, a column block would not
+                    dA_n = dA_block[n]
+                    acc_B = _F(0.0)
+                    acc_C = _F(0.0)
+                    for w in range(w_n):
+                        gh_t = g_j[w] * C_n + gh_n[w]  # dL/dh_t
+                        a = a_jn[w]
+                        hp = hp_jn[w]
+                        acc_C += g_j[w] * (a * hp + dt_x[w] * B_n)
+                        acc_B += gh_t * dt_x[w]
+                        sum_B[w] += gh_t * B_n
+                        ga_hp = gh_t * a * hp
+                        sum_A[w] += ga_hp * A_n[w]
+                        dA_n[w] += dt[w] * ga_hp
+                        gh_n[w] = a * gh_t
+                    dB_part[k, b, grp, t, n] = acc_B
+                    dC_part[k, b, grp, t, n] = acc_C
+                du_t = du[b, t, d0:d1]
+                ddelta_t = ddelta[b, t, d0:d1]
+                for w in range(w_n):
+                    du_t[w] = g_j[w] * D_tile[w] + dt[w] * sum_B[w]
+                    ddelta_t[w] = sum_A[w] + x[w] * sum_B[w]
+                    dD_sum[w] += g_j[w] * x[w]
+            dA_sum += dA_block  # float32 within a block, float64 across blocks
+        for n in range(n_state):  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
+            dh0[b, d0:d1, n] = gh[n]
+        dA[b, :, d0:d1] = dA_sum
+        dD[b, d0:d1] = dD_sum
 
 
 def tile_width(batch: int, dim: int, n_groups: int) -> int:
@@ -422,16 +303,9 @@ def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
-def _kernels() -> tuple:
-    """(forward, backward) kernels for torch's thread count: one knob for both pools, torch.set_num_threads also
-    bounds the scan. At one thread the serial drivers run the tasks on the calling thread: the parallel ones would
-    hand every call to a pool thread and wait for it, which costs more than a small scan on a loaded machine (the
-    study's runs make ~50 such calls a training step), and only the serial ones compile."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if threads == 1:
-        return scan_fwd_serial, scan_bwd_serial
-    numba.set_num_threads(threads)
-    return scan_fwd_kernel, scan_bwd_kernel
+def _set_threads() -> None:
+    # One knob for both pools: torch.set_num_threads also bounds the scan.
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 # The kernels run inside custom ops, so dispatch modes (FlopCounterMode, fake tensors, torch.compile) see one opaque
@@ -457,8 +331,8 @@ def selective_scan_fwd(
     out = torch.empty_like(u)
     last_state = u.new_empty(batch, dim, n_state)
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
-    forward, _ = _kernels()
-    forward(
+    _set_threads()
+    scan_fwd_kernel(
         _numpy(u),
         _numpy(delta),
         _numpy(A_T),
@@ -505,7 +379,7 @@ def selective_scan_bwd(
     n_groups, n_state = B.shape[1], A_T.shape[0]
     width = tile_width(batch, dim, n_groups)
     tiles = -(-(dim // n_groups) // width)
-    _, backward = _kernels()
+    _set_threads()
     du, ddelta = torch.empty_like(u), torch.empty_like(u)
     dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
     dA = u.new_empty(batch, n_state, dim, dtype=torch.float64)
@@ -513,7 +387,7 @@ def selective_scan_bwd(
     dB_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dC_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dh0 = u.new_empty(batch, dim, n_state)
-    backward(
+    scan_bwd_kernel(
         _numpy(u),
         _numpy(delta),
         _numpy(A_T),
