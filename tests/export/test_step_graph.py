@@ -17,7 +17,8 @@ from mambaout.anomaly.detector import load_detector  # noqa: E402
 from mambaout.anomaly.stream import watch  # noqa: E402
 from mambaout.cli import main  # noqa: E402
 from mambaout.export.step_engine import load_step_engine  # noqa: E402
-from mambaout.export.step_graph import DetectorStep, StepLayout  # noqa: E402
+from mambaout.export.step_graph import DetectorStep, RingAttention, StepLayout  # noqa: E402
+from mambaout.mixers.attention import AttentionMixer  # noqa: E402
 
 WINDOW = 12
 FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -198,3 +199,41 @@ def test_a_run_folder_without_a_detector_and_a_missing_engine_are_one_sentence_a
     assert "onnxruntime is not installed" in err and len(err.splitlines()) == 1
     assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(tmp_path / "g")]) == 2
     assert "onnxruntime is not installed" in capsys.readouterr().err
+
+
+class _RingStep(torch.nn.Module):
+    """One token of a ring-attention step as a graph: (x, conv, kv, t) -> (y, conv, kv)."""
+
+    def __init__(self, ring: RingAttention):
+        super().__init__()
+        self.ring = ring
+
+    def forward(self, x, conv, kv, t):
+        y, state = self.ring.step(x, {"conv": conv, "kv": kv, "t": t})
+        return y, state["conv"], state["kv"]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export.*:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_rope_attention_on_the_exported_ring_streams_the_offline_outputs(tmp_path):
+    # rotary positions in the step graph: keys written rotated by their frame's position, in ONNX Runtime too
+    import onnxruntime
+
+    torch.manual_seed(0)
+    mixer = AttentionMixer(32, kernel_size=4, layout="1d", causal=True, window=5, rope=True, head_dim=16).eval()
+    step = _RingStep(RingAttention(mixer)).eval()
+    x = torch.randn(1, 20, 32)
+    conv, kv = torch.zeros(1, 32, 3), torch.zeros(2, 1, mixer.num_heads, 5, 16)
+    path = tmp_path / "ring.onnx"
+    with torch.no_grad():
+        offline = mixer(x)[0]
+        torch.onnx.export(step, (x[:, 0], conv, kv, torch.zeros(1, dtype=torch.int64)), str(path), dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    conv_np, kv_np, streamed = conv.numpy(), kv.numpy(), []
+    for t in range(20):
+        feed = (x[:, t].numpy(), conv_np, kv_np, np.array([t], dtype=np.int64))
+        y, conv_np, kv_np = session.run(None, dict(zip(names, feed)))
+        streamed.append(y[0])
+    assert np.abs(np.stack(streamed) - offline.numpy()).max() <= 1e-5 * offline.abs().max().item()

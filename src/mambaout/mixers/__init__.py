@@ -10,6 +10,13 @@ branch of the block, C = conv_channels) or (B, L, C) sequences (layout "1d").
 | "attn"        | conv -> SiLU -> multi-head self-attention over all tokens   | no                        |
 | "attn_causal" | the same with a causal conv and a causal mask (raster order) | yes                      |
 
+Streaming with carried state, for the causal sequence mixers ("conv", "ssm" with scan="causal", "attn_causal"):
+`state = mixer.init_state(batch)`, then `y, state = mixer(chunk, state)` for each chunk (B, L_chunk, C) of a long
+sequence, or `y_t, state = mixer.step(x_t, state)` for one token (B, C); one state format for both, and chunks,
+steps and one pass over the whole sequence give the same outputs. The state is differentiable: detach it between
+chunks for truncated backpropagation through time. "attn_causal" takes `window=W` (attend to the last W tokens) and
+`rope=True` (rotary positions counted across chunks); see each mixer's module for its state.
+
 Costs the FLOP counter cannot see are declared by each mixer's `extra_macs` (formulas in `ssm.py`, `attention.py`
 and docs/study.md): the scan adds 4.5·B·L·C·N MACs per direction, attention 2·B·C·L² (half that causal).
 
@@ -56,7 +63,8 @@ def build_mixer(name: str, dim: int, kernel_size: int = 7, layout: str = "2d", *
     """A token mixer over `dim` channels; see the table above. Extra keywords go to the mixer's class.
 
     "conv" takes `causal=` (default: False on images, True on sequences); "ssm" takes `scan=`, `d_state=` and the
-    SelectiveSSM's keywords; "attn"/"attn_causal" take `head_dim=`.
+    SelectiveSSM's keywords; "attn"/"attn_causal" take `head_dim=`, and on sequences `rope=`, `rope_base=`;
+    "attn_causal" also `window=`.
     """
     check_mixer(name)
     if layout not in LAYOUTS:

@@ -11,10 +11,11 @@ depends on tokens after t. Heads have 32 channels where C allows (C // 32 heads,
 divide C).
 
 Options for sequences (layout "1d"):
-- `rope=True`: rotary position embedding (RoFormer; timm's `freq_bands` and `apply_rot_embed`): q and k of the
-  token at absolute position p are rotated by p·θ_i, θ_i = rope_base^(-2i/d) per pair of channels, so q·k depends
-  on the relative position only. Angles are computed in float64 (a float32 p·θ is off by up to 0.03 rad a million
-  tokens into a stream) and applied in the input's dtype.
+- `rope=True`: rotary position embedding (RoFormer's, channel i paired with i + d/2 as in GPT-NeoX; timm's
+  `freq_bands` and `apply_rot_embed`): q and k of the token at absolute position p are rotated by p·θ_i,
+  θ_i = rope_base^(-2i/d) per pair of channels, so q·k depends on the relative position only. Angles are computed
+  in float64 (a float32 p·θ is off by up to 0.03 rad a million tokens into a stream) and applied in the input's
+  dtype.
 - `window=W` (causal): token t attends to tokens t - W + 1 .. t only (a banded causal mask).
 
 Streaming (causal "1d"): the state is {"conv": the conv's last k - 1 inputs, "kv": the keys (already rotated by
@@ -110,8 +111,10 @@ class AttentionMixer(nn.Module):
         q, k, v = self.qkv(x).reshape(batch, seq_len, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         if self.rope:
             angles = positions.double()[:, None] * self.rope_bands  # (L, head_dim / 2), float64: see the docstring
-            sin, cos = (f(angles).repeat_interleave(2, dim=-1).to(x.dtype) for f in (torch.sin, torch.cos))
-            q, k = apply_rot_embed(q, sin, cos), apply_rot_embed(k, sin, cos)
+            # channel i pairs with channel i + head_dim / 2 (GPT-NeoX's "rotate half"): sin, cos of angle i repeated
+            # as [0..d/2, 0..d/2] (repeat_interleave's pairs came out wrong from torch's ONNX export at traced shapes)
+            sin, cos = (f(angles).repeat(1, 2).to(x.dtype) for f in (torch.sin, torch.cos))
+            q, k = apply_rot_embed(q, sin, cos, half=True), apply_rot_embed(k, sin, cos, half=True)
         return q, k, v
 
     @staticmethod
