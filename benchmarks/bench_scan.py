@@ -3,6 +3,7 @@ parallel scan, side by side at batch 8, D 192, N 16, L 4096 (flags change them).
 
     python benchmarks/bench_scan.py                       # table; --json out.json also writes the numbers
     python benchmarks/bench_scan.py --seqlen 1024 --methods fused torch
+    python benchmarks/bench_scan.py --limit               # the fused kernel against this machine's arithmetic limit
 
 Every method gets the same leaves in mambapy's layout (x, delta: (batch, L, D); A: (D, N); B, C: (batch, L, N);
 D: (D,)), all requiring grad, and computes y = scan(...) then y.sum().backward(); ours read them through transposed
@@ -14,10 +15,18 @@ a fresh subprocess and reports its peak resident set size (VmHWM) minus its resi
 everything the call keeps live at once (tensors, numba scratch). tracemalloc cannot see torch's allocations, hence
 processes; glibc is told to return freed blocks at once (MALLOC_MMAP_THRESHOLD_), else RSS also counts dead
 temporaries. Linux only (reads /proc/self/status).
+
+``--limit``: the fused kernel's state updates per second (one update: one (batch, step, channel, state) element of
+h), forward and forward + backward, at the study's small sizes and at the flags' size, against the limit of this
+machine's arithmetic: the float32 FMA rate of a 1024 x 1024 matmul on the same threads. Matmul and scans alternate
+round by round in one process and every figure is the median of process CPU time, so a loaded machine slows both
+sides alike. It prints limit / (updates/s x 10): the factor by which the scan falls short of a kernel that spent ~10
+FMA-equivalents per update (exp(Δ A) ~ 6, the update and the readout 2 each) at the matmul's rate.
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -27,6 +36,11 @@ import time
 import torch
 
 from mambaout.ssm import selective_scan, selective_scan_ref
+
+# (batch, D, N, L) of the study's scans (one thread): selective copying's two layers (width 64, 36 tokens, batch 64),
+# digits' first stage (mambaout_pico, width 16, 8 x 8 tokens, batch 64).
+STUDY_SIZES = ((64, 64, 16, 36), (64, 16, 16, 64))
+FMA_EQUIVALENTS = 10
 
 
 def make_inputs(batch: int, dim: int, seqlen: int, n_state: int) -> dict[str, torch.Tensor]:
@@ -102,6 +116,61 @@ def peak_memory(method: str, args: argparse.Namespace) -> int:
     return int(result.stdout.strip().splitlines()[-1])
 
 
+def matmul_fma_rate(n: int = 1024) -> float:
+    """float32 FMAs per second of CPU time of one n x n matmul on torch's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    start = time.process_time()
+    torch.mm(a, b)
+    return n**3 / (time.process_time() - start)
+
+
+def kernel_seconds(batch: int, dim: int, n_state: int, seqlen: int) -> tuple[float, float]:
+    """CPU seconds of one fused forward and of one forward + backward, canonical layout, with D and z."""
+    from mambaout.ssm import fused
+
+    g = torch.Generator().manual_seed(0)
+    u, z = torch.randn(batch, seqlen, dim, generator=g), torch.randn(batch, seqlen, dim, generator=g)
+    delta = torch.rand(batch, seqlen, dim, generator=g) * 0.1 + 1e-3
+    A_T = -torch.arange(1, n_state + 1, dtype=torch.float32)[:, None].repeat(1, dim)
+    B, C = (torch.randn(batch, 1, seqlen, n_state, generator=g) for _ in range(2))
+    D = torch.ones(dim)
+    start = time.process_time()
+    out, _, checkpoints = fused.selective_scan_fwd(u, delta, A_T, B, C, D, z)
+    forward = time.process_time()
+    fused.selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, torch.ones_like(out), None)
+    return forward - start, time.process_time() - start
+
+
+def limit_report(args: argparse.Namespace) -> None:
+    sizes = [*STUDY_SIZES, (args.batch, args.dim, args.state, args.seqlen)]
+    for size in sizes:
+        kernel_seconds(*[min(s, 8) for s in size[:3]], 64)  # compile or load numba's cache
+    limits, times = [], {s: [] for s in sizes}
+    for round_ in range(args.repeats + 1):
+        limits.append(matmul_fma_rate())
+        for size in sizes:
+            # the small sizes are over in milliseconds: enough calls per round to outlast the clock's resolution
+            calls = max(1, int(2e7 // math.prod(size)))
+            runs = [kernel_seconds(*size) for _ in range(calls)]
+            if round_ > 0:
+                times[size].append(tuple(sum(r[i] for r in runs) / calls for i in (0, 1)))
+    limit = statistics.median(limits)
+    cores, load = os.cpu_count(), os.getloadavg()[0]
+    print(
+        f"fused selective scan against the arithmetic limit: {args.threads} thread(s), torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, load {load:.1f} on {cores} cores, median of {args.repeats}"
+    )
+    print(f"limit: float32 matmul 1024^3 at {limit / 1e9:.1f} G FMA/s (CPU time)")
+    print(f"{'batch D N L':<18} {'fwd G upd/s':>12} {'limit ratio':>12} {'fwd+bwd G upd/s':>16} {'limit ratio':>12}")
+    for size in sizes:
+        updates = math.prod(size)
+        row = f"{' '.join(map(str, size)):<18}"
+        for i, width in ((0, 12), (1, 16)):
+            rate = updates / statistics.median(t[i] for t in times[size])
+            row += f" {rate / 1e9:{width}.2f} {limit / (rate * FMA_EQUIVALENTS):12.1f}"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -113,11 +182,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--limit", action="store_true", help="report the fused kernel against the matmul FMA rate")
     parser.add_argument("--memory-of", choices=list(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_of:
         return peak_memory_child(args.memory_of, args)
+    if args.limit:
+        return limit_report(args)
 
     inputs = make_inputs(args.batch, args.dim, args.seqlen, args.state)
     times = {m: [] for m in args.methods}

@@ -367,3 +367,21 @@ def test_every_markdown_table_of_the_report_is_a_table_in_its_html(tmp_path):
     assert html.count("<table>") == len(tables) and "| mixer |" not in html
     assert "<th>AUROC contextual</th>" in html and "<td>90.0 (90 / 90)</td>" in html
     assert html.count("data:image/png;base64,") == 2 and "<strong>line:</strong>" in html
+
+
+def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
+    # a model whose every training step costs at least 50 ms here: the estimate of a 40-step run must see it
+    import time
+
+    from mambaout.study.runner import estimate_seconds
+
+    task = build_tasks(["selective_copying"])[0]
+    loss = task.loss
+
+    def slow_loss(model, x, y):
+        time.sleep(0.05)
+        return loss(model, x, y)
+
+    monkeypatch.setattr(task, "loss", slow_loss)
+    budget = dict(steps=40, batch_size=4, lr=1e-3, warmup_steps=1)
+    assert estimate_seconds(task, "conv", budget, torch.device("cpu")) >= 40 * 0.05  # a constant would not know

@@ -73,15 +73,6 @@ class _ImageTask:
     def sample_input(self, batch: int) -> torch.Tensor:
         return torch.randn(batch, self.in_chans, self.image_size, self.image_size)
 
-    # Seconds per training step of mambaout_pico on 32x32 images at batch 64, one thread of a 2-core AMD EPYC
-    # (measured): orders the runs and seeds the study's ETA; other sizes scale with pixels x batch.
-    STEP_SECONDS = {"conv": 0.07, "ssm": 0.26, "attn": 0.075, "attn_causal": 0.075}
-
-    def estimate_seconds(self, mixer: str, budget: dict[str, Any]) -> float:
-        """Expected training seconds of one run on a 2-core CPU at one thread."""
-        scale = (self.image_size / 32) ** 2 * budget["batch_size"] / 64
-        return budget["steps"] * scale * self.STEP_SECONDS.get(mixer, max(self.STEP_SECONDS.values()))
-
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x), y)
 

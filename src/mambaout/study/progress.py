@@ -1,9 +1,9 @@
 """The study's progress lines: one per finished run, with the elapsed time and an overall ETA.
 
-Each run comes with an estimate of its own cost (`estimate_s`: its task's measured seconds per step for that mixer
-on a 2-core CPU at one thread, times its steps). As runs finish, the ratio of measured to estimated seconds says how
-fast this machine is, and the ETA is that ratio times the estimated seconds of the unfinished runs, shared by the
-workers, plus the cost measurements still to come.
+Each run comes with an estimate of its own cost (`estimate_s`: a few of its model's training steps timed on this
+machine at one thread before the runs start, times its steps; `runner.probe_seconds`). As runs finish, the ratio of
+measured to estimated seconds corrects it, and the ETA is that ratio times the estimated seconds of the unfinished
+runs, shared by the workers, plus the cost measurements still to come.
 """
 
 from __future__ import annotations

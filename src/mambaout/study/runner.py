@@ -14,6 +14,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,34 @@ def execute_job(tasks: list[Any], job: RunJob) -> tuple[dict[str, Any], dict[str
     return result, {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {}
 
 
+def probe_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.device, steps: int = 3) -> float:
+    """Training seconds of one run of `budget`, timed on this machine: one update first (it compiles the SSM's
+    kernels into numba's cache, so the workers load them instead of each compiling them, and warms torch's kernels),
+    then `steps` timed updates, times the budget's steps. On one thread, as the workers train.
+
+    The per-step constants of the tasks (`estimate_seconds`) were measured on one CPU; the mixers' relative costs
+    change with the instruction set (the fused scan loses more than attention's matmuls on AVX2), so the study's ETA
+    and its longest-first order come from this probe instead.
+    """
+    from mambaout.study.schedule import one_thread
+
+    steps = max(1, min(steps, budget["steps"]))
+    with one_thread():
+        train(task, mixer, dict(budget, steps=1, warmup_steps=0), seed=0, device=device)
+        timed = train(
+            task, mixer, dict(budget, steps=steps, warmup_steps=min(budget["warmup_steps"], steps - 1)), 0, device
+        )
+    return timed[0]["train_seconds"] / steps * budget["steps"]
+
+
+def estimate_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.device) -> float:
+    """A run's expected training seconds: timed here (`probe_seconds`) for tasks the study trains itself, the task's
+    own estimate for tasks that train themselves (the line), else a nominal 10 s."""
+    if not hasattr(task, "run_one"):
+        return probe_seconds(task, mixer, budget, device)
+    return task.estimate_seconds(mixer, budget) if hasattr(task, "estimate_seconds") else 10.0
+
+
 STREAM_FRAMES = (100, 1000, 10000)
 
 
@@ -338,6 +367,9 @@ def run_study(
     rows = [resolve_budget(task, budget) for task in tasks]
     # a task's own mixers (the line's `frame`: no temporal model) are valid for it; the rest are the model mixers
     plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
+    note = "timing a few training steps of every model for the ETA (this also compiles the SSM's kernels)..."
+    print(note, file=sys.stderr, flush=True)
+    estimates = {(t, m): estimate_seconds(task, m, rows[t], device) for t, task in enumerate(tasks) for m in plan[t]}
     jobs = [
         RunJob(
             t,
@@ -346,7 +378,7 @@ def run_study(
             rows[t],
             str(device),
             output / "runs" / f"{task.name}-{mixer}-seed{seed}",
-            weight=task.estimate_seconds(mixer, rows[t]) if hasattr(task, "estimate_seconds") else 10.0,
+            weight=estimates[t, mixer],
         )
         for t, task in enumerate(tasks)
         for seed in seeds
@@ -356,7 +388,7 @@ def run_study(
     progress = Progress([j.weight for j in jobs], workers, tail_s=15.0 * len(tasks) + (30.0 if sweep else 0.0))
     progress.line(
         f"mambaout study: {len(jobs)} runs in {workers} worker process{'es' if workers != 1 else ''}, one thread "
-        f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min on a 2-core CPU"
+        f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min (from the timed steps)"
     )
     index = {id(j): i for i, j in enumerate(jobs)}
 

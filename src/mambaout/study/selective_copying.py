@@ -129,15 +129,6 @@ class SelectiveCopyingTask:
     def mixer_tokens(self) -> tuple[int, int]:
         return self.data_len + self.num_tokens, self.dim
 
-    # Seconds per training step at 36 tokens, width 64, depth 2, batch 32 on one thread of a
-    # 2-core AMD EPYC (measured): orders the runs and seeds the study's ETA; other sizes scale with tokens x batch.
-    STEP_SECONDS = {"conv": 0.028, "ssm": 0.05, "attn_causal": 0.045, "attn": 0.045}
-
-    def estimate_seconds(self, mixer: str, budget: dict[str, Any]) -> float:
-        """Expected training seconds of one run on a 2-core CPU at one thread."""
-        scale = (self.data_len + self.num_tokens) / 36 * budget["batch_size"] / 32 * self.dim * self.depth / 128
-        return budget["steps"] * scale * self.STEP_SECONDS.get(mixer, max(self.STEP_SECONDS.values()))
-
     def sample_input(self, batch: int) -> torch.Tensor:
         return selective_copying_batch(batch, self.data_len, self.num_tokens, self.vocab, torch.Generator())[0]
 
