@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from mambaout.anomaly.stream import watch
 from mambaout.monitor import Monitor
+from mambaout.monitor.watch import watch
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ COMMANDS = {
     "study": ("mambaout.study.cli", "is the SSM worth it? train matched models (conv / ssm / attention) and report"),
     "analyze": ("mambaout.study.cli", "the paper's long-sequence test: is a task long (L > 6D) or causal enough?"),
     "anomaly": ("mambaout.anomaly.cli", "anomaly detection on line video: generate data, train, evaluate"),
-    "watch": ("mambaout.anomaly.cli", "score a video or camera stream frame by frame with a trained detector"),
+    "watch": ("mambaout.monitor.cli", "score a video or camera stream frame by frame with a trained detector"),
     "train": ("mambaout.train.cli", "train a MambaOut (no arguments: the built-in digits, about a minute on a CPU)"),
     "eval": ("mambaout.train.cli", "top-1/top-5 of weights on a validation folder (or the built-in digits)"),
     "plot": ("mambaout.train.cli", "draw a run's curves (loss, accuracy, lr) to RUN/curves.png"),

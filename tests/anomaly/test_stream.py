@@ -15,8 +15,9 @@ from test_detector import build_run
 
 from mambaout.anomaly.detector import load_detector
 from mambaout.anomaly.evaluate import evaluate_run
-from mambaout.anomaly.stream import Streamer, watch
+from mambaout.anomaly.stream import Streamer
 from mambaout.cli import main
+from mambaout.monitor.watch import watch
 from mambaout.video import open_video
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

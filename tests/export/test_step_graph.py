@@ -14,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "anomaly"))  # the 
 from test_detector import HORIZONS, build_run  # noqa: E402
 
 from mambaout.anomaly.detector import load_detector  # noqa: E402
-from mambaout.anomaly.stream import watch  # noqa: E402
 from mambaout.cli import main  # noqa: E402
 from mambaout.export.step_engine import load_step_engine  # noqa: E402
 from mambaout.export.step_graph import DetectorStep, RingAttention, StepLayout  # noqa: E402
 from mambaout.mixers.attention import AttentionMixer  # noqa: E402
+from mambaout.monitor.watch import watch  # noqa: E402
 
 WINDOW = 12
 FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}

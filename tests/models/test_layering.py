@@ -10,8 +10,6 @@ module's private (underscore) names.
 import ast
 from pathlib import Path
 
-import pytest
-
 import mambaout
 
 SRC = Path(mambaout.__file__).parent
@@ -36,17 +34,6 @@ TIERS = [
     {"cli"},  # the `mambaout` command
     {"__main__"},  # `python -m mambaout`
 ]
-
-# Edges of the line-video detector still being reworked (the streaming step graph moves into `anomaly/`, which
-# closes the circle stream <-> step_engine and the private reach into the temporal model). To be emptied, not grown.
-PENDING_ANOMALY_EDGES = {
-    ("mambaout.anomaly.stream", "mambaout.export.step_engine"),
-    ("mambaout.export.step_engine", "mambaout.export.engines._cannot_load"),
-    ("mambaout.anomaly.cli", "mambaout.monitor"),  # watch's command line moves into monitor/
-    ("mambaout.anomaly.cli", "mambaout.monitor.mqtt"),
-    ("mambaout.anomaly.cli", "mambaout.monitor.server"),
-}
-
 
 def _module_name(path: Path) -> str:
     return ".".join(("mambaout", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
@@ -120,16 +107,8 @@ def test_no_import_runs_up_or_sideways():
         for target, _ in targets
         if package_of(target) != package_of(module)
         and tier_of(target) >= tier_of(module)
-        and (module, target) not in PENDING_ANOMALY_EDGES
     )
     assert wrong == []
-
-
-@pytest.mark.parametrize("edge", sorted(PENDING_ANOMALY_EDGES))
-def test_pending_edges_still_exist(edge):
-    """An entry whose import is gone must leave the list, so the list only ever shrinks."""
-    module, target = edge
-    assert target in {t for t, _ in imports()[module]} | {f"{t}.{n}" for t, n in imports()[module] if n}
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -139,7 +118,7 @@ def test_no_module_imports_another_modules_private_names():
         for target, name in targets
         if name and name.startswith("_") and not name.endswith("__") and target != module
     )
-    assert [edge for edge in private if edge not in PENDING_ANOMALY_EDGES] == []
+    assert private == []
 
 
 def test_no_import_cycles_between_modules():
@@ -171,8 +150,7 @@ def test_no_import_cycles_between_modules():
     for m in sorted(graph):
         if m not in index:
             visit(m)
-    pending = [c for c in circles if any(set(e) <= set(c) for e in PENDING_ANOMALY_EDGES)]
-    assert [c for c in circles if c not in pending] == []
+    assert circles == []
 
 
 def test_measuring_needs_nothing_else_of_the_package():

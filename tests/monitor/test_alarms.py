@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from mambaout.anomaly.stream import FrameRecord
 from mambaout.monitor.alarms import AlarmTracker, episodes, merge_branches
 from mambaout.monitor.messages import SCHEMA, alarm_message, message_key
 from mambaout.monitor.outbox import Outbox
+from mambaout.monitor.watch import FrameRecord
 
 
 def record(frame: int, alarm: bool, score: float = 0.0, branch: str | None = None) -> FrameRecord:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from mqtt_parts import Gate, Subscriber, free_port
 
-from mambaout.anomaly.stream import watch
 from mambaout.cli import main
 from mambaout.monitor import Monitor, csv_episodes, episodes
+from mambaout.monitor.watch import watch
 
 TOPIC = "plant/line1"
 

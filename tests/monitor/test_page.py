@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from mambaout.anomaly.stream import watch
 from mambaout.monitor import Monitor, csv_episodes
+from mambaout.monitor.watch import watch
 
 BROWSER, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
 

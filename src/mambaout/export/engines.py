@@ -42,7 +42,7 @@ def check_engine(name: str) -> str:
     return name
 
 
-def _cannot_load(engine: str, path: Path, error: Exception) -> UserError:
+def cannot_load(engine: str, path: Path, error: Exception) -> UserError:
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     return UserError(
         f"{engine} cannot load {path} ({reason}); export it again with `mambaout export --format "
@@ -79,7 +79,7 @@ def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for every unreadable or invalid graph
-        raise _cannot_load("onnxruntime", path, e) from e
+        raise cannot_load("onnxruntime", path, e) from e
     input_name = session.get_inputs()[0].name
     return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
 
@@ -93,7 +93,7 @@ def compile_openvino(path: Path, threads: int | None = None) -> Any:
     try:
         return ov.Core().compile_model(str(path), "CPU", config)
     except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
-        raise _cannot_load("openvino", path, e) from e
+        raise cannot_load("openvino", path, e) from e
 
 
 def _openvino_engine(path: Path, threads: int | None) -> Engine:

@@ -18,7 +18,7 @@ import torch
 from mambaout.anomaly.detector import Detector
 from mambaout.errors import UserError
 from mambaout.export.availability import require
-from mambaout.export.engines import _cannot_load, check_engine, compile_openvino
+from mambaout.export.engines import cannot_load, check_engine, compile_openvino
 from mambaout.export.step_graph import ALARM, FRAME, SCORE, StepLayout, export_step_graph, file_sha256
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}  # engine -> the format it runs
@@ -50,7 +50,7 @@ def _onnxruntime(path: Path, outputs: list[str], threads: int | None) -> Callabl
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for every unreadable or invalid graph
-        raise _cannot_load("onnxruntime", path, e) from e
+        raise cannot_load("onnxruntime", path, e) from e
     return lambda feed: session.run(outputs, feed)
 
 

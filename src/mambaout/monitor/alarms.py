@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mambaout.anomaly.stream import FrameRecord
+from mambaout.monitor.watch import FrameRecord
 
 KEEP = 10_000  # episodes listed on the page and at /api/alarms (the count goes on)
 

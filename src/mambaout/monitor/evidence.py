@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from mambaout.anomaly.stream import FrameRecord
 from mambaout.monitor.alarms import Episode
 from mambaout.monitor.overlay import overlay, upscale
+from mambaout.monitor.watch import FrameRecord
 
 # Fast settings: a clip costs the scoring loop CPU time on a small machine (x264's default preset takes about twice
 # the CPU of veryfast for a few percent smaller files).

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from mambaout.anomaly.stream import FrameRecord
 from mambaout.monitor.alarms import AlarmTracker, Episode
 from mambaout.monitor.messages import STATUS_SCHEMA, alarm_message, iso
 from mambaout.monitor.outbox import Outbox
 from mambaout.monitor.overlay import overlay, upscale
+from mambaout.monitor.watch import FrameRecord
 
 HISTORY = 1500  # scores the page's timeline starts with
 

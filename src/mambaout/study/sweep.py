@@ -94,7 +94,7 @@ def latency_sweep(
     calls: dict[tuple[str, int], Any] = {}
     cut: set[str] = set()
     peak: dict[tuple[str, int], float] = {}
-    for name, block in blocks.items():  # a first call compiles (numba's SSM kernels): never counted as slow
+    for block in blocks.values():  # a first call compiles (numba's SSM kernels): never counted as slow
         block(torch.randn(batch, seq_lens[0], dim, device=device))
     for seq_len in seq_lens:  # warm-up pass, shortest first: finds where a slow mixer stops being timed
         x = torch.randn(batch, seq_len, dim, device=device)
