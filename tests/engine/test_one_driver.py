@@ -9,7 +9,9 @@ import mambaout
 SOURCE = Path(mambaout.__file__).parent
 # what only the engine may do: timm's optimizer factory, the per-update cosine and mmcv's warm-up, the step's
 # parts, the epoch loop (a bare `fit(`: scikit-learn's `estimator.fit(` trains no torch model) and the update loop
-DRIVING = re.compile(r"create_optimizer_v2|cosine_per_update\(|with_warmup\(|TrainParts\(|(?<![.\w])fit\(|train_updates\(")
+DRIVING = re.compile(
+    r"create_optimizer_v2|cosine_per_update\(|with_warmup\(|TrainParts\(|(?<![.\w])fit\(|train_updates\("
+)
 
 
 def test_only_the_engine_drives_training():
