@@ -109,6 +109,12 @@ def test_the_verdict_says_the_ssm_wins_only_when_the_whole_interval_is_above_zer
     text = verdict_paragraphs(dict(config=config, mixers=dict(conv=conv, ssm=ssm)))
     assert "| contextual | 86.0 [" in text[0] and "| 87.0 | 100.0 |" in text[0]
     assert text[-1].startswith("**The SSM beats the conv on contextual faults** (+11.0 points")
+    assert text[-1].endswith("past what a short memory can reach (87.0).")  # 97 > 87: the long memory's gain
+    below = dict(config, ceilings=dict(window=14, short={"contextual": 0.99}, cycle={"contextual": 1.0}))
+    text = verdict_paragraphs(dict(config=below, mixers=dict(conv=conv, ssm=ssm)))
+    assert text[-1].endswith(
+        "but both stay under what a short memory can reach (99.0): the gain is not yet the long memory's."
+    )
     same = verdict_paragraphs(dict(config=config, mixers=dict(conv=conv, ssm=mixer_summary(_runs(0.86, 0.3)))))
     assert same[-1].startswith("**The SSM does not beat the conv on contextual faults here** (+0.0 points")
     assert "(no memory was learnt)" in same[-1] and "a short memory can already reach 87.0" in same[-1]
