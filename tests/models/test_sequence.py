@@ -20,3 +20,17 @@ def test_stepping_a_causal_block_token_by_token_gives_its_forward_output(mixer):
             steps.append(y)
     assert isinstance(block, GatedCNNBlock)
     assert torch.allclose(torch.stack(steps, dim=1), whole, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_causal"])
+def test_a_causal_block_streamed_in_chunks_gives_its_forward_output(mixer):
+    torch.manual_seed(0)
+    block = sequence_block(24, mixer, kernel_size=4, expansion_ratio=8 / 3, mixer_kwargs={}).eval()
+    x = torch.randn(2, 37, 24)
+    with torch.no_grad():
+        whole = block(x)
+        state, chunks = block.mixer.init_state(2), []
+        for start, end in ((0, 5), (5, 6), (6, 30), (30, 37)):  # uneven cuts, one of a single token
+            y, state = block.stream(x[:, start:end], state)
+            chunks.append(y)
+    assert torch.allclose(torch.cat(chunks, dim=1), whole, atol=1e-5, rtol=1e-4)

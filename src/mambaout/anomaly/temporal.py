@@ -45,22 +45,6 @@ class WindowedAttention(AttentionMixer):
         super().__init__(dim, kernel_size, layout="1d", causal=True, window=window)
 
 
-def block_chunk(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-    """`GatedCNNBlock._forward_reference` for the next chunk x (batch, L, C) of a stream, the mixer carrying `state`."""
-    g, i, c = torch.split(block.fc1(block.norm(x)), block.split_indices, dim=-1)
-    c, state = block.mixer(c, state)
-    y = block.fc2(block.act(g) * torch.cat((i, c), dim=-1))
-    return block.drop_path(block.ls(y)) + x, state
-
-
-def block_step(block: GatedCNNBlock, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-    """`GatedCNNBlock._forward_reference` for one token x (batch, C), the mixer stepping with its state."""
-    g, i, c = torch.split(block.fc1(block.norm(x)), block.split_indices, dim=-1)
-    c, state = block.mixer.step(c, state)
-    y = block.fc2(block.act(g) * torch.cat((i, c), dim=-1))
-    return block.drop_path(block.ls(y)) + x, state
-
-
 def surprise(log_probs: torch.Tensor, codes: torch.Tensor, horizons: tuple[int, ...]) -> torch.Tensor:
     """Negative log-likelihood per frame and horizon (..., T, len(horizons)); NaN where t < h (no prediction yet).
 
@@ -151,7 +135,7 @@ class TemporalModel(nn.Module):
             return self._predict(self.hidden(embeddings))
         x, new_state = self.in_proj(embeddings), []
         for block, s in zip(self.blocks, state):
-            x, s = block_chunk(block, x, s)
+            x, s = block.stream(x, s)
             new_state.append(s)
         return self._predict(x), new_state
 
@@ -164,7 +148,7 @@ class TemporalModel(nn.Module):
         x = self.in_proj(embedding)
         new_state = []
         for block, s in zip(self.blocks, state):
-            x, s = block_step(block, x, s)
+            x, s = block.step(x, s)
             new_state.append(s)
         return self._predict(x), new_state
 

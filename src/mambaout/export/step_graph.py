@@ -42,7 +42,7 @@ from torch import nn
 
 from mambaout.anomaly.detector import EPS, Detector
 from mambaout.anomaly.encoder import FrameEncoder, nearest
-from mambaout.anomaly.temporal import FrameKNN, TemporalModel, WindowedAttention, block_step
+from mambaout.anomaly.temporal import FrameKNN, TemporalModel, WindowedAttention
 from mambaout.errors import UserError
 from mambaout.export.availability import require
 from mambaout.export.formats import check_format, resolve_output
@@ -298,7 +298,7 @@ class DetectorStep(nn.Module):
             k += len(keys)
             if isinstance(block.mixer, RingAttention):
                 given["t"] = t
-            x, s = block_step(block, x, given if len(keys) > 1 else given["conv"])
+            x, s = block.step(x, given if len(keys) > 1 else given["conv"])
             new_state += [s[key] for key in keys] if isinstance(s, dict) else [s]
         ring = past.shape[0]
         write = (torch.arange(ring) == t % ring)[:, None, None]  # slot t mod ring takes this frame's predictions

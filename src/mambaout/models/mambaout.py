@@ -137,6 +137,15 @@ class GatedCNNBlock(nn.Module):
         y = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(y)) + x, state
 
+    def stream(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """`forward` for the next chunk x (B, L, C) of a causal 1-D stream, the mixer carrying `state` from the chunk
+        before (the same state `step` keeps): chunks in turn give `forward` on the whole sequence to float32 rounding.
+        """
+        g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
+        c, state = self.mixer(c, state)
+        y = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
+        return self.drop_path(self.ls(y)) + x, state
+
 
 class MambaOutStage(nn.Module):
     """[Downsample] -> depth x GatedCNNBlock. NHWC."""
