@@ -34,7 +34,6 @@ from mambaout.anomaly.detector import Detector
 from mambaout.anomaly.encoder import encode_frames
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, state_bytes
 from mambaout.anomaly.train import PredictionObjective, Windows, build_temporal, temporal_args, train_encoder
-from mambaout.engine.records import RunLog
 
 
 class LineTask:
@@ -98,7 +97,7 @@ class LineTask:
         out = Path(self.cfg.output)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        self.encoder, self.cache = train_encoder(self.cfg, self.rt, self.dataset, out, RunLog(out))
+        self.encoder, self.cache = train_encoder(self.cfg, self.rt, self.dataset, out)
         self.encoder = self.encoder.cpu().eval()
         self.test = []  # (embeddings, codes, labels, kinds) of the decoded frames of every test video
         for video in self.dataset.test:
@@ -186,7 +185,7 @@ class LineTask:
     def build_model(self, mixer: str) -> nn.Module:
         if mixer == "frame":
             cfg = AnomalyConfig(**{**vars(self.cfg), "mixer": "frame"})
-            return build_temporal(cfg, self.cache, self.rt, Path(self.cfg.output), RunLog(None))[0]
+            return build_temporal(cfg, self.cache, self.rt, Path(self.cfg.output))[0]
         return TemporalModel(**temporal_args(AnomalyConfig(**{**vars(self.cfg), "mixer": mixer}), self.embed_dim))
 
     def mixer_tokens(self) -> tuple[int, int]:
@@ -321,7 +320,7 @@ class LineTask:
             }
         )
         seed_all(seed)
-        return build_temporal(cfg, self.cache, self.rt, out, RunLog(out))
+        return build_temporal(cfg, self.cache, self.rt, out)
 
     def stream_cost(self, model: nn.Module, frames: tuple[int, ...] = (100, 1000, 10000)) -> dict[str, Any]:
         """Temporal step latency (ms, median of the last 50 steps) and state bytes after each count of frames."""

@@ -40,7 +40,7 @@ from mambaout.anomaly.patch import PatchBranch, build_patch_branch, frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, code_loss, matched_widths
 from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
-from mambaout.engine.records import RunLog, write_json
+from mambaout.engine.records import write_json
 from mambaout.engine.run import OptimizerSpec, RunConfig, RunState, ScheduleSpec, Task, run
 from mambaout.engine.runtime import Runtime, intra_op_threads, seed_all, setup_runtime
 from mambaout.errors import UserError
@@ -168,10 +168,10 @@ def temporal_args(cfg: AnomalyConfig, embed_dim: int) -> dict[str, Any]:
 
 
 def train_encoder(
-    cfg: AnomalyConfig, rt: Runtime, data, out: Path, log: RunLog | None = None
+    cfg: AnomalyConfig, rt: Runtime, data, out: Path
 ) -> tuple[FrameEncoder, dict]:
-    """Stage 1: the encoder and the cached, standardised embeddings of every normal training video (`log` is not
-    used: the stage's lines go to `out`/log.jsonl through the engine)."""
+    """Stage 1: the encoder and the cached, standardised embeddings of every normal training video (the stage's lines
+    go to `out`/log.jsonl through the engine)."""
     if (out / "encoder.pt").is_file() and (out / "embeddings.pt").is_file():
         return load_encoder(out)
     splits = [split_point(v.frame_count, cfg.val_fraction) for v in data.train]
@@ -214,10 +214,10 @@ def load_encoder(run: Path) -> tuple[FrameEncoder, dict]:
 
 
 def build_temporal(
-    cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path, log: RunLog | None = None
+    cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path
 ) -> tuple[nn.Module, dict]:
-    """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`; `log` is
-    not used: the stage's lines go to `out`/log.jsonl through the engine)."""
+    """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`; the
+    stage's lines go to `out`/log.jsonl through the engine)."""
     train_parts = [e[:s] for e, s in zip(cache["embeddings"], cache["splits"])]
     embed_dim = train_parts[0].shape[1]
     if cfg.mixer == "frame":
