@@ -17,7 +17,8 @@ from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
 from mambaout.video import open_video
 
-LINE = LineConfig(period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5)
+LINE = LineConfig(period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5, calm=1
+)
 HORIZONS = (1, 8)
 
 
@@ -200,7 +201,10 @@ def test_train_and_eval_commands_write_and_read_a_run(conv_run, tmp_path, capsys
     assert code == 0 and (out / "detector.pt").is_file() and "frame:" in capsys.readouterr().out
     assert main(["anomaly", "eval", "--run", str(out), "--data", str(data), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["frames"] == LINE.test_frames and metrics["mixer"] == "frame"
+    # the frames a context of --burn-in judges, the warm-up and the recovery after each anomaly apart
+    left_out = metrics["warmup"]["frames"] + metrics["recovery"]["frames"]
+    assert metrics["frames"] + left_out == LINE.test_frames and metrics["mixer"] == "frame"
+    assert metrics["warmup"]["frames"] == json.loads((out / "calibration.json").read_text()).get("burn_in", 56)
     assert set(metrics["auroc_per_kind"]) == {"local", "temporal", "contextual"}
     assert set(metrics["branches"]) == {"combined", "temporal", "patch"}
     assert metrics["branches"]["combined"]["auroc_micro"] == pytest.approx(metrics["auroc_micro"])

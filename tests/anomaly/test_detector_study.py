@@ -3,12 +3,13 @@
 import pytest
 from test_detector import LINE
 
+from mambaout.anomaly.metrics import judged
 from mambaout.anomaly.study_task import LineTask
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    line = {k: getattr(LINE, k) for k in ("period", "spacing", "frames", "test_frames", "size", "seed")}
+    line = {k: getattr(LINE, k) for k in ("period", "spacing", "frames", "test_frames", "size", "seed", "calm")}
     line.update(train_videos=1, test_videos=1)
     return LineTask(
         work_dir=tmp_path_factory.mktemp("study"),
@@ -37,7 +38,9 @@ def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
     assert burn_in == (LINE.period + 1) * LINE.spacing and task.cfg.horizons == (1, LINE.spacing)
     for m, r in results.items():
         # the warm-up frames (the context filling) are reported apart, not mixed into the metric
-        assert r["eval_count"] == LINE.test_frames - burn_in and r["warmup"]["frames"] == burn_in
+        # and so are the normal frames whose context still holds an anomaly (the recovery)
+        assert r["eval_count"] == judged(task.test[0][2], burn_in).sum() and r["warmup"]["frames"] == burn_in
+        assert r["eval_count"] + r["warmup"]["frames"] + r["recovery"]["frames"] == LINE.test_frames
         assert set(r["auroc_per_kind"]) <= {"local", "temporal", "contextual"} <= set(r["auroc_interval"])
         lo, hi = r["auroc_interval"]["temporal"]
         assert len(r["auroc_bootstrap"]["temporal"]) == task.replicates and lo <= hi
@@ -45,4 +48,6 @@ def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
     ceilings = task.config()["ceilings"]
     assert ceilings["window"] == LINE.spacing + 2 * 3 and set(ceilings["short"]) >= {"missing_marker", "contextual"}
     ssm, attn = results["ssm"]["stream"], results["attn_causal"]["stream"]
-    assert ssm[10]["state_bytes"] == ssm[300]["state_bytes"] and attn[300]["state_bytes"] > 8 * attn[10]["state_bytes"]
+    # attention reads the window it was trained on: a ring of seq_len frames, allocated at the start
+    assert ssm[10]["state_bytes"] == ssm[300]["state_bytes"] and attn[300]["state_bytes"] == attn[10]["state_bytes"]
+    assert task.mixer_config("attn_causal").window == task.seq_len and task.mixer_config("ssm").window is None

@@ -24,7 +24,8 @@ from mambaout.cli import main
 from mambaout.errors import UserError
 from mambaout.video import load_dataset, read_masks
 
-SMALL = LineConfig(period=6, spacing=8, frames=240, test_frames=420, train_videos=1, test_videos=2, size=32, seed=3)
+SMALL = LineConfig(period=6, spacing=8, frames=240, test_frames=420, train_videos=1, test_videos=2, size=32, seed=3, calm=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +137,13 @@ def test_the_contextual_memory_grows_with_the_period_past_a_short_conv_and_six_d
 
 def test_the_generate_command_and_its_errors(tmp_path, capsys):
     flags = ["--period", "6", "--spacing", "8", "--frames", "100", "--test-frames", "420", "--size", "32"]
-    assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), *flags, "--test-videos", "1"]) == 0
+    assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), *flags, "--test-videos", "1", "--calm", "1"]) == 0
     assert "contextual anomalies need 24 frames of memory" in capsys.readouterr().out
     assert len(list((tmp_path / "d" / "test").iterdir())) == 1
     assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), "--period", "7"]) == 2
     assert "--period 7 must be a multiple of 3" in capsys.readouterr().err
     assert main(["anomaly", "generate", "--output", str(tmp_path / "d"), *flags[:4], "--test-frames", "100"]) == 2
-    assert "use --test-frames 200 or more" in capsys.readouterr().err
+    assert "use --test-frames 368 or more" in capsys.readouterr().err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="exists and is not a generated line"):
@@ -154,7 +155,7 @@ def frame_hashes(line: Line, plan) -> set[bytes]:
 
 
 def test_no_two_videos_share_a_frame():
-    config = LineConfig(frames=400, test_frames=600, train_videos=3, test_videos=2, events=4, seed=1)
+    config = LineConfig(frames=400, test_frames=600, train_videos=3, test_videos=2, events=4, seed=1, calm=1)
     line = Line(config)
     plans = [line.plan_video("train", i) for i in range(3)] + [line.plan_video("test", i) for i in range(2)]
     hashes = [frame_hashes(line, p) for p in plans]
@@ -173,7 +174,10 @@ def test_the_default_line_has_a_hundred_passes_of_every_item_and_thirty_events_o
     assert min(counts.values()) >= 100 and counts["diamond"] == min(counts.values())
     events = [e["subtype"] for p in test for e in p.events]
     assert {s: events.count(s) for s in KIND_OF} == dict.fromkeys(KIND_OF, 30)
-    assert sum(len(p.belt) for p in train) <= 6400 and sum(len(p.belt) for p in test) <= 6000
+    assert sum(len(p.belt) for p in train) <= 6400 and sum(len(p.belt) for p in test) <= 28000
+    # after every event, a cycle and an item of normal video settle a detector's context before the next one
+    gaps = [b["start"] - a["end"] for p in test for a, b in zip(p.events, p.events[1:])]
+    assert min(gaps) >= config.warmup_frames and np.median(gaps) >= 1.5 * config.warmup_frames, (min(gaps), np.median(gaps))
 
 
 def test_normal_video_shows_items_at_every_offset_any_test_video_leaves_them_at():

@@ -32,7 +32,7 @@ def test_the_cycle_conditional_is_exact():
 
 
 def test_a_short_window_cannot_tell_the_markers_and_a_cycle_of_memory_can():
-    line = LineConfig(test_videos=2, events=6, test_frames=900, frames=200, train_videos=1)
+    line = LineConfig(test_videos=2, events=6, test_frames=900, frames=200, train_videos=1, calm=1)
     short = short_memory_ceiling(line, window=6)
     full = short_memory_ceiling(line, window=line.cycle_frames + 14)
     for subtype in ("misplaced_marker", "missing_marker"):

@@ -73,7 +73,7 @@ def test_maps_have_the_frame_size_and_a_normal_bank_gives_zero_on_its_own_frames
 def local_defect_metrics(seed: int) -> tuple[float, float, float]:
     """(frame AUROC, pixel AUROC, share of defect frames with the map's maximum on the defect) of a patch branch
     built from 300 frames of a normal video, on the local defects of a test video of the line of `seed`."""
-    line = Line(LineConfig(seed=seed, test_videos=2))
+    line = Line(LineConfig(seed=seed, test_videos=2, test_frames=1500, calm=1))
     train = line.plan_video("train", 0)
     drawn = np.sort(np.random.default_rng(seed).choice(len(train.belt), 300, replace=False))
     normal = np.stack([line.render(train, int(t)) for t in drawn])

@@ -46,6 +46,9 @@ class AnomalyConfig:
     batch_size: int = option(16, "windows per update", "optimisation")
     seq_len: int = option(256, "frames per training window that carry a loss", "optimisation")
     burn_in: int = option(56, "frames read before any loss or metric (the context filling)", "optimisation")
+    input_noise: float = option(
+        1.0, "std of Gaussian noise on the standardised embeddings while training (0: none)", "optimisation"
+    )
     lr: float = option(3e-3, "AdamW learning rate", "optimisation")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, SSM A_log, D)", "optimisation")
     warmup_steps: int = option(20, "linear warm-up updates", "optimisation")
@@ -69,5 +72,7 @@ class AnomalyConfig:
             raise UserError(f"--burn-in {self.burn_in} must be at least the longest horizon {max(self.horizons)}")
         if self.patch_bank < 0 or (self.patch_bank and self.patch_frames < 1):
             raise UserError("--patch-bank must be >= 0 (0: no patch branch) and --patch-frames >= 1; use e.g. 512 600")
+        if self.input_noise < 0:
+            raise UserError(f"--input-noise {self.input_noise} must be >= 0 (0: none); use e.g. 1.0")
         if not 0.5 <= self.quantile < 1:
             raise UserError(f"--quantile {self.quantile} must be in [0.5, 1); use e.g. 0.99")

@@ -210,6 +210,8 @@ def load_detector(run: str | Path) -> tuple[Detector, dict]:
         raise UserError(f"{path} is not a detector of `mambaout anomaly train`; give that command's run folder")
     encoder = FrameEncoder(**saved["encoder_args"])
     args = {k: v for k, v in saved["temporal_args"].items() if k != "final_loss"}
+    if args.get("mixer") == "attn_causal":
+        args.setdefault("rope", args.get("window") is None)  # saved before windowed attention had positions
     if saved["mixer"] == "frame":
         temporal = FrameKNN(torch.zeros(args["bank_size"], args["embed_dim"]), args["k"])
     else:

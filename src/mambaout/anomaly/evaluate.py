@@ -3,7 +3,10 @@
 Each test video is scored offline from its first frame (the same numbers `watch` streams), frames that fail to
 decode are left out together with their labels, and `mambaout.anomaly.metrics.frame_metrics` gives frame AUROC
 (micro and macro), average precision, AUROC per anomaly kind, detection delay and false alarms per hour at the run's
-threshold. `smooth` (sigma in frames, 0 = raw) applies the literature's offline Gaussian smoothing first.
+threshold. `smooth` (sigma in frames, 0 = raw) applies the literature's offline Gaussian smoothing first. Frames
+are judged as the run's `--burn-in` allows (`metrics.judged`): a video's first burn-in frames (the warm-up) and the
+normal frames within burn-in frames after an anomaly (the recovery: their context holds it) are left out of the
+AUROCs and AP and reported apart with their alarm rates ("warmup", "recovery").
 
 The metrics are of the alarm score (both branches, `detector.py`); `branches` repeats the frame AUROCs (micro,
 macro, per kind) and AP for each branch alone, on its standardised score, and for the combination, so what each
@@ -44,11 +47,12 @@ def score_video(detector, video, image_size: int, maps: bool = False) -> dict[st
         return dict(out, positions=np.asarray(positions, dtype=np.int64), skipped=source.skipped, fps=source.fps)
 
 
-def branch_metrics(scores, labels, kinds) -> dict[str, Any]:
-    """Frame AUROC (micro, macro, per kind) and AP of one branch's scores (one array per video)."""
+def branch_metrics(scores, labels, kinds, context: int = 0) -> dict[str, Any]:
+    """Frame AUROC (micro, macro, per kind) and AP of one branch's scores (one array per video), on the frames a
+    context of `context` frames judges (`metrics.judged`)."""
     from mambaout.anomaly.metrics import frame_metrics
 
-    m = frame_metrics(scores, labels, kinds)
+    m = frame_metrics(scores, labels, kinds, context=context)
     return {k: m[k] for k in ("auroc_micro", "auroc_macro", "average_precision", "auroc_per_kind") if k in m}
 
 
@@ -115,9 +119,11 @@ def evaluate_run(run: str | Path, data: str | Path, smooth: float = 0.0, write: 
         branch_z = {k: gaussian_smooth(v, smooth) if v else v for k, v in branch_z.items()}
     has_kinds = all(k is not None for k in kinds)
     threshold = float(detector.alarm_threshold)
-    metrics = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, fps=fps or 25.0)
-    branches = {"combined": branch_metrics(scores, labels, kinds if has_kinds else None)}
-    branches.update({k: branch_metrics(v, labels, kinds if has_kinds else None) for k, v in branch_z.items() if v})
+    context = int(config.get("burn_in") or 0)  # every detector of a run's settings is judged on the same frames
+    kinds_or_none = kinds if has_kinds else None
+    metrics = frame_metrics(scores, labels, kinds_or_none, threshold, fps=fps or 25.0, context=context)
+    branches = {"combined": branch_metrics(scores, labels, kinds_or_none, context)}
+    branches.update({k: branch_metrics(v, labels, kinds_or_none, context) for k, v in branch_z.items() if v})
     if pixel_maps:
         all_maps, all_masks = np.concatenate(pixel_maps), np.concatenate(pixel_masks)
         metrics["pixels"] = pixel_metrics(all_maps, all_masks)

@@ -77,7 +77,7 @@ class LineConfig:
     period: int = option(6, "P: items per cycle, a multiple of 3 (contextual memory (P-3)·S frames)")
     spacing: int = option(8, "S: frames between consecutive items (on average)")
     frames: int = option(1600, "frames per train video")
-    test_frames: int = option(1500, "frames per test video")
+    test_frames: int = option(6800, "frames per test video")
     train_videos: int = option(4, "normal training videos")
     test_videos: int = option(4, "labelled test videos")
     size: int = option(64, "frame side in pixels")
@@ -85,6 +85,9 @@ class LineConfig:
     fps: float = option(25.0, "frames per second of the written videos")
     events: int = option(30, "events of every subtype across the test videos (fewer if the test videos are too short)")
     jitter: float = option(0.06, "belt speed drift: standard deviation of the speed relative to nominal (0: constant)")
+    calm: int | None = option(
+        None, "normal slots after every event before the next (default 2·P: a cycle and an item settle the context)"
+    )
 
     def check(self) -> None:
         if self.period < 6 or self.period % 3:
@@ -104,14 +107,22 @@ class LineConfig:
             raise UserError(
                 f"--jitter {self.jitter} must be between 0 and 0.1 (a faster drift would look like a jerk); use 0.06"
             )
+        if self.calm is not None and self.calm < 1:
+            raise UserError(f"--calm {self.calm} must be at least 1 normal slot between events; use e.g. 12")
         if self.frames < 2 * self.cycle_frames:
             raise UserError(f"--frames {self.frames} is shorter than two cycles; use {2 * self.cycle_frames} or more")
-        need = self.warmup_frames + 3 * self.period * self.spacing
+        need = self.warmup_frames + 3 * (self.calm_slots + 1) * self.spacing
         if self.test_frames < need:
             raise UserError(
                 f"--test-frames {self.test_frames} is too short to hold every anomaly kind after a cycle of warm-up "
-                f"at --period {self.period} --spacing {self.spacing}; use --test-frames {need} or more"
+                f"at --period {self.period} --spacing {self.spacing} --calm {self.calm_slots}; "
+                f"use --test-frames {need} or more"
             )
+
+    @property
+    def calm_slots(self) -> int:
+        """Normal slots after every event before the next one."""
+        return 2 * self.period if self.calm is None else self.calm
 
     @property
     def cycle_frames(self) -> int:
@@ -298,12 +309,14 @@ class Line:
     ) -> dict[int, str]:
         """Which slot carries which event (slot -> subtype), walking the slots in order.
 
-        Events sit one normal slot apart (two after a foreign object, which trails its slot into the next one). A
-        marker event needs the P slots before it free of contextual events, so its context is a sound cycle; the
+        Every event is followed by `calm_slots` normal slots before the next (one more after a foreign object,
+        which trails its slot into the next one): the first cycle and item of them let a detector's context settle,
+        the rest is settled normal video. A marker event needs the P slots before it free of contextual events, so its
+        context is a sound cycle; the
         markers alternate misplaced/missing, the other subtypes come round-robin in a shuffled order, so a video too
         short for its quota still gets a balanced share. `skip` leaves slots empty at random to spread the events.
         """
-        p = self.config.period
+        p, calm = self.config.period, self.config.calm_slots
         a, b = MARKER_EVENTS if rng.random() < 0.5 else MARKER_EVENTS[::-1]
         markers = [s for r in range(max(quota[a], quota[b])) for s, q in ((a, quota[a]), (b, quota[b])) if q > r]
         others = [s for s in KIND_OF if s not in MARKER_EVENTS]
@@ -324,7 +337,7 @@ class Line:
         schedule: dict[int, str] = {}
         busy, last_context = first - 2, first - p - 1  # warm-up slots are normal
         for j in range(first, last + 1):
-            if j < busy + 2 or not (markers or fillers):
+            if j < busy + 1 + calm or not (markers or fillers):
                 continue
             if markers and next_marker(j, last_context) == j:
                 if rng.random() >= skip:
@@ -336,7 +349,7 @@ class Line:
             k = next_marker(j, last_context)
             for i, s in enumerate(fillers[:6]):
                 before, width = spans.get(s, (1, 1))
-                fits = j >= busy + 1 + before and k >= j + width + 1 and j + width - 1 <= last
+                fits = j >= busy + 1 + max(before, calm) and k >= j + width + calm and j + width - 1 <= last
                 if not fits or (s == "skipped" and k - j <= p):  # an empty slot would sit in a marker's context
                     continue
                 schedule[j] = fillers.pop(i)

@@ -8,6 +8,13 @@ on normal validation video; detection delay is counted from an anomaly interval'
 inside it, and false alarms are alarm onsets on normal frames per hour of normal video. Smoothing never crosses a
 video boundary. Every function takes one array per video (a single array is one video).
 
+A detector that reads `context` frames of the past (`frame_metrics(..., context=C)`) is judged on the frames its
+context allows (`judged`): every anomalous frame, and the normal frames whose previous C frames are all normal and
+inside the video. The others are reported apart with their alarm rate: the warm-up (a video's first C frames, the
+context still filling) and the recovery (the normal frames within C frames after an anomaly, whose context holds
+it: a model predicting the line from the last cycle is rightly thrown by a wrong item for a cycle, and a stalled
+belt leaves every later item off the position it had).
+
 Pixel level (where the test videos have pixel masks, `mambaout.video.read_masks`), as anomalib and MVTec AD report
 them: `pixel_auroc` pools every pixel of the frames given; `aupro` averages the overlap of the thresholded map with
 each connected region of the masks (8-connected, per frame), plots it against the false-positive rate on normal
@@ -100,6 +107,22 @@ def anomaly_intervals(labels: np.ndarray, kinds: np.ndarray | None = None) -> li
     return split
 
 
+def judged(labels: np.ndarray, context: int) -> np.ndarray:
+    """bool per frame: anomalous, or normal with its previous `context` frames normal and inside the video.
+
+    Example:
+        >>> judged(np.array([0, 0, 0, 1, 0, 0, 0]), context=2).astype(int)
+        array([0, 0, 1, 1, 0, 0, 1])
+    """
+    y = np.asarray(labels).astype(bool)
+    if context <= 0:
+        return np.ones(len(y), bool)
+    before = np.concatenate([[0], np.cumsum(y)])  # before[t]: anomalous frames in [0, t)
+    t = np.arange(len(y))
+    recent = before[t] - before[np.maximum(t - context, 0)]
+    return y | ((t >= context) & (recent == 0))
+
+
 def alarms_at(scores: PerVideo, threshold: float) -> list[np.ndarray]:
     """Alarm per frame: score strictly above the threshold."""
     return [np.asarray(s) > threshold for s in _videos(scores)]
@@ -135,11 +158,14 @@ def delay_summary(delays: Sequence[int | None]) -> dict[str, float | int | None]
     }
 
 
-def false_alarms_per_hour(alarms: PerVideo, labels: PerVideo, fps: float) -> float:
-    """Alarm onsets (an alarm frame whose previous frame had none) on normal frames, per hour of normal video."""
+def false_alarms_per_hour(alarms: PerVideo, labels: PerVideo, fps: float, counted: PerVideo | None = None) -> float:
+    """Alarm onsets (an alarm frame whose previous frame had none) on normal frames, per hour of normal video;
+    `counted` (bool per frame) limits both to those frames."""
     onsets, normal_frames = 0, 0
-    for a, y in zip(_videos(alarms), _videos(labels)):
+    counted = _videos(counted) if counted is not None else [None] * len(_videos(labels))
+    for a, y, c in zip(_videos(alarms), _videos(labels), counted):
         a, normal = np.asarray(a, dtype=bool), np.asarray(y) == 0
+        normal = normal if c is None else normal & np.asarray(c, dtype=bool)
         starts = a & ~np.concatenate([[False], a[:-1]])
         onsets += int((starts & normal).sum())
         normal_frames += int(normal.sum())
@@ -208,13 +234,35 @@ def frame_metrics(
     kinds: PerVideo | None = None,
     threshold: float | None = None,
     fps: float = 25.0,
+    context: int = 0,
 ) -> dict:
     """Every metric above in one JSON-ready dict (undefined values are None); alarm metrics need `threshold`.
+
+    With `context` C > 0, every metric is over the frames `judged` keeps, and "warmup" and "recovery" give the
+    frames left out and, with a threshold, the share of them in alarm.
 
     Example:
         >>> frame_metrics([np.array([0.1, 0.9, 0.2])], [np.array([0, 1, 0])], threshold=0.5)["auroc_micro"]
         1.0
     """
+    left_out, keep = {}, None
+    all_scores, all_labels, all_kinds = scores, labels, kinds  # alarms and delays run over whole videos
+    if context > 0:
+        keep = [judged(y, context) for y in _videos(labels)]
+        vids = _videos(scores)
+        parts = {
+            "warmup": [np.arange(len(k)) < context for k in keep],
+            "recovery": [~k & (np.arange(len(k)) >= context) for k in keep],
+        }
+        for name, masks in parts.items():
+            n = int(sum(m.sum() for m in masks))
+            rate = None
+            if threshold is not None and n:
+                rate = float(sum((np.asarray(v)[m] > threshold).sum() for v, m in zip(vids, masks)) / n)
+            left_out[name] = dict(frames=n, alarm_rate=rate)
+        scores = [np.asarray(v)[k] for v, k in zip(vids, keep)]
+        labels = [np.asarray(y)[k] for y, k in zip(_videos(labels), keep)]
+        kinds = None if kinds is None else [np.asarray(x)[k] for x, k in zip(_videos(kinds), keep)]
     s, y = _pooled(scores, labels)
     out: dict = {
         "frames": int(y.size),
@@ -226,16 +274,17 @@ def frame_metrics(
     if kinds is not None:
         out["auroc_per_kind"] = {k: _json_number(v) for k, v in auroc_per_kind(scores, labels, kinds).items()}
     if threshold is not None:
-        alarms = alarms_at(scores, threshold)
+        alarms = alarms_at(all_scores, threshold)
         out["threshold"] = float(threshold)
-        out["false_alarms_per_hour"] = _json_number(false_alarms_per_hour(alarms, labels, fps))
-        delays = interval_delays(alarms, labels, kinds)
+        out["false_alarms_per_hour"] = _json_number(false_alarms_per_hour(alarms, all_labels, fps, keep))
+        delays = interval_delays(alarms, all_labels, all_kinds)
         out["detection"] = delay_summary([d for _, d in delays])
         if kinds is not None:
             out["detection_per_kind"] = {
                 kind: delay_summary([d for k, d in delays if k == kind])
                 for kind in sorted({k for k, _ in delays} - {""})
             }
+    out.update(left_out)
     return out
 
 

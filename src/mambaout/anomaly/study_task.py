@@ -45,10 +45,10 @@ class LineTask:
     budgets = {
         "small": dict(steps=20, batch_size=4, lr=3e-3, warmup_steps=2, encoder_steps=30),
         "default": dict(
-            steps=200, batch_size=8, lr=3e-3, warmup_steps=10, encoder_steps=300, lrs=(1e-3, 3e-3, 1e-2), sweep_steps=50
+            steps=400, batch_size=8, lr=3e-3, warmup_steps=20, encoder_steps=300, lrs=(3e-3, 1e-2), sweep_steps=50
         ),
         "full": dict(
-            steps=800,
+            steps=1200,
             batch_size=16,
             lr=3e-3,
             warmup_steps=40,
@@ -186,7 +186,14 @@ class LineTask:
         if mixer == "frame":
             cfg = AnomalyConfig(**{**vars(self.cfg), "mixer": "frame"})
             return build_temporal(cfg, self.cache, self.rt, Path(self.cfg.output))[0]
-        return TemporalModel(**temporal_args(AnomalyConfig(**{**vars(self.cfg), "mixer": mixer}), self.embed_dim))
+        return TemporalModel(**temporal_args(self.mixer_config(mixer), self.embed_dim))
+
+    def mixer_config(self, mixer: str, **fields: Any) -> AnomalyConfig:
+        """The task's configuration for one mixer: causal attention reads the last `seq_len` frames (the window it
+        is trained on, with relative positions), so that it is scored in the regime it learnt; unwindowed, it reads
+        thousands of frames of a test video after training on windows of 312 and its validation loss doubles."""
+        window = self.seq_len if mixer == "attn_causal" and self.cfg.window is None else self.cfg.window
+        return AnomalyConfig(**{**vars(self.cfg), "mixer": mixer, "window": window, **fields})
 
     def mixer_tokens(self) -> tuple[int, int]:
         """(frames of a test video: the sequence each model reads, the residual width)."""
@@ -203,7 +210,7 @@ class LineTask:
             yield torch.stack(x), torch.stack(y)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return PredictionObjective(model, self.cfg.burn_in)(x, y)
+        return PredictionObjective(model, self.cfg.burn_in, self.cfg.input_noise)(x, y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device | None = None) -> tuple[float, int]:
@@ -215,10 +222,11 @@ class LineTask:
     @torch.no_grad()
     def metrics(self, model: nn.Module) -> dict[str, Any]:
         """Calibrate on normal validation video (the continuation of each normal video), score every test video from
-        its start; the metrics module's dict over the frames after the burn-in, AUROC per subtype, bootstrap
-        replicates per kind and subtype (`bootstrap.py`), and the warm-up frames' alarm rate apart."""
+        its start; the metrics module's dict over the frames the burn-in judges (`metrics.judged`: the anomalous
+        frames and the normal ones whose last `burn_in` frames are normal), AUROC per subtype, bootstrap replicates
+        per kind and subtype (`bootstrap.py`), and the warm-up's and the recovery's alarm rates apart."""
         from mambaout.anomaly.bootstrap import auroc_replicates, interval
-        from mambaout.anomaly.metrics import frame_metrics
+        from mambaout.anomaly.metrics import frame_metrics, judged
 
         mixer = "frame" if isinstance(model, FrameKNN) else model.mixer
         detector = Detector(self.encoder, model.cpu().eval(), mixer)
@@ -227,19 +235,20 @@ class LineTask:
         b, threshold = self.cfg.burn_in, float(detector.threshold)
         kinds = [k for *_, k in self.test]
         has_kinds = all(k is not None for k in kinds)
-        labels = [y[b:] for _, _, y, _ in self.test]
-        out = frame_metrics([s[b:] for s in scores], labels, [k[b:] for k in kinds] if has_kinds else None, threshold)
-        warm = np.concatenate([s[:b] for s in scores])
-        out["warmup"] = dict(frames=int(len(warm)), alarm_rate=float((warm > threshold).mean()) if len(warm) else None)
+        labels = [y for _, _, y, _ in self.test]
+        out = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, context=b)
         out["scores"] = scores
         if not has_kinds:
             return out
-        s = np.concatenate([x[b:] for x in scores])
-        y = np.concatenate(labels)
-        k = np.concatenate([k[b:] for k in kinds])
+        keep = [judged(y, b) for y in labels]
+        s = np.concatenate([x[j] for x, j in zip(scores, keep)])
+        y = np.concatenate([x[j] for x, j in zip(labels, keep)])
+        k = np.concatenate([x[j] for x, j in zip(kinds, keep)])
         offsets = np.cumsum([0] + [int(ev.max()) + 1 for ev, _ in self.events[:-1]])
-        event_of = np.concatenate([np.where(ev[b:] >= 0, ev[b:] + o, -1) for (ev, _), o in zip(self.events, offsets)])
-        subtype = np.concatenate([st[b:] for _, st in self.events])
+        event_of = np.concatenate(
+            [np.where(ev >= 0, ev + o, -1)[j] for (ev, _), o, j in zip(self.events, offsets, keep)]
+        )
+        subtype = np.concatenate([st[j] for (_, st), j in zip(self.events, keep)])
         groups = {kind: k == kind for kind in sorted(set(k[y == 1].tolist()) - {""})}
         groups.update({name: subtype == name for name in sorted(set(subtype[y == 1].tolist()) - {""})})
         out["auroc_per_subtype"], out["bootstrap"], out["interval"] = {}, {}, {}
@@ -306,18 +315,15 @@ class LineTask:
         from mambaout.engine.runtime import seed_all
 
         out.mkdir(parents=True, exist_ok=True)
-        cfg = AnomalyConfig(
-            **{
-                **vars(self.cfg),
-                "mixer": mixer,
-                "seed": seed,
-                "output": str(out),
-                "steps": budget["steps"],
-                "batch_size": budget["batch_size"],
-                "lr": budget["lr"],
-                "warmup_steps": budget.get("warmup_steps", 0),
-                "checkpoint_every": 0,
-            }
+        cfg = self.mixer_config(
+            mixer,
+            seed=seed,
+            output=str(out),
+            steps=budget["steps"],
+            batch_size=budget["batch_size"],
+            lr=budget["lr"],
+            warmup_steps=budget.get("warmup_steps", 0),
+            checkpoint_every=0,
         )
         seed_all(seed)
         return build_temporal(cfg, self.cache, self.rt, out)
@@ -376,6 +382,7 @@ class LineTask:
             auroc_interval=metrics.get("interval", {}),
             auroc_bootstrap=metrics.get("bootstrap", {}),
             warmup=metrics["warmup"],
+            recovery=metrics["recovery"],
             lr=lr,
             lr_sweep=sweep,
             validation_loss=None if mixer == "frame" else self.validation_loss(model),

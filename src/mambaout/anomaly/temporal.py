@@ -39,10 +39,10 @@ from mambaout.models.sequence import SequenceModel
 
 class WindowedAttention(AttentionMixer):
     """Causal attention in which token t sees tokens t - W + 1 .. t only: the offline twin of a W-token cache (the
-    exported step graph's ring). Without relative positions: the ring step of the export rotates no keys."""
+    exported step graph's ring, which rotates each key by its frame's position as it writes it, with `rope`)."""
 
-    def __init__(self, dim: int, kernel_size: int, window: int):
-        super().__init__(dim, kernel_size, layout="1d", causal=True, window=window)
+    def __init__(self, dim: int, kernel_size: int, window: int, rope: bool = True):
+        super().__init__(dim, kernel_size, layout="1d", causal=True, window=window, rope=rope)
 
 
 def surprise(log_probs: torch.Tensor, codes: torch.Tensor, horizons: tuple[int, ...]) -> torch.Tensor:
@@ -85,6 +85,7 @@ class TemporalModel(nn.Module):
         codes: int = 64,
         expansion_ratio: float = 8 / 3,
         mixer_kwargs: dict[str, Any] | None = None,
+        rope: bool = True,
     ):
         super().__init__()
         if check_mixer(mixer) not in TEMPORAL_MIXERS:
@@ -96,13 +97,13 @@ class TemporalModel(nn.Module):
         self.in_proj = nn.Linear(embed_dim, width)
         kwargs = dict(layout="1d", **(mixer_kwargs or {}))
         if mixer == "attn_causal" and not self.window:
-            kwargs.setdefault("rope", True)  # relative positions: how long ago a frame was, not only its content
+            kwargs.setdefault("rope", rope)  # relative positions: how long ago a frame was, not only its content
         self.blocks = nn.ModuleList(
             GatedCNNBlock(width, expansion_ratio, kernel_size, mixer=mixer, mixer_kwargs=kwargs) for _ in range(depth)
         )
         if self.window:
             for block in self.blocks:
-                block.mixer = WindowedAttention(block.split_indices[2], kernel_size, self.window)
+                block.mixer = WindowedAttention(block.split_indices[2], kernel_size, self.window, rope)
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.head = nn.Linear(width, len(self.horizons) * codes)
         self.apply(SequenceModel._init_weights)

@@ -78,13 +78,20 @@ class Windows(Dataset):
 
 class PredictionObjective(nn.Module):
     """What the engine trains for a temporal model: forward(windows (B, L, D), codes (B, L)) = the NLL of each
-    frame's code under the predictions made h frames before, on frames >= burn_in, averaged over horizons."""
+    frame's code under the predictions made h frames before, on frames >= burn_in, averaged over horizons.
 
-    def __init__(self, model: TemporalModel, burn_in: int):
+    In training, Gaussian noise of std `input_noise` is added to the (standardised) embeddings: a frame's fine
+    detail (the belt's texture) tells exactly where in a training video it is, and a model with memory otherwise
+    learns the training videos by heart instead of the line (on the built-in line without noise: training loss 0.01
+    nats, validation 2.0, memory probe 68 %; with noise 1.0: 0.87 and 1.0 nats, probe 96 %; docs/anomaly.md)."""
+
+    def __init__(self, model: TemporalModel, burn_in: int, input_noise: float = 0.0):
         super().__init__()
-        self.model, self.burn_in = model, burn_in
+        self.model, self.burn_in, self.input_noise = model, burn_in, input_noise
 
     def forward(self, windows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        if self.training and self.input_noise:
+            windows = windows + self.input_noise * torch.randn_like(windows)
         return code_loss(self.model(windows), codes, self.model.horizons, self.burn_in)
 
 
@@ -237,7 +244,7 @@ def build_temporal(
     rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
     codes = [c[:s].to(rt.device) for c, s in zip(cache["codes"], cache["splits"])]
     windows = Windows([p.to(rt.device) for p in train_parts], codes, seq_len, max(1, (seq_len - cfg.burn_in) // 8))
-    stage = Stage("temporal", cfg, PredictionObjective(model, cfg.burn_in), windows, rt.device, cfg.lr, cfg.steps)
+    stage = Stage("temporal", cfg, PredictionObjective(model, cfg.burn_in, cfg.input_noise), windows, rt.device, cfg.lr, cfg.steps)
     losses = train_stage(stage, rt, out, cfg.batch_size)
     args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return model, args
