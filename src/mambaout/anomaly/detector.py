@@ -204,7 +204,10 @@ def load_detector(run: str | Path) -> tuple[Detector, dict]:
     run = Path(run)
     path = run / "detector.pt" if run.is_dir() else run
     if not path.is_file():
-        raise UserError(f"no trained detector at {path}; --run takes a folder written by `mambaout anomaly train`")
+        raise UserError(
+            f"no trained detector at {path}; --run takes a folder written by `mambaout anomaly train` or a line run "
+            "of `mambaout study` (study_out/runs/line-<mixer>-seed<k>)"
+        )
     saved = load_checkpoint(path)
     if saved.get("kind") != "mambaout-anomaly-detector":
         raise UserError(f"{path} is not a detector of `mambaout anomaly train`; give that command's run folder")
