@@ -5,16 +5,18 @@ import numpy as np
 from mambaout.monitor.overlay import overlay, upscale
 
 
-def test_the_map_glows_where_it_is_high_and_leaves_the_rest_of_the_frame_alone():
+def test_the_map_glows_above_a_normal_frames_peak_and_leaves_the_rest_of_the_frame_alone():
     image = np.full((32, 32, 3), 100, np.uint8)
-    heat = np.zeros((8, 8), np.float32)
-    heat[2:4, 2:4] = 5.0  # a defect, on a map coarser than the frame
-    out = overlay(image, heat, vmax=5.0)
+    heat = np.full((8, 8), 0.8, np.float32)  # a normal frame's level: below `low`
+    heat[2:4, 2:4] = 5.0  # a defect at the alarm's level, on a map coarser than the frame
+    heat[6:8, 0:2] = 3.0  # half-way from a normal peak to the alarm
+    out = overlay(image, heat, levels=(1.0, 5.0))
     assert out.shape == image.shape and out.dtype == np.uint8
-    assert np.array_equal(out[20:, 20:], image[20:, 20:])  # map 0: the frame as it was
-    hot = out[10:14, 10:14].astype(int)
+    assert np.array_equal(out[:4, 20:], image[:4, 20:])  # below a normal frame's peak: the frame as it was
+    hot, half = out[10:14, 10:14].astype(int), out[26:, 1:6].astype(int)
     assert np.abs(hot - 100).max() > 60  # full opacity 0.65 of inferno's bright end
-    assert overlay(image, None, vmax=5.0) is image
+    assert 0 < np.abs(half - 100).max() < np.abs(hot - 100).max()
+    assert overlay(image, None, levels=(1.0, 5.0)) is image and overlay(image, heat, None) is image
 
 
 def test_small_frames_are_enlarged_by_whole_pixels_to_even_sides():

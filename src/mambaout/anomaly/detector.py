@@ -126,6 +126,15 @@ class Detector(nn.Module):
         z_t, z_p = self.standardised(temporal, patch)
         return z_t if z_p is None else np.maximum(z_t, z_p)
 
+    def map_levels(self) -> tuple[float, float] | None:
+        """The patch map's raw values on the alarm's scale, for drawing it: (the peak of a typical normal frame, where
+        z_P = 0; the value at which one pixel alone raises the alarm, where z_P = the alarm threshold), or None
+        without a patch branch or its calibration."""
+        mu, sd, t = float(self.branch_mu[1]), float(self.branch_sd[1]), float(self.alarm_threshold)
+        if self.patch is None or not math.isfinite(t) or mu + sd * t > 700:  # 700: past it, exp overflows
+            return None
+        return math.exp(mu) - EPS, math.exp(mu + sd * max(t, 1e-6)) - EPS
+
     def branch(self, z_temporal: float, z_patch: float | None) -> str:
         """Which branch raises the alarm: "patch", "temporal", "both", or "" (no alarm)."""
         t = float(self.alarm_threshold)
