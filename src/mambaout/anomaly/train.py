@@ -18,6 +18,8 @@ exactly, also mid-stage) and one calibration:
 
 The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
 detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
+`save_detector` (stage 4 and the writing) is also what each line run of `mambaout study` ends with, so a study's
+run folder holds the same detector.
 """
 
 from __future__ import annotations
