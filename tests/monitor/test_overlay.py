@@ -1,4 +1,4 @@
-"""The anomaly map over the frame (page and clips): hot where the map is high, the frame untouched where it is 0."""
+"""The anomaly map over the frame (page and clips): clear below a normal frame's peak, glowing on a real defect."""
 
 import numpy as np
 
