@@ -58,7 +58,8 @@ def main() -> None:
 
 
 def table(results: dict, args) -> str:
-    rows = ["| line seed | kind | " + " | ".join(MIXERS) + " | short-memory ceiling |", "|" + "---|" * (3 + len(MIXERS))]
+    head = "| line seed | kind | " + " | ".join(MIXERS) + " | short-memory ceiling |"
+    rows = [head, "|" + "---|" * (3 + len(MIXERS))]
     for line, r in results.items():
         short = r["ceilings"].get("short", {})
         for name in ORDER:
@@ -72,7 +73,8 @@ def table(results: dict, args) -> str:
                 cells.append(f"{100 * s['line_auroc'][name]:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]")
             ceiling = f"{100 * short[name]:.1f}" if name in short else ""
             rows.append(f"| {line[4:]} | {name} | " + " | ".join(cells) + f" | {ceiling} |")
-        probe = [f"{100 * r['mixers'][m]['probe']['accuracy']:.0f} %" if r["mixers"][m]["probe"] else "-" for m in MIXERS]
+        probes = [r["mixers"][m]["probe"] for m in MIXERS]
+        probe = [f"{100 * p['accuracy']:.0f} %" if p else "-" for p in probes]
         rows.append(f"| {line[4:]} | memory probe | " + " | ".join(probe) + " | |")
         rec = [f"{100 * r['mixers'][m]['recovery_alarm_rate']:.1f} %" for m in MIXERS]
         rows.append(f"| {line[4:]} | recovery alarm rate | " + " | ".join(rec) + " | |")

@@ -17,7 +17,8 @@ from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
 from mambaout.video import open_video
 
-LINE = LineConfig(period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5, calm=1
+LINE = LineConfig(
+    period=6, spacing=8, frames=480, test_frames=300, train_videos=1, test_videos=1, size=32, seed=5, calm=1
 )
 HORIZONS = (1, 8)
 

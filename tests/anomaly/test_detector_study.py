@@ -1,8 +1,15 @@
-"""The study's line task: every mixer trained and measured on one set of cached embeddings."""
+"""The study's line task: every mixer trained and measured on one set of cached embeddings, and each run's folder a
+detector that `mambaout watch --run` puts on the line."""
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
+import torch
 from test_detector import LINE
 
+from mambaout.anomaly.detector import load_detector
 from mambaout.anomaly.metrics import judged
 from mambaout.anomaly.study_task import LineTask
 
@@ -51,3 +58,40 @@ def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
     # attention reads the window it was trained on: a ring of seq_len frames, allocated at the start
     assert ssm[10]["state_bytes"] == ssm[300]["state_bytes"] and attn[300]["state_bytes"] == attn[10]["state_bytes"]
     assert task.mixer_config("attn_causal").window == task.seq_len and task.mixer_config("ssm").window is None
+    for m in results:  # every run folder holds its whole detector, both branches
+        detector, config = load_detector(task.work / f"{m}-seed0")
+        assert detector.mixer == config["mixer"] == m and detector.patch is not None
+
+
+def test_a_run_of_the_study_goes_on_the_line_with_watch(task, tmp_path):
+    from mambaout.anomaly.evaluate import evaluate_run
+    from mambaout.cli import main
+    from mambaout.study.runner import run_one
+    from mambaout.video import open_video
+
+    run = tmp_path / "study_out" / "runs" / "line-conv-seed0"  # where `mambaout study --tasks line` puts it
+    run_one(task, "conv", 0, dict(task.budgets["small"], steps=5), torch.device("cpu"), run)
+    files = {p.name for p in run.iterdir()}
+    assert {"config.json", "result.json", "detector.pt", "calibration.json", "config.yaml"} <= files
+    assert "last.pt" not in files  # finished: no stage left to resume
+    detector, config = load_detector(run)
+    assert (detector.mixer, config["seed"], config["steps"], config["output"]) == ("conv", 0, 5, str(run))
+    assert detector.patch is not None and np.isfinite(float(detector.alarm_threshold))
+    video = Path(task.cfg.data) / "test" / "test_00.avi"
+    # the detector in the folder is the model the report measured: its temporal scores are the run's timeline
+    measured = json.loads((run / "result.json").read_text())["timeline"]
+    raw = detector.branch_scores(list(open_video(video, size=config["image_size"])))
+    np.testing.assert_allclose(raw["temporal"], measured["scores"], atol=1e-3)
+
+    csv = tmp_path / "line.csv"
+    assert main(["watch", str(video), "--run", str(run), "--csv", str(csv)]) == 0
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    evaluate_run(run, task.cfg.data)  # `mambaout anomaly eval --run`: the offline scores of each test video
+    offline = np.load(run / "scores" / "test_00.npy")
+    np.testing.assert_allclose([float(r[1]) for r in rows], offline, rtol=1e-4, atol=1e-3)
+    alarm, branch = np.array([int(r[2]) for r in rows]), [r[3] for r in rows]
+    labels, kinds = task.test[0][2], task.test[0][3]
+    assert alarm.sum() == (offline > float(detector.alarm_threshold)).sum()
+    assert alarm[labels == 1].sum() >= 3  # the alarm fires on labelled frames
+    # ... and a spot or foreign object is raised by the patch branch
+    assert any(branch[i] in ("patch", "both") for i in np.flatnonzero(alarm == 1) if kinds[i] == "local")

@@ -35,6 +35,7 @@ TIERS = [
     {"__main__"},  # `python -m mambaout`
 ]
 
+
 def _module_name(path: Path) -> str:
     return ".".join(("mambaout", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
 
@@ -105,8 +106,7 @@ def test_no_import_runs_up_or_sideways():
         (module, target)
         for module, targets in imports().items()
         for target, _ in targets
-        if package_of(target) != package_of(module)
-        and tier_of(target) >= tier_of(module)
+        if package_of(target) != package_of(module) and tier_of(target) >= tier_of(module)
     )
     assert wrong == []
 

@@ -126,6 +126,15 @@ class Detector(nn.Module):
         z_t, z_p = self.standardised(temporal, patch)
         return z_t if z_p is None else np.maximum(z_t, z_p)
 
+    def map_levels(self) -> tuple[float, float] | None:
+        """The patch map's raw values on the alarm's scale, for drawing it: (the peak of a typical normal frame, where
+        z_P = 0; the value at which one pixel alone raises the alarm, where z_P = the alarm threshold), or None
+        without a patch branch or its calibration."""
+        mu, sd, t = float(self.branch_mu[1]), float(self.branch_sd[1]), float(self.alarm_threshold)
+        if self.patch is None or not math.isfinite(t) or mu + sd * t > 700:  # 700: past it, exp overflows
+            return None
+        return math.exp(mu) - EPS, math.exp(mu + sd * max(t, 1e-6)) - EPS
+
     def branch(self, z_temporal: float, z_patch: float | None) -> str:
         """Which branch raises the alarm: "patch", "temporal", "both", or "" (no alarm)."""
         t = float(self.alarm_threshold)
@@ -204,7 +213,10 @@ def load_detector(run: str | Path) -> tuple[Detector, dict]:
     run = Path(run)
     path = run / "detector.pt" if run.is_dir() else run
     if not path.is_file():
-        raise UserError(f"no trained detector at {path}; --run takes a folder written by `mambaout anomaly train`")
+        raise UserError(
+            f"no trained detector at {path}; --run takes a folder written by `mambaout anomaly train` or a line run "
+            "of `mambaout study` (study_out/runs/line-<mixer>-seed<k>)"
+        )
     saved = load_checkpoint(path)
     if saved.get("kind") != "mambaout-anomaly-detector":
         raise UserError(f"{path} is not a detector of `mambaout anomaly train`; give that command's run folder")

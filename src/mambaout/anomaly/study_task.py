@@ -107,6 +107,10 @@ class LineTask:
             e, c = encode_frames(self.encoder, [f for _, f in indexed])
             self.test.append((e, c, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
         self.encoder_seconds = time.perf_counter() - start
+        # the patch branch of every run's detector: no training, so built once, like the encoder
+        from mambaout.anomaly.train import build_patch_stage
+
+        self.patch, self.patch_facts = build_patch_stage(self.cfg, self.dataset, self.cache["splits"], self.rt)
         self.train_parts = [e[:s] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
         self.train_codes = [c[:s] for c, s in zip(self.cache["codes"], self.cache["splits"])]
         self.normal = list(zip(self.cache["embeddings"], self.cache["codes"]))  # whole normal videos
@@ -366,6 +370,13 @@ class LineTask:
         seconds = time.perf_counter() - start
         metrics = self.metrics(model)
         params = sum(p.numel() for p in model.parameters())
+        # the run folder holds the whole detector (both branches, the fused alarm): `mambaout watch --run` takes it
+        from mambaout.anomaly.train import save_detector
+
+        run = dict(seed=seed, output=str(out), encoder=self.cfg.output, lr=lr, checkpoint_every=0)
+        run.update(steps=budget["steps"], batch_size=budget["batch_size"], warmup_steps=budget.get("warmup_steps", 0))
+        cfg = self.mixer_config(mixer, **run)
+        save_detector(cfg, self.encoder, model, args, self.dataset, self.cache, self.patch, self.patch_facts, start)
         return dict(
             task=self.name,
             mixer=mixer,

@@ -18,6 +18,8 @@ exactly, also mid-stage) and one calibration:
 
 The run folder holds config.yaml, log.jsonl, encoder.pt, embeddings.pt, last.pt (the stage in progress),
 detector.pt (what `eval` and `watch` load) and calibration.json; `eval` adds eval.json and scores/<video>.npy.
+`save_detector` (stage 4 and the writing) is also what each line run of `mambaout study` ends with, so a study's
+run folder holds the same detector.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ from mambaout.anomaly.detector import Detector
 from mambaout.anomaly.encoder import FrameEncoder, ReconstructionObjective, batched, encode_frames
 from mambaout.anomaly.patch import PatchBranch, build_patch_branch, frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, code_loss, matched_widths
-from mambaout.engine.checkpoint import load_checkpoint, save_checkpoint
+from mambaout.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from mambaout.engine.config import to_dict, to_yaml
-from mambaout.engine.records import write_json
 from mambaout.engine.run import OptimizerSpec, RunConfig, RunState, ScheduleSpec, Task, run
 from mambaout.engine.runtime import Runtime, intra_op_threads, seed_all, setup_runtime
 from mambaout.errors import UserError
@@ -174,9 +175,7 @@ def temporal_args(cfg: AnomalyConfig, embed_dim: int) -> dict[str, Any]:
     return dict(embed_dim=embed_dim, width=width, mixer=cfg.mixer, window=cfg.window, **common)
 
 
-def train_encoder(
-    cfg: AnomalyConfig, rt: Runtime, data, out: Path
-) -> tuple[FrameEncoder, dict]:
+def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path) -> tuple[FrameEncoder, dict]:
     """Stage 1: the encoder and the cached, standardised embeddings of every normal training video (the stage's lines
     go to `out`/log.jsonl through the engine)."""
     if (out / "encoder.pt").is_file() and (out / "embeddings.pt").is_file():
@@ -220,9 +219,7 @@ def load_encoder(run: Path) -> tuple[FrameEncoder, dict]:
     return encoder, load_checkpoint(run / "embeddings.pt")
 
 
-def build_temporal(
-    cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path
-) -> tuple[nn.Module, dict]:
+def build_temporal(cfg: AnomalyConfig, cache: dict, rt: Runtime, out: Path) -> tuple[nn.Module, dict]:
     """Stage 2: the temporal model trained on windows of the training parts (or the k-NN bank for `frame`; the
     stage's lines go to `out`/log.jsonl through the engine)."""
     train_parts = [e[:s] for e, s in zip(cache["embeddings"], cache["splits"])]
@@ -244,7 +241,8 @@ def build_temporal(
     rt.log(f"temporal {cfg.mixer}: width {args['width']}, depth {cfg.depth}, {n_params:,} parameters, {seq_len} frames")
     codes = [c[:s].to(rt.device) for c, s in zip(cache["codes"], cache["splits"])]
     windows = Windows([p.to(rt.device) for p in train_parts], codes, seq_len, max(1, (seq_len - cfg.burn_in) // 8))
-    stage = Stage("temporal", cfg, PredictionObjective(model, cfg.burn_in, cfg.input_noise), windows, rt.device, cfg.lr, cfg.steps)
+    objective = PredictionObjective(model, cfg.burn_in, cfg.input_noise)
+    stage = Stage("temporal", cfg, objective, windows, rt.device, cfg.lr, cfg.steps)
     losses = train_stage(stage, rt, out, cfg.batch_size)
     args["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return model, args
@@ -283,6 +281,54 @@ def calibrate_alarm(cfg: AnomalyConfig, detector: Detector, data, cache: dict) -
     return detector.calibrate_alarm(temporal, patch, cfg.quantile)
 
 
+def save_detector(
+    cfg: AnomalyConfig,
+    encoder: FrameEncoder,
+    temporal: nn.Module,
+    args: dict[str, Any],
+    data,
+    cache: dict,
+    patch: PatchBranch | None = None,
+    patch_facts: dict | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Stage 4 and the run's detector: calibrate the detector of `encoder`, `temporal` (its `args`) and `patch` on the
+    held-out tails of the normal videos (`calibrate_alarm`), then write `cfg.output`/detector.pt (what `load_detector`,
+    `eval` and `watch` read), calibration.json and config.yaml, atomically, and drop the stage checkpoint last.pt.
+    Returns the calibration (with params, and train_seconds since the `time.perf_counter()` value `started`).
+
+    Every run folder with a detector is written here: `mambaout anomaly train`'s and each line run of the study.
+
+    Example:
+        >>> save_detector(cfg, encoder, temporal, args, load_dataset(cfg.data), cache, patch)  # doctest: +SKIP
+    """
+    out = Path(cfg.output)
+    detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
+    videos = list(zip(cache["embeddings"], cache["codes"]))
+    calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
+    calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts or {})
+    params = sum(p.numel() for p in temporal.parameters())
+    seconds = time.perf_counter() - started if started is not None else None
+    calibration.update(params=params, train_seconds=seconds, temporal=args)
+    state = dict(
+        kind="mambaout-anomaly-detector",
+        config=to_dict(cfg),
+        encoder_args=encoder.args,
+        temporal_args=args,
+        mixer=cfg.mixer,
+        patch_args=patch.args if patch is not None else None,
+        state_dict=detector.state_dict(),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / DETECTOR_FILE, state)
+    text = json.dumps(calibration, indent=2, default=str) + "\n"
+    atomic_write(out / "calibration.json", lambda f: f.write(text.encode()))
+    atomic_write(out / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
+    if (out / "last.pt").is_file():
+        (out / "last.pt").unlink()
+    return calibration
+
+
 def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
     """Train a detector as `cfg` says; returns {"run", "calibration", "params", "train_seconds"}.
 
@@ -313,24 +359,7 @@ def train_detector(cfg: AnomalyConfig) -> dict[str, Any]:
             encoder, cache = train_encoder(cfg, rt, data, out)
         temporal, args = build_temporal(cfg, cache, rt, out)
         patch, patch_facts = build_patch_stage(cfg, data, cache["splits"], rt)
-        detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
-        videos = list(zip(cache["embeddings"], cache["codes"]))
-        calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
-        calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts)
-    seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in temporal.parameters())
-    calibration.update(params=params, train_seconds=seconds, temporal=args)
-    state = dict(
-        kind="mambaout-anomaly-detector",
-        config=to_dict(cfg),
-        encoder_args=encoder.args,
-        temporal_args=args,
-        mixer=cfg.mixer,
-        patch_args=patch.args if patch is not None else None,
-        state_dict=detector.state_dict(),
+        calibration = save_detector(cfg, encoder, temporal, args, data, cache, patch, patch_facts, start)
+    return dict(
+        run=str(out), calibration=calibration, params=calibration["params"], train_seconds=calibration["train_seconds"]
     )
-    save_checkpoint(out / DETECTOR_FILE, state)
-    write_json(calibration, out / "calibration.json")
-    if (out / "last.pt").is_file():
-        (out / "last.pt").unlink()
-    return dict(run=str(out), calibration=calibration, params=params, train_seconds=seconds)

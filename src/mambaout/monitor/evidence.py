@@ -18,9 +18,8 @@ import json
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -56,7 +55,6 @@ class Clip:
     frames: list[tuple[int, float, np.ndarray, np.ndarray | None]]  # (frame, score, image, map)
     post_left: int | None = None  # frames still to collect after the alarm ended
     truncated: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class EvidenceWriter:
@@ -70,6 +68,7 @@ class EvidenceWriter:
         post: float = 3.0,
         longest: float = 60.0,
         max_bytes: int = 1 << 30,
+        map_levels: tuple[float, float] | None = None,
     ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +78,7 @@ class EvidenceWriter:
         self.codec, self.ext = clip_codec()
         self.ring: collections.deque = collections.deque(maxlen=max(self.pre, 1))
         self.clips: dict[int, Clip] = {}  # by the alarm's first frame
-        self.vmax = 0.0
+        self.map_levels = map_levels  # the map's overlay scale (`overlay.py`); None: the frames as they are
         self.written = self.failed = 0
         self.failing = False
         self.jobs: queue.Queue[Clip | None] = queue.Queue()
@@ -103,8 +102,6 @@ class EvidenceWriter:
             clip.post_left = self.post
 
     def frame(self, r: FrameRecord) -> None:
-        if r.map is not None:
-            self.vmax = max(self.vmax, float(np.max(r.map)))
         entry = (r.frame, r.score, r.image, r.map)
         self.ring.append(entry)
         for start, clip in list(self.clips.items()):
@@ -115,17 +112,13 @@ class EvidenceWriter:
             if clip.post_left is not None:
                 clip.post_left -= 1
                 if clip.post_left <= 0:
-                    self._submit(self.clips.pop(start))
+                    self.jobs.put(self.clips.pop(start))
 
     def flush(self, everything: bool) -> None:
         """Write the clips of ended alarms now (the source ended or a stop came); with `everything` open ones too."""
         for start, clip in list(self.clips.items()):
             if clip.post_left is not None or everything:
-                self._submit(self.clips.pop(start))
-
-    def _submit(self, clip: Clip) -> None:
-        clip.meta = dict(vmax=self.vmax)
-        self.jobs.put(clip)
+                self.jobs.put(self.clips.pop(start))
 
     # -- the worker ---------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -153,10 +146,10 @@ class EvidenceWriter:
     def _write(self, clip: Clip) -> None:
         from mambaout.video import write_video
 
-        ep, vmax = clip.episode, clip.meta["vmax"]
+        ep = clip.episode
         video = self.folder / self.name(ep)
         sidecar = video.with_suffix(".json")
-        images = (upscale(overlay(image, heat, vmax)) for _, _, image, heat in clip.frames)
+        images = (upscale(overlay(image, heat, self.map_levels)) for _, _, image, heat in clip.frames)
         tmp = video.with_name(f".{video.name}.tmp")
         options = {"movflags": "+faststart"} if self.ext == "mp4" else {}
         try:

@@ -70,7 +70,6 @@ class Monitor:
         self.frames = 0  # scored in this process
         self.alarm_version = 0
         self.png_cache: tuple[int, bytes] | None = None
-        self.vmax = 0.0
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -104,6 +103,7 @@ class Monitor:
                 pre=self.clip_seconds,
                 post=self.clip_seconds,
                 max_bytes=int(self.evidence_mb * 2**20),
+                map_levels=info.get("map_levels"),
             )
             if self.tracker.current is not None:  # an alarm open when the stream stopped: its clip goes on
                 self.evidence.start(self.tracker.current)
@@ -121,8 +121,6 @@ class Monitor:
             self.times.append(r.time)
             self.latencies.append(r.latency_s)
             self.scores.append((r.frame, round(r.score, 4), int(r.alarm)))
-            if r.map is not None:
-                self.vmax = max(self.vmax, float(np.max(r.map)))
             for event, ep in self.tracker.update(r):
                 self._event(event, ep, r.score)
             if self.evidence is not None:  # after a start: the clip holds its first frame
@@ -211,12 +209,13 @@ class Monitor:
         from PIL import Image
 
         with self.lock:
-            r, vmax = self.last, self.vmax
+            r = self.last
         if r is None:
             return None
         if self.png_cache is None or self.png_cache[0] != r.frame:
             buf = io.BytesIO()
-            Image.fromarray(upscale(overlay(r.image, r.map, vmax), at_least=192)).save(buf, format="PNG")
+            shown = upscale(overlay(r.image, r.map, self.info.get("map_levels")), at_least=192)
+            Image.fromarray(shown).save(buf, format="PNG")
             self.png_cache = (r.frame, buf.getvalue())
         return self.png_cache
 

@@ -1,8 +1,10 @@
 """The anomaly map over the frame, as the page and the evidence clips show it.
 
-The map (float32, any H x W) is resized to the frame and blended in the inferno colormap, its opacity growing with
-the map's value over `vmax` (the caller passes the largest value seen on the stream so far, so a normal frame stays
-nearly clear and a defect glows). Small frames are enlarged by whole pixels (`upscale`) so they can be looked at.
+The map (float32, any H x W) is resized to the frame and blended in the inferno colormap on the alarm's scale
+(`Detector.map_levels`): clear up to `low`, the map's peak on a typical normal frame, rising linearly to full colour
+at `high`, the value at which one pixel alone raises the alarm. So a normal frame stays clear, a defect glows, and
+the same defect looks the same whatever else the stream has shown. Small frames are enlarged by whole pixels
+(`upscale`) so they can be looked at.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ def _inferno() -> np.ndarray:
     return _LUT
 
 
-def overlay(image: np.ndarray, heat: np.ndarray | None, vmax: float, opacity: float = 0.65) -> np.ndarray:
-    """uint8 RGB (H, W, 3) with `heat` blended over it; `image` itself when there is no map."""
-    if heat is None or vmax <= 0:
+def overlay(
+    image: np.ndarray, heat: np.ndarray | None, levels: tuple[float, float] | None, opacity: float = 0.65
+) -> np.ndarray:
+    """uint8 RGB (H, W, 3) with `heat` blended over it between `levels` (low, high); `image` itself when there is no
+    map or no levels."""
+    if heat is None or levels is None:
         return image
+    low, high = levels
     h, w = image.shape[:2]
     m = np.asarray(heat, np.float32)
     if m.shape != (h, w):
         m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR))
-    level = np.clip(m / vmax, 0.0, 1.0)
+    level = np.clip((m - low) / max(high - low, 1e-12), 0.0, 1.0)
     color = _inferno()[(level * 255).astype(np.uint8)]
     alpha = (opacity * level)[..., None]
     return (image * (1 - alpha) + color * alpha).astype(np.uint8)

@@ -324,6 +324,7 @@ def watch(
     video = open_video(source, size=config["image_size"], raw_size=raw_size)
     if hook is not None:
         info = dict(source=str(source), run=str(run), threshold=streamer.threshold, fps=video.fps, live=video.live)
+        info["map_levels"] = detector.map_levels()
         hook.start(dict(info, mixer=detector.mixer, next_frame=done["next_frame"]), saved and saved.get("hook"))
     if grows(detector) and not quiet:
         print(
