@@ -48,6 +48,15 @@ def main() -> None:
                 r.pop("timeline", None)
             summary = mixer_summary(runs)
             summary["recovery_alarm_rate"] = float(np.mean([r["recovery"]["alarm_rate"] for r in runs]))
+            # the temporal branch alone (the mixer's own score), mean over the seeds
+            temporal = [
+                {
+                    **r["branches"]["temporal"]["auroc_per_kind"],
+                    **r["branches"]["temporal"].get("auroc_per_subtype", {}),
+                }
+                for r in runs
+            ]
+            summary["temporal_auroc"] = {n: float(np.mean([t[n] for t in temporal])) for n in temporal[0]}
             summary["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
             per_mixer[mixer] = summary
         results[f"line{line}"] = dict(mixers=per_mixer, ceilings=task.ceilings, embedding_probe=task.embedding_probe)
@@ -73,6 +82,9 @@ def table(results: dict, args) -> str:
                 cells.append(f"{100 * s['line_auroc'][name]:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]")
             ceiling = f"{100 * short[name]:.1f}" if name in short else ""
             rows.append(f"| {line[4:]} | {name} | " + " | ".join(cells) + f" | {ceiling} |")
+        for name in ("contextual", "misplaced_marker", "missing_marker", "temporal"):
+            cells = [f"{100 * r['mixers'][m]['temporal_auroc'].get(name, float('nan')):.1f}" for m in MIXERS]
+            rows.append(f"| {line[4:]} | {name}, temporal branch alone | " + " | ".join(cells) + " | |")
         probes = [r["mixers"][m]["probe"] for m in MIXERS]
         probe = [f"{100 * p['accuracy']:.0f} %" if p else "-" for p in probes]
         rows.append(f"| {line[4:]} | memory probe | " + " | ".join(probe) + " | |")

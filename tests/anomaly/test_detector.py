@@ -15,6 +15,7 @@ from mambaout.anomaly.line import ITEM_KINDS, Line, LineConfig, VideoPlan, gener
 from mambaout.anomaly.temporal import TemporalModel, matched_widths, state_bytes, temporal_params
 from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
+from mambaout.errors import UserError
 from mambaout.video import open_video
 
 LINE = LineConfig(
@@ -216,7 +217,10 @@ def test_train_and_eval_commands_write_and_read_a_run(conv_run, tmp_path, capsys
     labels = np.asarray([int(r.split(",")[1]) for r in (data / "test_labels/test_00.csv").read_text().split()[1:]])
     from sklearn.metrics import roc_auc_score
 
-    assert metrics["auroc_micro"] == pytest.approx(roc_auc_score(labels, scores))
+    from mambaout.anomaly.metrics import judged
+
+    keep = judged(labels, metrics["warmup"]["frames"])  # the frames the run's burn-in judges
+    assert metrics["auroc_micro"] == pytest.approx(roc_auc_score(labels[keep], scores[keep]))
 
 
 def test_print_config_shows_the_resolved_flags(capsys):
@@ -274,3 +278,22 @@ def test_one_alarm_from_both_branches_false_alarms_at_one_minus_the_quantile_on_
     assert (fresh > float(detector.alarm_threshold)).mean() <= 0.04
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["alarm"]["alarm_rate"] == pytest.approx(1 / 96)
+
+
+def test_training_noise_blurs_the_embeddings_in_training_only():
+    from mambaout.anomaly.train import PredictionObjective
+
+    torch.manual_seed(0)
+    model = TemporalModel(embed_dim=8, width=16, mixer="ssm", codes=5, horizons=(1, 2))
+    x, codes = torch.randn(2, 20, 8), torch.randint(0, 5, (2, 20))
+    seen = []
+    model.in_proj.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    noisy, clean = PredictionObjective(model, 2, input_noise=0.5), PredictionObjective(model, 2)
+    noisy.train()
+    noisy(x, codes), noisy(x, codes)
+    first, second = seen[0] - x, seen[1] - x  # what the model read, less the embeddings
+    assert float(first.std()) == pytest.approx(0.5, rel=0.15) and not torch.equal(first, second)  # a new draw
+    noisy.eval()  # scoring and validation read the embeddings as they are
+    assert float(noisy(x, codes)) == float(clean.eval()(x, codes)) and torch.equal(seen[-1], x)
+    with pytest.raises(UserError, match="--input-noise -1"):
+        AnomalyConfig(data="d", input_noise=-1).check()

@@ -112,6 +112,13 @@ def test_the_verdict_says_the_ssm_wins_only_when_the_whole_interval_is_above_zer
     assert text[-1].endswith("past what a short memory can reach (87.0).")  # 97 > 87: the long memory's gain
     below = dict(config, ceilings=dict(window=14, short={"contextual": 0.99}, cycle={"contextual": 1.0}))
     text = verdict_paragraphs(dict(config=below, mixers=dict(conv=conv, ssm=ssm)))
+    # under the ceiling, the probe decides whether the gain is a memory the SSM learnt
+    assert "probe says why: it reads the cycle from the SSM at 90 % against the conv's 30 %" in text[-1]
+    assert text[-1].endswith(
+        "the conv is not at its ceiling, and the SSM's score does not yet use all that its memory holds."
+    )
+    unlearnt = dict(conv=conv, ssm=mixer_summary(_runs(0.97, 0.35)))
+    text = verdict_paragraphs(dict(config=below, mixers=unlearnt))
     assert text[-1].endswith(
         "but both stay under what a short memory can reach (99.0): the gain is not yet the long memory's."
     )

@@ -19,6 +19,7 @@ from mambaout.anomaly.metrics import (
     false_alarms_per_hour,
     frame_metrics,
     gaussian_smooth,
+    judged,
     normal_threshold,
     pixel_auroc,
 )
@@ -130,6 +131,23 @@ def test_frame_metrics_gathers_everything_as_json_ready_numbers():
 
 
 # -- pixel level --------------------------------------------------------------------------------------------------
+def test_a_detector_with_context_is_judged_on_the_frames_its_context_allows():
+    labels = np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+    # anomalous frames always; normal ones only with 3 normal frames before them, inside the video
+    assert judged(labels, 3).astype(int).tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1]
+    assert judged(labels, 0).all()
+    scores = np.array([9.0, 0.1, 0.2, 0.1, 0.9, 0.8, 5.0, 6.0, 0.3, 0.2, 0.1])  # alarms in warm-up and recovery
+    m = frame_metrics([scores], [labels], threshold=0.5, context=3)
+    # the warm-up (3 frames) and the recovery (3 normal frames after the anomaly) are left out of the ranking ...
+    assert m["frames"] == 5 and m["abnormal_frames"] == 2 and m["auroc_micro"] == 1.0
+    assert m["warmup"] == dict(frames=3, alarm_rate=pytest.approx(1 / 3))
+    assert m["recovery"] == dict(frames=3, alarm_rate=pytest.approx(2 / 3))
+    # ... and from the false alarms (their onsets are not counted), while the delay runs over the whole video
+    assert m["false_alarms_per_hour"] == 0.0 and m["detection"]["detected"] == 1
+    plain = frame_metrics([scores], [labels], threshold=0.5)
+    assert plain["auroc_micro"] < 0.7 and plain["false_alarms_per_hour"] > 0 and "recovery" not in plain
+
+
 def test_pixel_auroc_pools_every_pixel_of_every_frame():
     # anomalous pixels 0.35, 0.8 against normal 0.1, 0.4: 3 of 4 pairs ordered right
     assert pixel_auroc(np.array([[0.1, 0.4], [0.35, 0.8]]), np.array([[0, 0], [1, 1]])) == 0.75

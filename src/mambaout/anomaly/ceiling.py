@@ -10,9 +10,9 @@ the generator's exact conditional: the line's slots carry cycle[(j + phase) % P]
 and its surprise -log p is the ideal short-memory score (0 where the window already determines the item, log 2 where
 it leaves two items possible, "impossible" where no phase fits; among the phases, those that agree with the most of
 the older slots, so that a fault that has passed is outvoted). `short_memory_ceiling` ranks the test frames by it
-and returns the frame AUROC per contextual subtype, after the warm-up, with ties counted half as AUROC counts them:
-the ceiling that sits next to each measured AUROC. With W at least a cycle it gives every fault away (AUROC 1): the
-ideal a memory of the cycle can reach.
+and returns the frame AUROC per contextual subtype, on the frames the burn-in judges, with ties counted half as
+AUROC counts them: the ceiling that sits next to each measured AUROC. With W at least a cycle it gives every fault
+away (AUROC 1): the ideal a memory of the cycle can reach.
 
 Example:
     >>> short_memory_ceiling(LineConfig(), window=14)["missing_marker"]  # doctest: +SKIP
@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mambaout.anomaly.line import SUBTYPES, Line, LineConfig
+from mambaout.anomaly.metrics import judged
 
 IMPOSSIBLE = 50.0  # the surprise of an order no phase of the cycle produces (finite, so AUROC can rank it)
 
@@ -72,16 +73,18 @@ def frame_surprises(line: Line, plan, window: int) -> np.ndarray:
 
 def short_memory_ceiling(config: LineConfig, window: int, burn_in: int | None = None) -> dict[str, float]:
     """{contextual subtype: frame AUROC of the ideal detector that reads the last `window` frames}, on the test
-    videos `config` generates, frames before `burn_in` (default: the line's warm-up) left out."""
+    videos `config` generates, on the frames a context of `burn_in` frames judges (`metrics.judged`; default: the
+    line's warm-up), as the measured AUROCs are."""
     line = Line(config)
     burn_in = config.warmup_frames if burn_in is None else burn_in
     scores, labels, subtypes = [], [], []
     for index in range(config.test_videos):
         plan = line.plan_video("test", index)
         names = np.array([plan.events[i]["subtype"] if i >= 0 else "" for i in plan.event_at])
-        scores.append(frame_surprises(line, plan, window)[burn_in:])
-        labels.append(plan.labels[burn_in:])
-        subtypes.append(names[burn_in:])
+        keep = judged(plan.labels, burn_in)
+        scores.append(frame_surprises(line, plan, window)[keep])
+        labels.append(plan.labels[keep])
+        subtypes.append(names[keep])
     s, y, k = np.concatenate(scores), np.concatenate(labels), np.concatenate(subtypes)
     out = {}
     for subtype in SUBTYPES["contextual"]:

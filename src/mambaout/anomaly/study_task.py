@@ -31,9 +31,19 @@ from torch import nn
 
 from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import Detector
-from mambaout.anomaly.encoder import encode_frames
+from mambaout.anomaly.encoder import batched, encode_frames
+from mambaout.anomaly.patch import frame_scores
 from mambaout.anomaly.temporal import FrameKNN, TemporalModel, state_bytes
-from mambaout.anomaly.train import PredictionObjective, Windows, build_temporal, temporal_args, train_encoder
+from mambaout.anomaly.train import (
+    PredictionObjective,
+    Windows,
+    build_patch_stage,
+    build_temporal,
+    calibrate_alarm,
+    temporal_args,
+    train_encoder,
+    validation_patch_scores,
+)
 
 
 class LineTask:
@@ -99,18 +109,27 @@ class LineTask:
         start = time.perf_counter()
         self.encoder, self.cache = train_encoder(self.cfg, self.rt, self.dataset, out)
         self.encoder = self.encoder.cpu().eval()
+        # the patch branch of every run's detector: no training, so built once, like the encoder, and its scores on
+        # the normal validation frames and every test frame computed once
+        self.patch, self.patch_facts = build_patch_stage(self.cfg, self.dataset, self.cache["splits"], self.rt)
+        self.patch_validation = (
+            validation_patch_scores(self.cfg, self.patch, self.dataset, self.cache["splits"]) if self.patch else None
+        )
         self.test = []  # (embeddings, codes, labels, kinds) of the decoded frames of every test video
+        self.test_patch = []  # the patch branch's frame scores of the same frames
         for video in self.dataset.test:
             with video.open(size=self.cfg.image_size) as source:
                 indexed = list(source.indexed())
             keep = [i for i, _ in indexed]
-            e, c = encode_frames(self.encoder, [f for _, f in indexed])
+            frames = [f for _, f in indexed]
+            e, c = encode_frames(self.encoder, frames)
             self.test.append((e, c, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
+            if self.patch is not None:
+                with torch.no_grad():
+                    self.test_patch.append(
+                        torch.cat([frame_scores(self.patch.maps(b)) for b in batched(frames, 64)]).numpy()
+                    )
         self.encoder_seconds = time.perf_counter() - start
-        # the patch branch of every run's detector: no training, so built once, like the encoder
-        from mambaout.anomaly.train import build_patch_stage
-
-        self.patch, self.patch_facts = build_patch_stage(self.cfg, self.dataset, self.cache["splits"], self.rt)
         self.train_parts = [e[:s] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
         self.train_codes = [c[:s] for c, s in zip(self.cache["codes"], self.cache["splits"])]
         self.normal = list(zip(self.cache["embeddings"], self.cache["codes"]))  # whole normal videos
@@ -229,23 +248,41 @@ class LineTask:
         its start; the metrics module's dict over the frames the burn-in judges (`metrics.judged`: the anomalous
         frames and the normal ones whose last `burn_in` frames are normal), AUROC per subtype, bootstrap replicates
         per kind and subtype (`bootstrap.py`), and the warm-up's and the recovery's alarm rates apart."""
+        from sklearn.metrics import roc_auc_score
+
         from mambaout.anomaly.bootstrap import auroc_replicates, interval
         from mambaout.anomaly.metrics import frame_metrics, judged
 
         mixer = "frame" if isinstance(model, FrameKNN) else model.mixer
-        detector = Detector(self.encoder, model.cpu().eval(), mixer)
+        detector = Detector(self.encoder, model.cpu().eval(), mixer, self.patch)
         detector.calibrate(self.normal, self.cache["splits"], self.cfg.quantile)
-        scores = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
-        b, threshold = self.cfg.burn_in, float(detector.threshold)
+        calibrate_alarm(self.cfg, detector, self.dataset, self.cache, self.patch_validation)
+        temporal = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
+        patch = self.test_patch if self.patch is not None else [None] * len(temporal)
+        scores = [detector.fuse(t, p) for t, p in zip(temporal, patch)]
+        b, threshold = self.cfg.burn_in, float(detector.alarm_threshold)
         kinds = [k for *_, k in self.test]
         has_kinds = all(k is not None for k in kinds)
         labels = [y for _, _, y, _ in self.test]
         out = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, context=b)
-        out["scores"] = scores
+        out["scores"], out["temporal_scores"] = scores, temporal
+        branches = {"temporal": [detector.standardised(t, p)[0] for t, p in zip(temporal, patch)]}
+        if self.patch is not None:
+            branches["patch"] = [detector.standardised(t, p)[1] for t, p in zip(temporal, patch)]
+        # each branch alone, so the mixers' own difference stays visible
+        out["branches"] = {
+            name: {
+                "auroc_per_kind": frame_metrics(z, labels, kinds if has_kinds else None, context=b).get(
+                    "auroc_per_kind", {}
+                )
+            }
+            for name, z in branches.items()
+        }
         if not has_kinds:
             return out
         keep = [judged(y, b) for y in labels]
         s = np.concatenate([x[j] for x, j in zip(scores, keep)])
+        s_branch = {name: np.concatenate([x[j] for x, j in zip(z, keep)]) for name, z in branches.items()}
         y = np.concatenate([x[j] for x, j in zip(labels, keep)])
         k = np.concatenate([x[j] for x, j in zip(kinds, keep)])
         offsets = np.cumsum([0] + [int(ev.max()) + 1 for ev, _ in self.events[:-1]])
@@ -264,9 +301,10 @@ class LineTask:
             out["bootstrap"][name] = [round(float(r), 4) for r in reps]
             out["interval"][name] = interval(reps)
             if name not in out.get("auroc_per_kind", {}):
-                from sklearn.metrics import roc_auc_score
-
                 out["auroc_per_subtype"][name] = float(roc_auc_score(y[keep], s[keep]))
+                for branch, sb in s_branch.items():
+                    per = out["branches"][branch].setdefault("auroc_per_subtype", {})
+                    per[name] = float(roc_auc_score(y[keep], sb[keep]))
         return out
 
     @torch.no_grad()
@@ -376,7 +414,18 @@ class LineTask:
         run = dict(seed=seed, output=str(out), encoder=self.cfg.output, lr=lr, checkpoint_every=0)
         run.update(steps=budget["steps"], batch_size=budget["batch_size"], warmup_steps=budget.get("warmup_steps", 0))
         cfg = self.mixer_config(mixer, **run)
-        save_detector(cfg, self.encoder, model, args, self.dataset, self.cache, self.patch, self.patch_facts, start)
+        save_detector(
+            cfg,
+            self.encoder,
+            model,
+            args,
+            self.dataset,
+            self.cache,
+            self.patch,
+            self.patch_facts,
+            start,
+            self.patch_validation,
+        )
         return dict(
             task=self.name,
             mixer=mixer,
@@ -394,6 +443,7 @@ class LineTask:
             auroc_bootstrap=metrics.get("bootstrap", {}),
             warmup=metrics["warmup"],
             recovery=metrics["recovery"],
+            branches=metrics["branches"],
             lr=lr,
             lr_sweep=sweep,
             validation_loss=None if mixer == "frame" else self.validation_loss(model),

@@ -267,18 +267,25 @@ def build_patch_stage(cfg: AnomalyConfig, data, splits: list[int], rt: Runtime) 
     return branch, dict(facts, frames=len(frames))
 
 
-def calibrate_alarm(cfg: AnomalyConfig, detector: Detector, data, cache: dict) -> dict:
+def validation_patch_scores(cfg: AnomalyConfig, patch: PatchBranch, data, splits: list[int]) -> list[np.ndarray]:
+    """The patch branch's frame scores on the held-out tail of every normal video."""
+    out = []
+    for video, s in zip(data.train, splits):
+        frames = read_frames(video, cfg.image_size, set(range(s, video.frame_count)))
+        out.append(torch.cat([frame_scores(patch.maps(b)) for b in batched(frames, 64)]).numpy())
+    return out
+
+
+def calibrate_alarm(
+    cfg: AnomalyConfig, detector: Detector, data, cache: dict, patch: list[np.ndarray] | None = None
+) -> dict:
     """Both branches' scores on the held-out tail of every normal video (the temporal one as the continuation of its
-    video); the alarm threshold."""
+    video; the patch one's given as `patch` or computed); the alarm threshold."""
     videos = zip(cache["embeddings"], cache["codes"], cache["splits"])
     temporal = [detector.score_embeddings(e, c)[s:] for e, c, s in videos]
-    patch = None
-    if detector.patch is not None:
-        patch = []
-        for video, s in zip(data.train, cache["splits"]):
-            frames = read_frames(video, cfg.image_size, set(range(s, video.frame_count)))
-            patch.append(torch.cat([frame_scores(detector.patch.maps(b)) for b in batched(frames, 64)]).numpy())
-    return detector.calibrate_alarm(temporal, patch, cfg.quantile)
+    if detector.patch is not None and patch is None:
+        patch = validation_patch_scores(cfg, detector.patch, data, cache["splits"])
+    return detector.calibrate_alarm(temporal, patch if detector.patch is not None else None, cfg.quantile)
 
 
 def save_detector(
@@ -291,11 +298,13 @@ def save_detector(
     patch: PatchBranch | None = None,
     patch_facts: dict | None = None,
     started: float | None = None,
+    patch_validation: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Stage 4 and the run's detector: calibrate the detector of `encoder`, `temporal` (its `args`) and `patch` on the
     held-out tails of the normal videos (`calibrate_alarm`), then write `cfg.output`/detector.pt (what `load_detector`,
     `eval` and `watch` read), calibration.json and config.yaml, atomically, and drop the stage checkpoint last.pt.
-    Returns the calibration (with params, and train_seconds since the `time.perf_counter()` value `started`).
+    Returns the calibration (with params, and train_seconds since the `time.perf_counter()` value `started`);
+    `patch_validation`: the patch branch's validation scores when already computed.
 
     Every run folder with a detector is written here: `mambaout anomaly train`'s and each line run of the study.
 
@@ -306,7 +315,8 @@ def save_detector(
     detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
     videos = list(zip(cache["embeddings"], cache["codes"]))
     calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
-    calibration.update(alarm=calibrate_alarm(cfg, detector, data, cache), patch=patch_facts or {})
+    alarm = calibrate_alarm(cfg, detector, data, cache, patch_validation)
+    calibration.update(alarm=alarm, patch=patch_facts or {})
     params = sum(p.numel() for p in temporal.parameters())
     seconds = time.perf_counter() - started if started is not None else None
     calibration.update(params=params, train_seconds=seconds, temporal=args)
