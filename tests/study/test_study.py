@@ -385,3 +385,22 @@ def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
     monkeypatch.setattr(task, "loss", slow_loss)
     budget = dict(steps=40, batch_size=4, lr=1e-3, warmup_steps=1)
     assert estimate_seconds(task, "conv", budget, torch.device("cpu")) >= 40 * 0.05  # a constant would not know
+
+
+def test_the_full_budget_runs_the_built_in_line_in_two_renderings(monkeypatch, tmp_path):
+    import mambaout.anomaly.study_task as study_task
+
+    made = []
+
+    class Recorded:  # stands in for LineTask: records how the study builds it (the real one generates and trains)
+        name = "line"
+
+        def __init__(self, data=None, work_dir=None, budget="default", line=None):
+            made.append(dict(data=data, work_dir=work_dir, budget=budget, line=line))
+
+    monkeypatch.setattr(study_task, "LineTask", Recorded)
+    full = build_tasks(["line"], budget="full", work_dir=tmp_path)
+    assert [t.name for t in full] == ["line", "line-g1"]
+    assert [m["line"] for m in made] == [None, {"seed": 1}] and made[1]["work_dir"] == tmp_path / "line-g1"
+    made.clear()
+    assert [t.name for t in build_tasks(["line"], budget="default", work_dir=tmp_path)] == ["line"] and len(made) == 1

@@ -63,7 +63,7 @@ class LineTask:
             lr=3e-3,
             warmup_steps=40,
             encoder_steps=600,
-            lrs=(1e-3, 3e-3, 1e-2),
+            lrs=(3e-3, 1e-2),
             sweep_steps=200,
         ),
     }

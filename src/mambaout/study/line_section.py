@@ -12,10 +12,10 @@ from mambaout.study.stats import seed_values
 
 KIND_COLOURS = {"local": "tab:red", "temporal": "tab:orange", "contextual": "tab:purple"}
 TIMELINE_CAPTION = (
-    "The line task, first test video, first seed: each mixer's anomaly score per frame (standardised error of its "
-    "prediction, 0 = typical of normal video) with its alarm threshold (dashed: the 0.99 quantile of normal "
-    "validation scores); shaded spans are labelled anomalies, coloured by kind (red local, orange temporal, purple "
-    "contextual)."
+    "The line task, first test video, first seed: each detector's alarm score per frame (the larger of its patch and "
+    "temporal branch, each on the scale of its normal validation scores: 0 their median, 1 their 0.99 quantile) with "
+    "its alarm threshold (dashed: the 0.99 quantile of that score on normal validation video); shaded spans are "
+    "labelled anomalies, coloured by kind (red local, orange temporal, purple contextual)."
 )
 STREAM_CAPTION = (
     "The line task, streamed one frame at a time on one thread: the temporal model's state memory (left) and step "
@@ -72,7 +72,8 @@ def line_paragraphs(task: dict[str, Any]) -> list[str]:
         )
     context = cfg.get("context_frames")
     note = (
-        f"For this task 'accuracy' is frame-level AUROC (all test frames, %), per seed in brackets. Contextual "
+        f"For this task 'accuracy' is frame-level AUROC of the alarm score (%, on the frames the burn-in judges), "
+        "per seed in brackets. Contextual "
         f"anomalies need {context} frames of memory (a cycle is {cfg.get('cycle_frames')} frames); the causal conv "
         f"reaches {cfg.get('conv_reach')} frames back: the paper's case for an SSM (long and causal)."
     )

@@ -275,7 +275,8 @@ def build_tasks(
 ) -> list[Any]:
     """The study's tasks by name: "digits", "selective_copying", "line" (video anomaly detection: the built-in
     conveyor line, or `data` in a video layout) and "images" (`data`, an ImageFolder). With `data` and no names:
-    "line" if `data` is a video dataset, else "images". `work_dir`: where the line task keeps its data and encoder."""
+    "line" if `data` is a video dataset, else "images". `work_dir`: where the line task keeps its data and encoder.
+    With the "full" budget the built-in line comes twice: "line" (generator seed 0) and "line-g1" (seed 1)."""
     from mambaout.errors import UserError
     from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
     from mambaout.study.selective_copying import SelectiveCopyingTask
@@ -299,6 +300,11 @@ def build_tasks(
 
             video = data if data and "images" not in names else None  # --data feeds the images task when both run
             tasks.append(LineTask(video, work_dir=Path(work_dir or "study_out") / "line", budget=budget))
+            if video is None and budget == "full":  # a second rendering: a result about the line, not one video
+                tasks.append(
+                    LineTask(work_dir=Path(work_dir or "study_out") / "line-g1", budget=budget, line=dict(seed=1))
+                )
+                tasks[-1].name = "line-g1"
         else:
             tasks.append(SelectiveCopyingTask())
     return tasks
