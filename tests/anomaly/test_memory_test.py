@@ -85,13 +85,15 @@ def test_the_probe_reads_a_position_that_the_features_hold_and_not_one_they_do_n
     assert bad["accuracy"] < good["chance"] + 0.1 and 0.15 < good["chance"] < 0.3
 
 
-def _runs(contextual: float, probe: float, spread: float = 0.02) -> list[dict]:
+def _runs(contextual: float, probe: float, spread: float = 0.02, markers: float | None = None) -> list[dict]:
     rng = np.random.default_rng(0)  # every run resamples the same events: its replicates move together
     base = rng.normal(size=200) * spread
+    names = ("misplaced_marker", "missing_marker") if markers is not None else ()
     return [
         dict(
             auroc_per_kind={"contextual": contextual + d},
-            auroc_bootstrap={"contextual": list(contextual + d + base)},
+            auroc_per_subtype={n: markers + d for n in names},
+            auroc_bootstrap={"contextual": list(contextual + d + base), **{n: list(markers + d + base) for n in names}},
             probe=dict(accuracy=probe, chance=0.17),
             lr=3e-3,
             warmup=dict(alarm_rate=0.01),
@@ -116,6 +118,14 @@ def test_the_verdict_says_the_ssm_wins_only_when_the_whole_interval_is_above_zer
     assert "probe says why: it reads the cycle from the SSM at 90 % against the conv's 30 %" in text[-1]
     assert text[-1].endswith(
         "the conv is not at its ceiling, and the SSM's score does not yet use all that its memory holds."
+    )
+    # the marker faults need the cycle: past their own short-memory ceiling, the gain is the long memory's
+    markers = dict(below["ceilings"], short={"contextual": 0.99, "misplaced_marker": 0.87, "missing_marker": 0.87})
+    marked = dict(conv=conv, ssm=mixer_summary(_runs(0.97, 0.9, markers=0.9)))
+    text = verdict_paragraphs(dict(config=dict(config, ceilings=markers), mixers=marked))
+    assert "past what any short memory can reach on the faults that need the cycle (misplaced marker 90.0" in text[-1]
+    assert text[-1].endswith(
+        "the long memory's gain; the probe reads the cycle from the SSM at 90 % against the conv's 30 %."
     )
     unlearnt = dict(conv=conv, ssm=mixer_summary(_runs(0.97, 0.35)))
     text = verdict_paragraphs(dict(config=below, mixers=unlearnt))

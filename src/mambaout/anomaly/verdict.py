@@ -136,6 +136,22 @@ def line_verdict(mixers: dict[str, dict[str, Any]], short: dict[str, float]) -> 
     if lo > 0:
         if ceiling is None:
             return f"**The SSM beats the conv on contextual faults** ({span})."
+        # the faults only a cycle's memory decides: past their short-memory ceiling, the gain is the long memory's
+        markers = [n for n in ("misplaced_marker", "missing_marker") if n in short and n in ssm["line_auroc"]]
+        if markers and all(ssm["line_auroc"][n] > short[n] for n in markers):
+            past = ", ".join(
+                f"{n.replace('_', ' ')} {100 * ssm['line_auroc'][n]:.1f} against {100 * short[n]:.1f}" for n in markers
+            )
+            learnt = (
+                f"; the probe reads the cycle from the SSM at {100 * probe['ssm']:.0f} % against the conv's "
+                f"{100 * probe['conv']:.0f} %"
+                if "ssm" in probe and "conv" in probe
+                else ""
+            )
+            return (
+                f"**The SSM beats the conv on contextual faults** ({span}), past what any short memory can reach on "
+                f"the faults that need the cycle ({past}): the long memory's gain{learnt}."
+            )
         best = max(ssm["line_auroc"]["contextual"], conv["line_auroc"]["contextual"])
         if best < ceiling and probe.get("ssm", 0) - probe.get("conv", 0) > 0.1:
             return (
