@@ -47,16 +47,6 @@ def main() -> None:
             for r in runs:
                 r.pop("timeline", None)
             summary = mixer_summary(runs)
-            summary["recovery_alarm_rate"] = float(np.mean([r["recovery"]["alarm_rate"] for r in runs]))
-            # the temporal branch alone (the mixer's own score), mean over the seeds
-            temporal = [
-                {
-                    **r["branches"]["temporal"]["auroc_per_kind"],
-                    **r["branches"]["temporal"].get("auroc_per_subtype", {}),
-                }
-                for r in runs
-            ]
-            summary["temporal_auroc"] = {n: float(np.mean([t[n] for t in temporal])) for n in temporal[0]}
             summary["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
             per_mixer[mixer] = summary
         results[f"line{line}"] = dict(mixers=per_mixer, ceilings=task.ceilings, embedding_probe=task.embedding_probe)

@@ -260,15 +260,16 @@ class LineTask:
         temporal = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
         patch = self.test_patch if self.patch is not None else [None] * len(temporal)
         scores = [detector.fuse(t, p) for t, p in zip(temporal, patch)]
+        z = [detector.standardised(t, p) for t, p in zip(temporal, patch)]  # each branch on its normal scale
         b, threshold = self.cfg.burn_in, float(detector.alarm_threshold)
         kinds = [k for *_, k in self.test]
         has_kinds = all(k is not None for k in kinds)
         labels = [y for _, _, y, _ in self.test]
         out = frame_metrics(scores, labels, kinds if has_kinds else None, threshold, context=b)
-        out["scores"], out["temporal_scores"] = scores, temporal
-        branches = {"temporal": [detector.standardised(t, p)[0] for t, p in zip(temporal, patch)]}
+        out["scores"] = scores
+        branches = {"temporal": [z_t for z_t, _ in z]}
         if self.patch is not None:
-            branches["patch"] = [detector.standardised(t, p)[1] for t, p in zip(temporal, patch)]
+            branches["patch"] = [z_p for _, z_p in z]
         # each branch alone, so the mixers' own difference stays visible
         out["branches"] = {
             name: {
