@@ -102,15 +102,18 @@ def test_the_step_graph_streamed_in_an_engine_gives_the_scores_of_watch_in_pytor
 @pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_window", "frame"])
 def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs, temporal_scores, mixer):
     data, run = runs
+    from mambaout.anomaly.stream import MotionStep
     from mambaout.video import open_video
 
     detector, config = load_detector(run[mixer])
     step = DetectorStep(detector, config["image_size"]).eval()
+    motion = MotionStep(detector)  # the motion column, added beside the graph (as GraphStreamer adds it)
+    assert detector.has_motion == (mixer != "frame")
     state, scores = step.initial_state(), []
     with torch.no_grad():
         for frame in open_video(data / "test" / "test_00.avi", size=config["image_size"]):
             score, alarm, *state = step(torch.from_numpy(frame), *state)
-            scores.append(float(score))
+            scores.append(float(score) + motion.step(torch.from_numpy(frame)[None]))
     assert int(state[0]) == 300  # t counts the frames
     np.testing.assert_allclose(scores, temporal_scores(mixer), rtol=0, atol=1e-5)
 
@@ -138,8 +141,10 @@ def test_state_json_documents_the_graph_inputs_outputs_and_the_calibration(runs,
     assert frame_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in frame_type.shape.dim] == [config["image_size"], config["image_size"], 3] == [32, 32, 3]
     assert layout["frame"]["dtype"] == "uint8" and layout["horizons"] == list(HORIZONS)
-    np.testing.assert_allclose(layout["mu"], detector.mu.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(layout["sd"], detector.sd.numpy(), rtol=1e-6)
+    # the codes' columns (one per horizon); the motion column, the detector's last, is added beside the graph
+    assert len(detector.mu) == len(HORIZONS) + 1 and detector.has_motion
+    np.testing.assert_allclose(layout["mu"], detector.mu[: len(HORIZONS)].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(layout["sd"], detector.sd[: len(HORIZONS)].numpy(), rtol=1e-6)
     assert layout["threshold"] == pytest.approx(float(detector.threshold), rel=1e-6)
     assert layout["model"] == "model.onnx" and layout["format"] == "onnx" and len(layout["detector_sha256"]) == 64
 

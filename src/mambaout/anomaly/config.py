@@ -29,6 +29,9 @@ class AnomalyConfig:
     recon_size: int = option(16, "side of the low-resolution frame the embedding must reconstruct", "encoder")
     codes: int = option(64, "K: frame codes the temporal model predicts (k-means of frame thumbnails)", "encoder")
     code_size: int = option(8, "side of the thumbnail the codes cluster", "encoder")
+    motion: bool = option(
+        True, "score each frame's global motion against normal motion (stalls, reversals, jerks)", "encoder"
+    )
     encoder_steps: int = option(300, "encoder updates", "encoder")
     encoder_batch_size: int = option(32, "frames per encoder update", "encoder")
     encoder_lr: float = option(2e-3, "encoder AdamW learning rate", "encoder")

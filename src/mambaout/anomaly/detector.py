@@ -12,7 +12,10 @@ attention further.
 Per frame t and horizon h the surprise is s_h(t) = -log p(code(t) | frames <= t - h), standardised as
 z_h(t) = (s_h(t) - mu_h) / sd_h with mu_h, sd_h over normal validation frames; the temporal score is the SUM of the
 z_h present at t (horizons longer than t are left out at the start of a stream): the negative log-likelihood of
-independent predictions adds up, and a surprise at one horizon is not halved by the calm of another. `frame` (no
+independent predictions adds up, and a surprise at one horizon is not halved by the calm of another. With a motion
+model (`motion.py`, the encoder's) the temporal score has one more term, standardised the same way: how much better
+an abnormal global shift than any normal one explains the frame from the frame before (stalls, reversals and jerks
+while only the belt's marks move, which the codes average away). `frame` (no
 temporal model) scores z of the log mean distance to the k nearest normal training embeddings. Validation frames are
 scored as a continuation of their video (the model has read the training part before them), as a stream is. The
 alarm threshold is the `quantile` (0.99) of validation scores: about 1 % of normal frames alarm.
@@ -44,6 +47,10 @@ from mambaout.anomaly.temporal import FrameKNN, TemporalModel, surprise
 from mambaout.errors import UserError
 
 EPS = 1e-8
+# the motion score's standard deviation on normal video is at least this: on a camera whose normal pairs are all
+# explained best by a normal shift (score 0), a shift explaining a frame 5 % better than any normal one counts one
+# standard deviation, not millions
+MOTION_SD_FLOOR = 0.05
 
 
 class Detector(nn.Module):
@@ -55,8 +62,11 @@ class Detector(nn.Module):
         super().__init__()
         self.encoder, self.temporal, self.mixer, self.patch = encoder, temporal, mixer, patch
         self.horizons = tuple(temporal.horizons) if isinstance(temporal, TemporalModel) else (0,)
-        self.register_buffer("mu", torch.zeros(len(self.horizons)))
-        self.register_buffer("sd", torch.ones(len(self.horizons)))
+        # the temporal branch's last column: the motion score (`motion.py`), with a temporal model and a motion model
+        self.has_motion = isinstance(temporal, TemporalModel) and encoder.motion is not None
+        columns = len(self.horizons) + self.has_motion
+        self.register_buffer("mu", torch.zeros(columns))
+        self.register_buffer("sd", torch.ones(columns))
         self.register_buffer("threshold", torch.tensor(math.inf))  # the temporal score's own (and the export's)
         # one alarm from both branches: median and (quantile - median) of (temporal score, log patch score) on normal
         # validation video
@@ -66,21 +76,30 @@ class Detector(nn.Module):
 
     # -- raw surprises, offline ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def surprises(self, embeddings: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """(T, D) embeddings and (T,) codes of one video, from its first frame -> (T, len(horizons)) surprises (NaN:
-        no prediction yet); for `frame`, the log k-NN distance."""
+    def surprises(
+        self, embeddings: torch.Tensor, codes: torch.Tensor, motion: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(T, D) embeddings, (T,) codes and (T,) motion scores of one video, from its first frame -> (T, columns)
+        surprises: one per horizon, then the motion score with a motion model (NaN: no prediction yet, or no motion
+        given); for `frame`, the log k-NN distance."""
         self.eval()
         if isinstance(self.temporal, FrameKNN):
             return torch.log(self.temporal(embeddings) + EPS)[:, None]
-        return surprise(self.temporal(embeddings[None])[0], codes, self.horizons)
+        out = surprise(self.temporal(embeddings[None])[0], codes, self.horizons)
+        if self.has_motion:
+            column = torch.full((len(codes),), math.nan) if motion is None else motion.float()
+            out = torch.cat([out, column[:, None]], 1)
+        return out
 
     def combine(self, surprises: torch.Tensor) -> torch.Tensor:
         """(..., len(horizons)) surprises -> (...) scores: the sum of the standardised surprises present."""
         z = (surprises - self.mu) / self.sd
         return torch.where(torch.isnan(z), 0.0, z).sum(-1)
 
-    def score_embeddings(self, embeddings: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
-        return self.combine(self.surprises(embeddings, codes)).numpy().astype(np.float32)
+    def score_embeddings(
+        self, embeddings: torch.Tensor, codes: torch.Tensor, motion: torch.Tensor | None = None
+    ) -> np.ndarray:
+        return self.combine(self.surprises(embeddings, codes, motion)).numpy().astype(np.float32)
 
     def temporal_scores(self, frames, batch_size: int = 64) -> np.ndarray:
         """Temporal scores (T,) of one video's frames (uint8 (H, W, 3) arrays, in order, from its start)."""
@@ -92,10 +111,14 @@ class Detector(nn.Module):
         """One video's frames (uint8 (H, W, 3), in order, from its start) -> {"temporal": (T,), "patch": (T,) or
         None, "maps": (T, H, W) float32 or None}: the raw branch scores (`fuse` standardises and combines them)."""
         self.eval()
-        embeddings, codes, patch, kept = [], [], [], []
+        embeddings, codes, moves, patch, kept, previous = [], [], [], [], [], None
         for batch in batched(frames, batch_size):
             embeddings.append(self.encoder(batch).float().cpu())
             codes.append(self.encoder.codes(batch).cpu())
+            if self.has_motion:
+                spectra = self.encoder.motion.spectra(batch)
+                moves.append(self.encoder.motion.scores(spectra, previous).float().cpu())
+                previous = spectra[-1:]
             if self.patch is not None:
                 m = self.patch.maps(batch).cpu()
                 patch.append(frame_scores(m))
@@ -103,8 +126,9 @@ class Detector(nn.Module):
                     kept.append(m.numpy())
         e = torch.cat(embeddings) if embeddings else torch.zeros(0, self.encoder.embed_dim)
         c = torch.cat(codes) if codes else torch.zeros(0, dtype=torch.long)
+        m = torch.cat(moves) if moves else None
         return dict(
-            temporal=self.score_embeddings(e, c),
+            temporal=self.score_embeddings(e, c, m),
             patch=torch.cat(patch).numpy() if patch else None,
             maps=np.concatenate(kept) if kept else None,
         )
@@ -148,22 +172,23 @@ class Detector(nn.Module):
 
     # -- calibration on normal validation video ------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate(
-        self, videos: list[tuple[torch.Tensor, torch.Tensor]], starts: list[int], quantile: float = 0.99
-    ) -> dict:
-        """Standardisation and threshold from normal videos ((embeddings, codes) each, from its start): the frames
-        from `starts[i]` on, scored as the continuation of video i."""
-        surprises = [self.surprises(e, c)[s:] for (e, c), s in zip(videos, starts)]
+    def calibrate(self, videos: list[tuple], starts: list[int], quantile: float = 0.99) -> dict:
+        """Standardisation and threshold from normal videos ((embeddings, codes) or (embeddings, codes, motion) each,
+        from its start): the frames from `starts[i]` on, scored as the continuation of video i."""
+        surprises = [self.surprises(*video)[s:] for video, s in zip(videos, starts)]
         stacked = torch.cat(surprises)
-        for i in range(len(self.horizons)):
+        for i in range(stacked.shape[1]):
             column = stacked[:, i][~torch.isnan(stacked[:, i])]
-            self.mu[i], self.sd[i] = column.mean(), column.std().clamp_min(1e-6)
+            floor = MOTION_SD_FLOOR if self.has_motion and i == len(self.horizons) else 1e-6
+            self.mu[i] = column.mean() if len(column) else 0.0
+            self.sd[i] = column.std().clamp_min(floor) if len(column) > 1 else floor
         scores = torch.cat([self.combine(s) for s in surprises]).numpy()
         from mambaout.anomaly.metrics import normal_threshold
 
         self.threshold.fill_(normal_threshold(scores, quantile))
         return dict(
             horizons=list(self.horizons),
+            motion=self.has_motion,
             mu=self.mu.tolist(),
             sd=self.sd.tolist(),
             threshold=float(self.threshold),

@@ -16,7 +16,8 @@ What the temporal model predicts is not the embedding but each frame's code: the
 frames (`fit_codes`; the centroids are a buffer). A thumbnail that coarse keeps what is where and of which colour (on
 the built-in line, the codes of the four item kinds never mix: purity 1.0 at K = 64) and averages away the belt's
 texture, where k-means on the learned embedding mostly clusters texture and position (item-kind purity 0.79, a
-triangle and a diamond in one code for 108 of 450 frames): see docs/anomaly.md.
+triangle and a diamond in one code for 108 of 450 frames): see docs/anomaly.md. With `motion_size` the encoder also
+holds the motion model (`motion.py`) that scores each frame's global shift from the frame before.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import nn
 
+from mambaout.anomaly.motion import MotionModel
 from mambaout.models.factory import create_model
 
 
@@ -52,6 +54,7 @@ class FrameEncoder(nn.Module):
         decoder_hidden: int = 256,
         codes: int = 64,
         code_size: int = 8,
+        motion_size: int = 0,
     ):
         super().__init__()
         # what rebuilds the module around saved weights (the backbone's own weights are in the state dict)
@@ -64,6 +67,8 @@ class FrameEncoder(nn.Module):
             codes=codes,
             code_size=code_size,
         )
+        if motion_size:
+            self.args["motion_size"] = motion_size
         self.embed_dim, self.recon_size, self.grid = embed_dim, recon_size, grid
         self.num_codes, self.code_size = codes, code_size
         self.backbone = create_model(backbone, pretrained=pretrained or None, num_classes=0)
@@ -78,6 +83,8 @@ class FrameEncoder(nn.Module):
         self.register_buffer("embed_mean", torch.zeros(embed_dim))
         self.register_buffer("embed_std", torch.ones(embed_dim))
         self.register_buffer("centroids", torch.zeros(codes, 3 * code_size * code_size))  # set by `fit_codes`
+        # the global motion from each frame to the next (`motion.py`; None for an encoder saved before it)
+        self.motion = MotionModel(motion_size) if motion_size else None
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W)."""
@@ -161,14 +168,21 @@ def embed_frames(encoder: nn.Module, frames: Iterable[np.ndarray], batch_size: i
 @torch.no_grad()
 def encode_frames(
     encoder: nn.Module, frames: Iterable[np.ndarray], batch_size: int = 64, raw: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings (T, D) float32, codes (T,) int64) of frames read lazily in batches."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(embeddings (T, D) float32, codes (T,) int64, motion scores (T,) float32 or None without a motion model) of
+    one video's frames, in order from its start, read lazily in batches (the first frame's motion score is NaN)."""
     encoder.eval()
     fn = encoder.raw_embedding if raw else encoder
-    embeddings, codes = [], []
+    motion = getattr(encoder, "motion", None)
+    embeddings, codes, moves, previous = [], [], [], None
     for batch in batched(frames, batch_size):
         embeddings.append(fn(batch).float().cpu())
         codes.append(encoder.codes(batch).cpu())
+        if motion is not None:
+            spectra = motion.spectra(batch)
+            moves.append(motion.scores(spectra, previous).float().cpu())
+            previous = spectra[-1:]
     if not embeddings:
-        return torch.zeros(0, encoder.embed_dim), torch.zeros(0, dtype=torch.long)
-    return torch.cat(embeddings), torch.cat(codes)
+        empty = torch.zeros(0)
+        return torch.zeros(0, encoder.embed_dim), torch.zeros(0, dtype=torch.long), empty if motion else None
+    return torch.cat(embeddings), torch.cat(codes), torch.cat(moves) if motion is not None else None

@@ -2,9 +2,10 @@
 
 `Streamer.step(frame)` gives a frame's `FrameResult`: the alarm score of both branches, which branch alarms, and the
 patch branch's anomaly map (`patch.py`; it needs no state). `TemporalStreamer.step(frame)` is the temporal branch:
-it encodes one frame and advances the temporal model by one step with the state each mixer
-keeps: the conv's last k - 1 inputs per block, the SSM's state (constant size), attention's key/value cache (every
-past frame without --window, so its memory grows with the stream; the last W with it). The predictions of the last
+it encodes one frame, scores its motion against the frame before (`motion.py`; the previous frame's spectrum is
+carried) and advances the temporal model by one step with the state each mixer keeps: the conv's last k - 1 inputs
+per block, the SSM's state (constant size), attention's key/value cache (every past frame without --window, so its
+memory grows with the stream; the last W with it). The predictions of the last
 max(horizons) frames are kept too, since frame t is compared with the prediction made at t - h. Streamed scores
 equal `Detector.score_frames` on the whole video to float32 rounding. The command that runs a stream on the line
 (`mambaout watch`: rows, maps, state, signals, engines, the live monitor) is `mambaout.monitor.watch`.
@@ -23,6 +24,32 @@ from mambaout.anomaly.detector import EPS, Detector
 from mambaout.anomaly.temporal import FrameKNN, state_bytes
 
 
+class MotionStep:
+    """The motion column of one stream (`motion.py`): `step(pixels)` -> the frame's standardised motion surprise (0
+    for the first frame, or without a motion model); the previous frame's spectrum is the state it carries."""
+
+    def __init__(self, detector: Detector):
+        self.model = detector.encoder.motion if detector.has_motion else None
+        self.mu, self.sd = (float(detector.mu[-1]), float(detector.sd[-1])) if self.model is not None else (0.0, 1.0)
+        self.previous: torch.Tensor | None = None
+
+    def raw(self, pixels: torch.Tensor) -> float:
+        """The raw motion score of one frame (1, H, W, 3) uint8 (NaN for the first, or without a motion model)."""
+        if self.model is None:
+            return math.nan
+        spectra = self.model.spectra(pixels)
+        score = float(self.model.scores(spectra, self.previous)[0])
+        self.previous = spectra
+        return score
+
+    def step(self, pixels: torch.Tensor) -> float:
+        raw = self.raw(pixels)
+        return 0.0 if math.isnan(raw) else (raw - self.mu) / self.sd
+
+    def memory_bytes(self) -> int:
+        return state_bytes(self.previous) if self.previous is not None else 0
+
+
 class TemporalStreamer:
     """One stream's temporal state; `step(frame) -> temporal score`.
 
@@ -36,6 +63,7 @@ class TemporalStreamer:
         self.detector = detector.eval()
         self.frame_only = isinstance(detector.temporal, FrameKNN)
         self.t = 0
+        self.motion = MotionStep(detector)
         self.state: Any = None if self.frame_only else detector.temporal.init_state(1)
         if self.frame_only:
             self.past = torch.zeros(0)
@@ -53,11 +81,13 @@ class TemporalStreamer:
             surprises = torch.log(d.temporal(embedding) + EPS)[:, None]
         else:
             code = int(d.encoder.codes(pixels)[0])
-            surprises = torch.full((1, len(d.horizons)), math.nan)
+            surprises = torch.full((1, len(d.mu)), math.nan)
             ring = len(self.past)
             for i, h in enumerate(d.horizons):
                 if self.t >= h:
                     surprises[0, i] = -self.past[(self.t - h) % ring, i, code]
+            if d.has_motion:
+                surprises[0, -1] = self.motion.raw(pixels)
             predictions, self.state = d.temporal.step(embedding, self.state)
             self.past[self.t % ring] = predictions[0]
         self.t += 1
@@ -65,13 +95,14 @@ class TemporalStreamer:
 
     def memory_bytes(self) -> int:
         """Bytes of the state carried from frame to frame (temporal state and the ring of past predictions)."""
-        return state_bytes(self.state) + state_bytes(self.past)
+        return state_bytes(self.state) + state_bytes(self.past) + self.motion.memory_bytes()
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(t=self.t, temporal=self.state, past=self.past)
+        return dict(t=self.t, temporal=self.state, past=self.past, motion=self.motion.previous)
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.t, self.state, self.past = saved["t"], saved["temporal"], saved["past"]
+        self.motion.previous = saved.get("motion")
 
 
 @dataclass

@@ -40,6 +40,7 @@ from mambaout.anomaly.train import (
     build_patch_stage,
     build_temporal,
     calibrate_alarm,
+    normal_videos,
     temporal_args,
     train_encoder,
     validation_patch_scores,
@@ -117,12 +118,14 @@ class LineTask:
         )
         self.test = []  # (embeddings, codes, labels, kinds) of the decoded frames of every test video
         self.test_patch = []  # the patch branch's frame scores of the same frames
+        self.test_motion = []  # their motion scores (None without a motion model)
         for video in self.dataset.test:
             with video.open(size=self.cfg.image_size) as source:
                 indexed = list(source.indexed())
             keep = [i for i, _ in indexed]
             frames = [f for _, f in indexed]
-            e, c = encode_frames(self.encoder, frames)
+            e, c, m = encode_frames(self.encoder, frames)
+            self.test_motion.append(m)
             self.test.append((e, c, video.labels[keep], video.kinds[keep] if video.kinds is not None else None))
             if self.patch is not None:
                 with torch.no_grad():
@@ -132,7 +135,7 @@ class LineTask:
         self.encoder_seconds = time.perf_counter() - start
         self.train_parts = [e[:s] for e, s in zip(self.cache["embeddings"], self.cache["splits"])]
         self.train_codes = [c[:s] for c, s in zip(self.cache["codes"], self.cache["splits"])]
-        self.normal = list(zip(self.cache["embeddings"], self.cache["codes"]))  # whole normal videos
+        self.normal = normal_videos(self.cache)  # whole normal videos
         self.seq_len = min(self.cfg.burn_in + self.cfg.seq_len, min(len(p) for p in self.train_parts))
         self.embed_dim = self.train_parts[0].shape[1]
         self.mixer_kwargs: dict[str, dict] = {}
@@ -257,7 +260,7 @@ class LineTask:
         detector = Detector(self.encoder, model.cpu().eval(), mixer, self.patch)
         detector.calibrate(self.normal, self.cache["splits"], self.cfg.quantile)
         calibrate_alarm(self.cfg, detector, self.dataset, self.cache, self.patch_validation)
-        temporal = [detector.score_embeddings(e, c) for e, c, _, _ in self.test]
+        temporal = [detector.score_embeddings(e, c, m) for (e, c, _, _), m in zip(self.test, self.test_motion)]
         patch = self.test_patch if self.patch is not None else [None] * len(temporal)
         scores = [detector.fuse(t, p) for t, p in zip(temporal, patch)]
         z = [detector.standardised(t, p) for t, p in zip(temporal, patch)]  # each branch on its normal scale
@@ -316,7 +319,8 @@ class LineTask:
 
         model = model.cpu().eval()
         nll = [
-            surprise(model(e[None])[0], c, model.horizons)[s:] for (e, c), s in zip(self.normal, self.cache["splits"])
+            surprise(model(e[None])[0], c, model.horizons)[s:]
+            for (e, c, _), s in zip(self.normal, self.cache["splits"])
         ]
         return float(torch.cat(nll).nanmean())
 

@@ -166,6 +166,7 @@ def encoder_args(cfg: AnomalyConfig) -> dict[str, Any]:
         recon_size=cfg.recon_size,
         codes=cfg.codes,
         code_size=cfg.code_size,
+        motion_size=cfg.image_size if cfg.motion else 0,
     )
 
 
@@ -193,7 +194,11 @@ def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path) -> tuple[Fra
     stage = Stage("encoder", cfg, objective, dataset, rt.device, cfg.encoder_lr, cfg.encoder_steps)
     train_stage(stage, rt, out, cfg.encoder_batch_size)
     encoder.fit_codes(torch.from_numpy(frames), cfg.seed)
-    raw, codes = zip(*(encode_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train))
+    if encoder.motion is not None:
+        parts = (read_frames(v, cfg.image_size, set(range(s))) for v, s in zip(data.train, splits))
+        facts = encoder.motion.fit_normal(frames, parts)
+        rt.log(f"motion: normal shifts (dy, dx) {facts['normal_shifts']} over {facts['pairs']:,} frame pairs")
+    raw, codes, motion = zip(*(encode_frames(encoder, read_frames(v, cfg.image_size), raw=True) for v in data.train))
     encoder.set_statistics(torch.cat([r[:s] for r, s in zip(raw, splits)]))
     embeddings = [(r - encoder.embed_mean.cpu()) / encoder.embed_std.cpu() for r in raw]
     cache = dict(
@@ -201,6 +206,7 @@ def train_encoder(cfg: AnomalyConfig, rt: Runtime, data, out: Path) -> tuple[Fra
         splits=splits,
         embeddings=embeddings,
         codes=list(codes),
+        motion=list(motion) if encoder.motion is not None else None,
         image_size=cfg.image_size,
     )
     save_checkpoint(out / "embeddings.pt", cache)
@@ -276,13 +282,18 @@ def validation_patch_scores(cfg: AnomalyConfig, patch: PatchBranch, data, splits
     return out
 
 
+def normal_videos(cache: dict) -> list[tuple]:
+    """(embeddings, codes, motion scores or None) of every whole normal video of an encoder's cache."""
+    motion = cache.get("motion") or [None] * len(cache["embeddings"])
+    return list(zip(cache["embeddings"], cache["codes"], motion))
+
+
 def calibrate_alarm(
     cfg: AnomalyConfig, detector: Detector, data, cache: dict, patch: list[np.ndarray] | None = None
 ) -> dict:
     """Both branches' scores on the held-out tail of every normal video (the temporal one as the continuation of its
     video; the patch one's given as `patch` or computed); the alarm threshold."""
-    videos = zip(cache["embeddings"], cache["codes"], cache["splits"])
-    temporal = [detector.score_embeddings(e, c)[s:] for e, c, s in videos]
+    temporal = [detector.score_embeddings(*video)[s:] for video, s in zip(normal_videos(cache), cache["splits"])]
     if detector.patch is not None and patch is None:
         patch = validation_patch_scores(cfg, detector.patch, data, cache["splits"])
     return detector.calibrate_alarm(temporal, patch if detector.patch is not None else None, cfg.quantile)
@@ -313,8 +324,7 @@ def save_detector(
     """
     out = Path(cfg.output)
     detector = Detector(encoder.cpu(), temporal.cpu(), cfg.mixer, patch)
-    videos = list(zip(cache["embeddings"], cache["codes"]))
-    calibration = detector.calibrate(videos, cache["splits"], cfg.quantile)
+    calibration = detector.calibrate(normal_videos(cache), cache["splits"], cfg.quantile)
     alarm = calibrate_alarm(cfg, detector, data, cache, patch_validation)
     calibration.update(alarm=alarm, patch=patch_facts or {})
     params = sum(p.numel() for p in temporal.parameters())

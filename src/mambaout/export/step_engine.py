@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mambaout.anomaly.detector import Detector
+from mambaout.anomaly.stream import MotionStep
 from mambaout.errors import UserError
 from mambaout.export.availability import require
 from mambaout.export.engines import cannot_load, check_engine, compile_openvino
@@ -87,28 +88,41 @@ def load_step_engine(engine: str, folder: str | Path, threads: int | None = None
     return StepEngine(engine, layout, loader(path, outputs, threads))
 
 
-class GraphStreamer:
-    """`mambaout.anomaly.stream.Streamer` over an exported step graph: `step(frame) -> score`."""
+MOTION_STATE = "motion.previous"  # the watch state's entry for the motion column's previous spectrum
 
-    def __init__(self, engine: StepEngine):
+
+class GraphStreamer:
+    """`mambaout.anomaly.stream.Streamer`'s temporal branch over an exported step graph: `step(frame) -> score`. The
+    graph scores the codes; the motion column (`anomaly/motion.py`: FFTs, which the graph does not hold) is added
+    beside it from `detector`'s motion model, as `TemporalStreamer` adds it."""
+
+    def __init__(self, engine: StepEngine, detector: Detector | None = None):
         self.engine = engine
         self.state = engine.initial_state()
+        self.motion = MotionStep(detector) if detector is not None and detector.has_motion else None
 
     def step(self, frame: np.ndarray) -> float:
         score, _, self.state = self.engine(frame, self.state)
+        if self.motion is not None:
+            score += self.motion.step(torch.from_numpy(np.ascontiguousarray(frame))[None])
         return score
 
     def memory_bytes(self) -> int:
-        return sum(x.nbytes for x in self.state)
+        return sum(x.nbytes for x in self.state) + (self.motion.memory_bytes() if self.motion else 0)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {s.name: torch.from_numpy(np.array(x)) for s, x in zip(self.engine.layout.state, self.state)}
+        out = {s.name: torch.from_numpy(np.array(x)) for s, x in zip(self.engine.layout.state, self.state)}
+        if self.motion is not None and self.motion.previous is not None:
+            out[MOTION_STATE] = self.motion.previous
+        return out
 
     def load_state_dict(self, saved: dict[str, torch.Tensor]) -> None:
         names = [s.name for s in self.engine.layout.state]
-        if sorted(saved) != sorted(names):
+        if sorted(k for k in saved if k != MOTION_STATE) != sorted(names):
             raise UserError("the watch state does not match this export's state layout; delete it to start anew")
         self.state = [saved[name].numpy() for name in names]
+        if self.motion is not None:
+            self.motion.previous = saved.get(MOTION_STATE)
 
 
 def exported_for_run(run: str | Path, engine: str, model: str | Path | None = None, out: TextIO | None = None) -> Path:
@@ -155,5 +169,5 @@ def check_against_torch(detector: Detector, engine: StepEngine, count: int | Non
     count = count or max(layout.horizons) + (layout.window or 0) + 8
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (count, layout.image_size, layout.image_size, 3), dtype=np.uint8)
-    ours, reference = GraphStreamer(engine), Streamer(detector)
+    ours, reference = GraphStreamer(engine, detector), Streamer(detector)
     return count, max(abs(ours.step(f) - reference.step(f)) for f in frames)

@@ -15,8 +15,10 @@ t - h). Here that state is a fixed list of tensors, so one graph with fixed shap
 All start at zeros. Each output `new.<name>` is the next frame's input `<name>`. The `frame` (k-NN) detector has
 only `t`; its bank of normal embeddings is a constant of the graph. The frame input is what a decoder gives after
 resizing to the run's image size: `frame` uint8 (H, W, 3) RGB; the graph does the normalisation. Outputs: `score`
-(1,) float32 (the detector's standardised score: mu, sd per horizon are constants of the graph) and `alarm` (1,)
-bool (score > threshold). The layout is written next to the model as `state.json` (`StepLayout`).
+(1,) float32 (the detector's standardised score of the codes: mu, sd per horizon are constants of the graph) and
+`alarm` (1,) bool (score > threshold). A detector with a motion model (`anomaly/motion.py`) adds its motion column
+beside the graph (`GraphStreamer`: two FFTs a frame, which the graph does not hold), so with one the graph's own
+`alarm` compares the codes' part alone. The layout is written next to the model as `state.json` (`StepLayout`).
 
 Attention's ring: frame t writes its key and value into slot t mod W and attends to the slots written so far
 (t + 1 of them until the ring is full); the order of keys does not change softmax attention (a key carries its
@@ -223,8 +225,8 @@ def step_layout(detector: Detector, image_size: int) -> StepLayout:
         mixer=detector.mixer,
         image_size=image_size,
         horizons=list(detector.horizons),
-        mu=detector.mu.tolist(),
-        sd=detector.sd.tolist(),
+        mu=detector.mu[: len(detector.horizons)].tolist(),  # the codes' columns; the motion one is added beside
+        sd=detector.sd[: len(detector.horizons)].tolist(),
         threshold=float(detector.threshold),
         state=state_tensors(detector),
         window=getattr(detector.temporal, "window", None),
@@ -258,8 +260,8 @@ class DetectorStep(nn.Module):
                     block.mixer = RingAttention(block.mixer)
                 self.block_keys.append([s.name.split(".")[1] for s in tensors])
         self.horizons = tuple(detector.horizons)
-        self.register_buffer("mu", detector.mu.clone())
-        self.register_buffer("sd", detector.sd.clone())
+        self.register_buffer("mu", detector.mu[: len(self.horizons)].clone())  # the motion column: `GraphStreamer`
+        self.register_buffer("sd", detector.sd[: len(self.horizons)].clone())
         self.register_buffer("threshold", detector.threshold.clone())
 
     def initial_state(self) -> list[torch.Tensor]:

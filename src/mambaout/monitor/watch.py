@@ -259,7 +259,9 @@ def _streamer(detector: Detector, run: str, engine: str, model: str | None, out)
         return Streamer(detector)
     from mambaout.export.step_engine import GraphStreamer, exported_for_run, load_step_engine
 
-    return Streamer(detector, GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out))))
+    return Streamer(
+        detector, GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out)), detector)
+    )
 
 
 def _fmt_bytes(n: int) -> str:

@@ -391,7 +391,9 @@ def run_study(
         for mixer in plan[t]
     ]
     cores, load_start = machine_load()
-    progress = Progress([j.weight for j in jobs], workers, tail_s=15.0 * len(tasks) + (30.0 if sweep else 0.0))
+    # what follows the runs, on one thread: each task's costs and the sweep (measured: 18 s for all of the default
+    # study on 2 quiet AVX-512 cores; counted at twice that, for slower and busier machines)
+    progress = Progress([j.weight for j in jobs], workers, tail_s=8.0 * len(tasks) + (12.0 if sweep else 0.0))
     progress.line(
         f"mambaout study: {len(jobs)} runs in {workers} worker process{'es' if workers != 1 else ''}, one thread "
         f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min (from the timed steps)"
