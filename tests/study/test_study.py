@@ -210,13 +210,23 @@ def test_bottom_line_keeps_the_conv_when_the_ssm_adds_nothing_measurable():
 
 def test_seeds_that_disagree_make_the_comparison_inconclusive_not_within_noise():
     mixers = dict(
-        conv=_seeds(0.115, 0.117), ssm=_seeds(0.404, 0.997), attn_causal=_seeds(0.999, 0.997)
-    )  # the SSM's seeds differ by 59.3 points, more than its 58.4-point lead over the conv
+        conv=_seeds(0.115, 0.117), ssm=_seeds(0.121, 0.997), attn_causal=_seeds(0.999, 0.997)
+    )  # one SSM seed never left chance: its seeds differ by 87.6 points, more than its 44.3-point lead
     v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
-    assert v["bottom_line"] == "Inconclusive: seeds disagree (ssm: 40.4 and 99.7)."
+    assert v["bottom_line"] == "Inconclusive: seeds disagree (ssm: 12.1 and 99.7)."
     assert v["ssm_vs_conv"]["seeds_disagree"] and not v["ssm_vs_conv"]["significant"]
-    assert v["measured"][0].startswith("ssm vs conv: inconclusive (seeds disagree: ssm: 40.4 and 99.7;")
+    assert v["measured"][0].startswith("ssm vs conv: inconclusive (seeds disagree: ssm: 12.1 and 99.7;")
     assert not any("within noise" in line for line in v["measured"])
+    # a seed that learnt late but still beat every conv seed by far: the SSM helps, and the verdict shows the spread
+    # (seeds 98.8 and 43.7 differ by 55.1 points, less than the 59.8-point lead, yet 2σ = 77.9 exceeds the lead)
+    mixers["ssm"] = _seeds(0.988, 0.437)
+    v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))
+    c = v["ssm_vs_conv"]
+    assert c["separated"] and c["significant"] and not c["seeds_disagree"] and c["noise_2sigma"] > c["delta_points"]
+    assert v["bottom_line"] == "Use the SSM: +59.7 points over the gated conv (every seed ahead; ssm: 98.8 and 43.7)."
+    assert v["measured"][0].startswith("ssm vs conv: +59.7 points (every seed by more than 4.4; seeds: ssm: 98.8 and")
+    # a conv seed within the test sample's bound of the SSM's worst: not separated, the spread decides
+    assert not compare(_seeds(0.60, 0.99), _seeds(0.115, 0.59))["separated"]
     mixers["ssm"] = _seeds(0.995, 0.997)
     mixers["attn_causal"] = _seeds(1.0, 0.563)
     v = task_verdict(dict(prediction=CAUSAL, mixers=mixers))

@@ -58,6 +58,7 @@ class SelectiveCopyingTask:
     # Calibrated on a 2-core AMD EPYC, one thread per run (docs/study.md): at batch 32 the SSM left chance level
     # anywhere between step 300 and never (2000 steps), seed by seed; at batch 64 the two slowest seeds passed 90 %
     # by step 600 and attention by step 400, so 1200 steps leave twice the margin. The conv never leaves chance.
+    # Not on every machine: on an Intel Xeon seed 1 was at 43.7 % after 1200 steps (docs/study.md).
     budgets = {
         "small": dict(steps=30, batch_size=16, lr=5e-3, warmup_steps=5),
         "default": dict(steps=1200, batch_size=64, lr=5e-3, warmup_steps=100),

@@ -8,9 +8,12 @@ The SSM is compared with the conv (the ablation the paper makes: Mamba = Gated C
 How a comparison of mixer a with mixer b is decided (Δ = difference of their mean accuracies over seeds):
 
 - test-set sampling error σ_s = sqrt(p(1-p)/n) at their pooled accuracy p, n the scored test items;
-- a mixer's seeds *disagree* when their spread (best minus worst seed) exceeds SEED_AGREEMENT_SIGMAS·σ_s and
-  MIN_DISAGREEMENT_POINTS (more than the test sample explains: two ±2σ_s bands that do not touch) and also exceeds
-  |Δ|: then the outcome depends on the seed and the comparison is *inconclusive*, whatever the means say;
+- the bound b = max(SEED_AGREEMENT_SIGMAS·σ_s, MIN_DISAGREEMENT_POINTS): more than the test sample explains (two
+  ±2σ_s bands that do not touch);
+- the mixers are *separated* when every seed of one beats every seed of the other by more than b: then Δ counts,
+  however much each mixer's seeds vary (a seed that learnt late still beat every seed of the other);
+- otherwise a mixer's seeds *disagree* when their spread (best minus worst seed) exceeds b and either exceeds |Δ| or
+  leaves |Δ| under 2σ: the outcome depends on the seed and the comparison is *inconclusive*, whatever the means say;
 - otherwise Δ counts when |Δ| ≥ 2σ, σ = the larger of the two mixers' seed standard deviations and σ_s; smaller
   differences are "within noise".
 
@@ -52,14 +55,21 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     sampling = 100 * math.sqrt(max(p * (1 - p), 0.0) / a["eval_count"])
     sigma = max(100 * a["accuracy_std"], 100 * b["accuracy_std"], sampling)
     bound = max(SEED_AGREEMENT_SIGMAS * sampling, MIN_DISAGREEMENT_POINTS)
-    disagree = [k for k, s in (("a", a), ("b", b)) if _spread(s) > max(bound, abs(delta))]
+    lo_a, hi_a, lo_b, hi_b = (100 * f(s.get("accuracies") or [s["accuracy_mean"]]) for s in (a, b) for f in (min, max))
+    separated = lo_a - hi_b > bound or lo_b - hi_a > bound
+    noisy = [k for k, s in (("a", a), ("b", b)) if _spread(s) > bound]
+    disagree = [] if separated else [k for k in noisy if _spread(a if k == "a" else b) > abs(delta)]
+    if not separated and noisy and not disagree and abs(delta) < 2 * sigma:
+        disagree = noisy  # the means' difference is drowned by a seed that varies beyond the test sample
     out = dict(
         delta_points=delta,
         noise_2sigma=2 * sigma,
         seed_bound_points=bound,
+        separated=separated,
         seeds_disagree=bool(disagree),
         disagreeing=disagree,
-        significant=not disagree and abs(delta) >= 2 * sigma,
+        varying=noisy,
+        significant=separated or (not disagree and abs(delta) >= 2 * sigma),
     )
     for key in ("latency_ms_b1", "latency_ms_bN", "macs", "params", "peak_train_mem_mb", "state_mb"):
         if a.get(key) and b.get(key):
@@ -72,6 +82,14 @@ def _disagreement(names: tuple[str, str], summaries: tuple[dict, dict], c: dict[
     """ "ssm: 40.4 and 99.7" for each disagreeing side of a comparison, joined by "; "."""
     sides = dict(zip("ab", zip(names, summaries)))
     return "; ".join(f"{sides[k][0]}: {seed_values(sides[k][1])}" for k in c["disagreeing"])
+
+
+def _varying(names: tuple[str, str], summaries: tuple[dict, dict] | None, c: dict[str, Any]) -> str:
+    """ "ssm: 43.7 and 98.8" for each side of a separated comparison whose seeds vary beyond the test sample."""
+    if summaries is None:
+        return ""
+    sides = dict(zip("ab", zip(names, summaries)))
+    return "; ".join(f"{sides[k][0]}: {seed_values(sides[k][1])}" for k in c.get("varying", []))
 
 
 def _cost(c: dict[str, Any]) -> str:
@@ -104,6 +122,11 @@ def _delta_sentence(name_a: str, name_b: str, c: dict[str, Any], summaries: tupl
             f"{name_a} vs {name_b}: within noise (Δ = {c['delta_points']:+.1f} points, |Δ| < 2σ = "
             f"{c['noise_2sigma']:.1f}){cost}"
         )
+    if c.get("separated") and abs(c["delta_points"]) < c["noise_2sigma"]:
+        return (
+            f"{name_a} vs {name_b}: {c['delta_points']:+.1f} points (every seed by more than "
+            f"{c['seed_bound_points']:.1f}; seeds: {_varying((name_a, name_b), summaries, c)}){cost}"
+        )
     return f"{name_a} vs {name_b}: {c['delta_points']:+.1f} points (2σ = {c['noise_2sigma']:.1f}){cost}"
 
 
@@ -125,10 +148,14 @@ def bottom_line(mixers: dict[str, dict[str, Any]], c: dict[str, Any] | None) -> 
     cost = _cost(c)
     if c["seeds_disagree"]:
         return f"Inconclusive: seeds disagree ({_disagreement(('ssm', 'conv'), (mixers['ssm'], mixers['conv']), c)})."
+    varying = _varying(("ssm", "conv"), (mixers["ssm"], mixers["conv"]), c) if c.get("separated") else ""
+    seeds = f" (every seed ahead; {varying})" if varying else ""
     if c["significant"] and c["delta_points"] > 0:
-        return f"Use the SSM: {c['delta_points']:+.1f} points over the gated conv" + (f" at {cost}." if cost else ".")
+        return f"Use the SSM: {c['delta_points']:+.1f} points over the gated conv{seeds}" + (
+            f" at {cost}." if cost else "."
+        )
     if c["significant"]:
-        return f"Keep the gated conv: the SSM is {-c['delta_points']:.1f} points worse" + (
+        return f"Keep the gated conv: the SSM is {-c['delta_points']:.1f} points worse{seeds}" + (
             f" at {cost}." if cost else "."
         )
     return (
