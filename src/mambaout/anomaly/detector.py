@@ -116,9 +116,8 @@ class Detector(nn.Module):
             embeddings.append(self.encoder(batch).float().cpu())
             codes.append(self.encoder.codes(batch).cpu())
             if self.has_motion:
-                spectra = self.encoder.motion.spectra(batch)
-                moves.append(self.encoder.motion.scores(spectra, previous).float().cpu())
-                previous = spectra[-1:]
+                scores, previous = self.encoder.motion.step(batch, previous)
+                moves.append(scores)
             if self.patch is not None:
                 m = self.patch.maps(batch).cpu()
                 patch.append(frame_scores(m))

@@ -179,10 +179,9 @@ def encode_frames(
         embeddings.append(fn(batch).float().cpu())
         codes.append(encoder.codes(batch).cpu())
         if motion is not None:
-            spectra = motion.spectra(batch)
-            moves.append(motion.scores(spectra, previous).float().cpu())
-            previous = spectra[-1:]
+            scores, previous = motion.step(batch, previous)
+            moves.append(scores)
     if not embeddings:
-        empty = torch.zeros(0)
-        return torch.zeros(0, encoder.embed_dim), torch.zeros(0, dtype=torch.long), empty if motion else None
+        empty = torch.zeros(0) if motion is not None else None
+        return torch.zeros(0, encoder.embed_dim), torch.zeros(0, dtype=torch.long), empty
     return torch.cat(embeddings), torch.cat(codes), torch.cat(moves) if motion is not None else None

@@ -90,6 +90,12 @@ class MotionModel(nn.Module):
         out = ((best - best_normal) / best.clamp_min(1e-12)).clamp_min(0.0)
         return torch.where(torch.isnan(best), math.nan, torch.where(best > 0, out, 0.0))
 
+    def step(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next uint8 (B, H, W, 3) frames of a stream -> (their scores (B,) float32, the spectrum to pass as
+        `previous` with the frames after them): what a stream carries from batch to batch."""
+        spectra = self.spectra(frames)
+        return self.scores(spectra, previous).float().cpu(), spectra[-1:]
+
     # -- fitting on normal video --------------------------------------------------------------------------------
     @torch.no_grad()
     def fit_normal(self, sample: np.ndarray, videos: Iterable[np.ndarray], batch_size: int = 256) -> dict:

@@ -37,10 +37,8 @@ class MotionStep:
         """The raw motion score of one frame (1, H, W, 3) uint8 (NaN for the first, or without a motion model)."""
         if self.model is None:
             return math.nan
-        spectra = self.model.spectra(pixels)
-        score = float(self.model.scores(spectra, self.previous)[0])
-        self.previous = spectra
-        return score
+        scores, self.previous = self.model.step(pixels, self.previous)
+        return float(scores[0])
 
     def step(self, pixels: torch.Tensor) -> float:
         raw = self.raw(pixels)

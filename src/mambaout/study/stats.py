@@ -30,14 +30,19 @@ SEED_AGREEMENT_SIGMAS = 4.0
 MIN_DISAGREEMENT_POINTS = 2.0
 
 
+def _accuracies(s: dict[str, Any]) -> list[float]:
+    """A mixer's accuracy per seed (its mean alone where the seeds are not listed)."""
+    return s.get("accuracies") or [s["accuracy_mean"]]
+
+
 def _spread(s: dict[str, Any]) -> float:
-    accs = s.get("accuracies") or [s["accuracy_mean"]]
+    accs = _accuracies(s)
     return 100 * (max(accs) - min(accs))
 
 
 def seed_values(s: dict[str, Any]) -> str:
     """A mixer's per-seed accuracies as "40.4 and 99.7" (or "12.0, 24.3 and 99.5")."""
-    values = [f"{100 * a:.1f}" for a in s.get("accuracies") or [s["accuracy_mean"]]]
+    values = [f"{100 * a:.1f}" for a in _accuracies(s)]
     return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
@@ -55,10 +60,11 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     sampling = 100 * math.sqrt(max(p * (1 - p), 0.0) / a["eval_count"])
     sigma = max(100 * a["accuracy_std"], 100 * b["accuracy_std"], sampling)
     bound = max(SEED_AGREEMENT_SIGMAS * sampling, MIN_DISAGREEMENT_POINTS)
-    lo_a, hi_a, lo_b, hi_b = (100 * f(s.get("accuracies") or [s["accuracy_mean"]]) for s in (a, b) for f in (min, max))
+    sides = dict(a=a, b=b)
+    lo_a, hi_a, lo_b, hi_b = (100 * f(_accuracies(s)) for s in (a, b) for f in (min, max))
     separated = lo_a - hi_b > bound or lo_b - hi_a > bound
-    noisy = [k for k, s in (("a", a), ("b", b)) if _spread(s) > bound]
-    disagree = [] if separated else [k for k in noisy if _spread(a if k == "a" else b) > abs(delta)]
+    noisy = [k for k, s in sides.items() if _spread(s) > bound]
+    disagree = [] if separated else [k for k in noisy if _spread(sides[k]) > abs(delta)]
     if not separated and noisy and not disagree and abs(delta) < 2 * sigma:
         disagree = noisy  # the means' difference is drowned by a seed that varies beyond the test sample
     out = dict(
@@ -78,18 +84,11 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _disagreement(names: tuple[str, str], summaries: tuple[dict, dict], c: dict[str, Any]) -> str:
-    """ "ssm: 40.4 and 99.7" for each disagreeing side of a comparison, joined by "; "."""
+def _seeds_of(names: tuple[str, str], summaries: tuple[dict, dict], keys: list[str]) -> str:
+    """ "ssm: 40.4 and 99.7" for each side ("a", "b") of a comparison in `keys` (its disagreeing or varying sides),
+    joined by "; "."""
     sides = dict(zip("ab", zip(names, summaries)))
-    return "; ".join(f"{sides[k][0]}: {seed_values(sides[k][1])}" for k in c["disagreeing"])
-
-
-def _varying(names: tuple[str, str], summaries: tuple[dict, dict] | None, c: dict[str, Any]) -> str:
-    """ "ssm: 43.7 and 98.8" for each side of a separated comparison whose seeds vary beyond the test sample."""
-    if summaries is None:
-        return ""
-    sides = dict(zip("ab", zip(names, summaries)))
-    return "; ".join(f"{sides[k][0]}: {seed_values(sides[k][1])}" for k in c.get("varying", []))
+    return "; ".join(f"{sides[k][0]}: {seed_values(sides[k][1])}" for k in keys)
 
 
 def _cost(c: dict[str, Any]) -> str:
@@ -112,10 +111,11 @@ def _delta_sentence(name_a: str, name_b: str, c: dict[str, Any], summaries: tupl
             f" at {c['latency_ms_b1_ratio']:.1f}x the latency (batch 1{at_n}), {c.get('macs_ratio', 0):.2f}x the MACs "
             f"and {c['train_seconds_ratio']:.1f}x the training time"
         )
+    names = (name_a, name_b)
     if c.get("seeds_disagree"):
         return (
             f"{name_a} vs {name_b}: inconclusive (seeds disagree: "
-            f"{_disagreement((name_a, name_b), summaries, c)}; Δ of the means = {c['delta_points']:+.1f} points)"
+            f"{_seeds_of(names, summaries, c['disagreeing'])}; Δ of the means = {c['delta_points']:+.1f} points)"
         )
     if not c["significant"]:
         return (
@@ -125,7 +125,7 @@ def _delta_sentence(name_a: str, name_b: str, c: dict[str, Any], summaries: tupl
     if c.get("separated") and abs(c["delta_points"]) < c["noise_2sigma"]:
         return (
             f"{name_a} vs {name_b}: {c['delta_points']:+.1f} points (every seed by more than "
-            f"{c['seed_bound_points']:.1f}; seeds: {_varying((name_a, name_b), summaries, c)}){cost}"
+            f"{c['seed_bound_points']:.1f}; seeds: {_seeds_of(names, summaries, c['varying'])}){cost}"
         )
     return f"{name_a} vs {name_b}: {c['delta_points']:+.1f} points (2σ = {c['noise_2sigma']:.1f}){cost}"
 
@@ -146,9 +146,10 @@ def bottom_line(mixers: dict[str, dict[str, Any]], c: dict[str, Any] | None) -> 
             f"{100 * scored[best]['accuracy_mean']:.1f} %."
         )
     cost = _cost(c)
+    pair = ("ssm", "conv"), (mixers["ssm"], mixers["conv"])
     if c["seeds_disagree"]:
-        return f"Inconclusive: seeds disagree ({_disagreement(('ssm', 'conv'), (mixers['ssm'], mixers['conv']), c)})."
-    varying = _varying(("ssm", "conv"), (mixers["ssm"], mixers["conv"]), c) if c.get("separated") else ""
+        return f"Inconclusive: seeds disagree ({_seeds_of(*pair, c['disagreeing'])})."
+    varying = _seeds_of(*pair, c["varying"]) if c.get("separated") else ""
     seeds = f" (every seed ahead; {varying})" if varying else ""
     if c["significant"] and c["delta_points"] > 0:
         return f"Use the SSM: {c['delta_points']:+.1f} points over the gated conv{seeds}" + (
