@@ -3,7 +3,7 @@
 The suite runs on 2 cores that other jobs also use; two spinning OpenMP threads per process were several times slower
 than one there (measured in the first sessions). Tests that are about the thread count set it themselves.
 
-`ONEDNN_MAX_CPU_ISA=AVX2` (the AVX2 emulation the README's test section names) caps PyTorch's oneDNN and OpenVINO's
+`ONEDNN_MAX_CPU_ISA=AVX2` (the AVX2 emulation of `.ci/run`'s second pass) caps PyTorch's oneDNN and OpenVINO's
 own copy alike. On an AVX-512 CPU, OpenVINO 2026.4's MVN (LayerNorm) kernel then segfaults whenever the normalised
 width is not a multiple of 16 (a lone MVN over [1, 30] crashes, over [1, 32] runs; Intel Xeon and AMD EPYC alike),
 which the step graphs of the SSM and attention detectors have. A real AVX2 CPU has no such mismatch. So this process
