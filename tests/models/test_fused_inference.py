@@ -68,3 +68,31 @@ def test_a_fused_block_falls_back_to_the_reference_arithmetic(condition):
     assert out.shape == expected.shape == (2, 5)
     if condition != "meta":
         assert torch.equal(out, expected)
+
+
+def test_packed_weights_follow_every_parameter_change_and_never_reach_a_copy_or_a_save(tmp_path):
+    torch.manual_seed(0)
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico", num_classes=5).eval())
+    reference = mambaout.create_model("mambaout_pico", num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+
+    def gap() -> float:  # relative to the logits: float32 rounding is ~1e-7, a stale packed weight ~1
+        reference.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            expected = reference(x)
+            return ((model(x) - expected).abs().max() / expected.abs().max()).item()
+
+    assert gap() <= 1e-5
+    block = next(m for m in model.modules() if isinstance(m, FusedGatedCNNBlock))
+    with torch.no_grad():
+        block.fc1.weight.mul_(2.0)  # in place: the packed copy is stale unless it is redone
+    assert gap() <= 1e-5
+    block.fc2.weight = torch.nn.Parameter(torch.randn_like(block.fc2.weight))  # replaced
+    assert gap() <= 1e-5
+    state = {k: v + 0.1 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    assert gap() <= 1e-5
+    torch.save(copy.deepcopy(model), tmp_path / "fused.pt")  # no oneDNN tensor to copy or pickle
+    reloaded = torch.load(tmp_path / "fused.pt", weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))

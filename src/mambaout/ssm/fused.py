@@ -10,7 +10,9 @@ to one partial buffer per channel tile, so no two threads ever write the same el
 
 Bitwise the same at any thread count: the tiling depends on the shapes only (``tile_width``), each task computes
 its outputs alone in a fixed order, and the partial sums (per tile, per batch element) are added in index order.
-Which thread runs a task changes nothing.
+Which thread runs a task changes nothing. Each kernel is compiled twice from the same source: with ``prange`` over
+threads, and serially (``*_serial``) for short scans, since starting numba's thread pool costs ~0.13 ms a call, more
+than a whole scan of the study's smallest sizes (``_PARALLEL_MIN``); both give the same bits.
 
 Kernels take float32, C-contiguous arrays (``scan.py`` builds them): u, delta, z, out: (batch, L, D), delta already
 being Δ (bias and softplus are applied by torch around the op); A_T: (N, D); B, C: (batch, G, L, N); D: (D,);
@@ -19,6 +21,7 @@ array, so each kernel compiles once per machine (``cache=True``).
 """
 
 import os
+import types as pytypes
 
 import numba
 import numpy as np
@@ -45,6 +48,11 @@ _MAX_TILE = 64
 # several threads busy. A constant, not the thread count: the tiling decides the order of the dB/dC sums over
 # channels, and the results must not change with the number of threads.
 _MIN_TASKS = 4
+# Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
+# pool costs ~0.13 ms a call. Above it the parallel build, even on one thread: LLVM makes faster code of its outlined
+# loop body (measured on a 2-core Xeon, one thread: L 1-16 scans 1.2-1.5x faster serial, equal at 1M updates, L 36
+# at 2.4M updates 1.15x faster parallel).
+_PARALLEL_MIN = 1 << 20
 
 
 @intrinsic
@@ -90,6 +98,30 @@ def _sigmoid(x):
     return _F(1.0) / (_F(1.0) + _expf(-x))
 
 
+# Copies as explicit loops: numba's generic slice assignment costs ~0.1 us a call, which a short scan pays per step.
+@njit(inline="always")
+def _copy_rows(dst, src):
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
+@njit(inline="always")
+def _gather(dst, state, d0):
+    """dst (N, W) = state[d0 : d0 + W, :] transposed (state: (D, N))."""
+    for n in range(dst.shape[0]):
+        for w in range(dst.shape[1]):
+            dst[n, w] = state[d0 + w, n]
+
+
+@njit(inline="always")
+def _scatter(state, d0, src):
+    """state[d0 : d0 + W, :] = src (N, W) transposed (state: (D, N))."""
+    for n in range(src.shape[0]):
+        for w in range(src.shape[1]):
+            state[d0 + w, n] = src[n, w]
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
     """out = (sum_n C h + D u) * silu(z), h starting from h0; last_state[b, d, n] = h at the last step;
@@ -108,15 +140,14 @@ def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state
         w_n = d1 - d0
         D_tile = D[d0:d1]
         h = np.empty((n_state, w_n), np.float32)
-        for n in range(n_state):
-            h[n] = h0[b, d0:d1, n]
+        _gather(h, h0[b], d0)
         dt_x = np.empty(w_n, np.float32)
-        y = np.empty(w_n, np.float32)
         for t in range(seqlen):
             if t % BLOCK == 0:
-                checkpoints[b, t // BLOCK, :, d0:d1] = h
+                _copy_rows(checkpoints[b, t // BLOCK, :, d0:d1], h)
             dt = delta[b, t, d0:d1]
             x = u[b, t, d0:d1]
+            y = out[b, t, d0:d1]  # accumulated in place
             for w in range(w_n):
                 dt_x[w] = dt[w] * x[w]
                 y[w] = D_tile[w] * x[w]
@@ -133,9 +164,7 @@ def scan_fwd_kernel(u, delta, A_T, B, C, D, z, has_z, h0, width, out, last_state
                 z_t = z[b, t, d0:d1]
                 for w in range(w_n):
                     y[w] *= z_t[w] * _sigmoid(z_t[w])
-            out[b, t, d0:d1] = y
-        for n in range(n_state):
-            last_state[b, d0:d1, n] = h[n]
+        _scatter(last_state[b], d0, h)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -178,14 +207,15 @@ def scan_bwd_kernel(
         d1 = min(d0 + width, (grp + 1) * per_group)
         w_n = d1 - d0
         D_tile = D[d0:d1]
-        # One block of recomputed forward values: O(BLOCK N W) per task, never O(L N D).
-        decay = np.empty((BLOCK, n_state, w_n), np.float32)  # exp(Δ_t A)
-        h_prev = np.empty((BLOCK, n_state, w_n), np.float32)  # h_{t-1}
-        g = np.empty((BLOCK, w_n), np.float32)  # dL/dy_t (after the gate's chain rule)
+        # One block of recomputed forward values: O(BLOCK N W) per task, never O(L N D); no more than L steps of it
+        # (fresh pages cost more than a short scan).
+        steps = min(BLOCK, seqlen)
+        decay = np.empty((steps, n_state, w_n), np.float32)  # exp(Δ_t A)
+        h_prev = np.empty((steps, n_state, w_n), np.float32)  # h_{t-1}
+        g = np.empty((steps, w_n), np.float32)  # dL/dy_t (after the gate's chain rule)
         h = np.empty((n_state, w_n), np.float32)
         gh = np.empty((n_state, w_n), np.float32)  # a_{t+1} dL/dh_{t+1}: the adjoint state
-        for n in range(n_state):
-            gh[n] = dlast_state[b, d0:d1, n]
+        _gather(gh, dlast_state[b], d0)
         dA_block = np.empty((n_state, w_n), np.float32)
         dA_sum = np.zeros((n_state, w_n), np.float64)
         dD_sum = np.zeros(w_n, np.float64)
@@ -196,7 +226,7 @@ def scan_bwd_kernel(
         for blk in range(n_blocks - 1, -1, -1):
             t0 = blk * BLOCK
             t1 = min(seqlen, t0 + BLOCK)
-            h[:, :] = checkpoints[b, blk, :, d0:d1]
+            _copy_rows(h, checkpoints[b, blk, :, d0:d1])
             for t in range(t0, t1):
                 j = t - t0
                 dt = delta[b, t, d0:d1]
@@ -228,9 +258,12 @@ def scan_bwd_kernel(
                         dz_t[w] = dout_t[w] * y[w] * s * (_F(1.0) + z_t[w] * (_F(1.0) - s))
                         g_j[w] = dout_t[w] * z_t[w] * s
                 else:
-                    g_j[:] = dout_t
+                    for w in range(w_n):
+                        g_j[w] = dout_t[w]
 
-            dA_block[:, :] = 0.0
+            for n in range(n_state):
+                for w in range(w_n):
+                    dA_block[n, w] = 0.0
             for t in range(t1 - 1, t0 - 1, -1):
                 j = t - t0
                 dt = delta[b, t, d0:d1]
@@ -269,11 +302,27 @@ def scan_bwd_kernel(
                     du_t[w] = g_j[w] * D_tile[w] + dt[w] * sum_B[w]
                     ddelta_t[w] = sum_A[w] + x[w] * sum_B[w]
                     dD_sum[w] += g_j[w] * x[w]
-            dA_sum += dA_block  # float32 within a block, float64 across blocks
-        for n in range(n_state):  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
-            dh0[b, d0:d1, n] = gh[n]
-        dA[b, :, d0:d1] = dA_sum
-        dD[b, d0:d1] = dD_sum
+            for n in range(n_state):  # float32 within a block, float64 across blocks
+                for w in range(w_n):
+                    dA_sum[n, w] += dA_block[n, w]
+        _scatter(dh0[b], d0, gh)  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
+        for n in range(n_state):
+            for w in range(w_n):
+                dA[b, n, d0 + w] = dA_sum[n, w]
+        for w in range(w_n):
+            dD[b, d0 + w] = dD_sum[w]
+
+
+def _serial_twin(kernel, name: str):
+    """`kernel` compiled without threads (prange runs as range): the same tasks in index order, the same results."""
+    f = kernel.py_func
+    twin = pytypes.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    twin.__qualname__ = name  # own cache files: numba's cache index does not tell a parallel build from a serial one
+    return njit(cache=True, fastmath=_FASTMATH)(twin)
+
+
+scan_fwd_serial = _serial_twin(scan_fwd_kernel, "scan_fwd_serial")
+scan_bwd_serial = _serial_twin(scan_bwd_kernel, "scan_bwd_serial")
 
 
 def tile_width(batch: int, dim: int, n_groups: int) -> int:
@@ -285,11 +334,22 @@ def tile_width(batch: int, dim: int, n_groups: int) -> int:
     return -(-per_group // tiles)
 
 
+@njit(cache=True)  # no fastmath: the adds stay in index order
+def _sum_rows(parts, total):
+    for j in range(parts.shape[1]):
+        total[j] = parts[0, j]
+    for i in range(1, parts.shape[0]):
+        for j in range(parts.shape[1]):
+            total[j] += parts[i, j]
+
+
 def _sum_in_order(parts: torch.Tensor) -> torch.Tensor:
-    """parts.sum(0) as parts[0] + parts[1] + ... : elementwise adds in index order, whatever torch's threads do."""
-    total = parts[0].clone()
-    for part in parts[1:]:
-        total += part
+    """parts.sum(0) as parts[0] + parts[1] + ... : elementwise adds in index order, whatever torch's threads do.
+
+    One compiled loop rather than a torch add per part: the study's scans have 64 parts (one per batch element) and
+    64 adds from Python cost ~0.2 ms, more than a short scan."""
+    total = parts.new_empty(parts.shape[1:])
+    _sum_rows(parts.reshape(parts.shape[0], -1).numpy(), total.view(-1).numpy())
     return total
 
 
@@ -303,9 +363,15 @@ def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
-def _set_threads() -> None:
-    # One knob for both pools: torch.set_num_threads also bounds the scan.
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _choose(parallel, serial, updates: int):
+    """The parallel kernel when there is work enough to pay for starting the pool, else its serial twin.
+
+    One knob for both pools: torch.set_num_threads also bounds the scan's threads."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if updates < _PARALLEL_MIN:
+        return serial
+    numba.set_num_threads(threads)
+    return parallel
 
 
 # The kernels run inside custom ops, so dispatch modes (FlopCounterMode, fake tensors, torch.compile) see one opaque
@@ -331,8 +397,8 @@ def selective_scan_fwd(
     out = torch.empty_like(u)
     last_state = u.new_empty(batch, dim, n_state)
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
-    _set_threads()
-    scan_fwd_kernel(
+    kernel = _choose(scan_fwd_kernel, scan_fwd_serial, batch * seqlen * dim * n_state)
+    kernel(
         _numpy(u),
         _numpy(delta),
         _numpy(A_T),
@@ -379,7 +445,7 @@ def selective_scan_bwd(
     n_groups, n_state = B.shape[1], A_T.shape[0]
     width = tile_width(batch, dim, n_groups)
     tiles = -(-(dim // n_groups) // width)
-    _set_threads()
+    kernel = _choose(scan_bwd_kernel, scan_bwd_serial, batch * seqlen * dim * n_state)
     du, ddelta = torch.empty_like(u), torch.empty_like(u)
     dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
     dA = u.new_empty(batch, n_state, dim, dtype=torch.float64)
@@ -387,7 +453,7 @@ def selective_scan_bwd(
     dB_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dC_part = u.new_empty(tiles, batch, n_groups, seqlen, n_state)
     dh0 = u.new_empty(batch, dim, n_state)
-    scan_bwd_kernel(
+    kernel(
         _numpy(u),
         _numpy(delta),
         _numpy(A_T),
