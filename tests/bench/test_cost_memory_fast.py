@@ -35,6 +35,7 @@ def test_modules_declare_what_the_counter_cannot_see():
     assert count_macs(nn.Sequential(Opaque(), Opaque()), (1, 4)) == 2000
 
 
+@pytest.mark.usefixtures("fused_at_every_size")
 def test_fused_and_reference_femto_count_the_same_macs():
     torch.manual_seed(0)
     model = mambaout.create_model("mambaout_femto").eval()
@@ -66,6 +67,7 @@ def test_peak_memory_sees_intermediates_and_frees():
     del result
 
 
+@pytest.mark.usefixtures("fused_at_every_size")
 def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
     torch.manual_seed(0)
     model = mambaout.create_model("mambaout_pico", num_classes=10).eval()
@@ -78,6 +80,7 @@ def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
     assert torch.equal(fast.argmax(-1), ref.argmax(-1))
 
 
+@pytest.mark.usefixtures("fused_at_every_size")
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_fused_path_is_only_taken_without_autograd(requires_grad):
     model = fuse_for_inference(mambaout.create_model("mambaout_pico").eval())

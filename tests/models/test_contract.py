@@ -78,6 +78,7 @@ def test_backward_reaches_every_parameter_and_checkpointing_changes_nothing():
     assert all(torch.allclose(p.grad, grads[n], atol=1e-7) for n, p in model.named_parameters())
 
 
+@pytest.mark.usefixtures("fused_at_every_size")
 def test_fused_inference_path_equals_the_reference_path(random_weights):
     for name in ("mambaout_pico", "mambaout_base_wide_rw"):  # GELU/paper head; SiLU/LayerScale/norm-first
         with torch.device("meta"):

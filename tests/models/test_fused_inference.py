@@ -10,6 +10,8 @@ import mambaout
 from mambaout.models.fuse import FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
 from mambaout.models.mambaout import GatedCNNBlock
 
+pytestmark = pytest.mark.usefixtures("fused_at_every_size")
+
 
 def count_fused(model: torch.nn.Module) -> int:
     return sum(type(m) is FusedGatedCNNBlock for m in model.modules())
@@ -96,3 +98,17 @@ def test_packed_weights_follow_every_parameter_change_and_never_reach_a_copy_or_
     reloaded = torch.load(tmp_path / "fused.pt", weights_only=False)
     with torch.no_grad():
         assert torch.equal(reloaded(x), model(x))
+
+
+@pytest.mark.parametrize("side", [128, 192])
+def test_inputs_under_the_size_floor_run_the_reference_and_larger_ones_the_fused_kernels(side, monkeypatch):
+    import mambaout.models.fuse as fuse
+
+    monkeypatch.setattr(fuse, "FUSED_MIN_ELEMENTS", 1 << 15)  # the library's floor, not the fixture's 0
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico").eval())
+    block = model.stages[0].blocks[0]  # input (1, side / 4, side / 4, 16)
+    calls = []
+    block.forward_fused = lambda x: calls.append(x.numel()) or FusedGatedCNNBlock.forward_fused(block, x)
+    with torch.no_grad():
+        model(torch.randn(1, 3, side, side))
+    assert calls == ([] if side == 128 else [48 * 48 * 16])  # 16384 elements under the floor, 36864 over it

@@ -10,6 +10,7 @@ from mambaout.models.fuse import fuse_for_inference, is_fused
 TIMM_VARIANTS = [n for n in mambaout.list_models() if n != "mambaout_pico"]
 
 
+@pytest.mark.usefixtures("fused_at_every_size")
 @pytest.mark.parametrize("name", TIMM_VARIANTS)
 def test_logits_equal_timm_for_the_same_weights(name, random_weights):
     with torch.device("meta"):  # random weights without the slow init; LayerScale gammas ~1 so a wrong fold shows

@@ -33,6 +33,7 @@ from torch import nn
 
 from mambaout.anomaly.motion import MotionModel
 from mambaout.models.factory import create_model
+from mambaout.models.fuse import fuse_for_inference
 
 
 class FrameEncoder(nn.Module):
@@ -71,7 +72,9 @@ class FrameEncoder(nn.Module):
             self.args["motion_size"] = motion_size
         self.embed_dim, self.recon_size, self.grid = embed_dim, recon_size, grid
         self.num_codes, self.code_size = codes, code_size
-        self.backbone = create_model(backbone, pretrained=pretrained or None, num_classes=0)
+        # fused blocks: oneDNN's kernels where inference without autograd pays (batches of frames), the reference
+        # arithmetic everywhere else (training, one small frame, export)
+        self.backbone = fuse_for_inference(create_model(backbone, pretrained=pretrained or None, num_classes=0))
         features = grid * grid * self.backbone.num_features
         self.norm = nn.LayerNorm(features, eps=1e-6)
         self.proj = nn.Linear(features, embed_dim)
