@@ -9,6 +9,7 @@ machine does falls on all of them alike; the medians are reported (`mambaout.mea
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -47,7 +48,7 @@ def _build(name: str, model: nn.Module, workdir: Path, calibration: np.ndarray, 
             from mambaout.infer.fast import optimize_for_inference
         except ImportError as e:
             raise UserError("engine torch_fast needs mambaout.infer.fast, which this install lacks") from e
-        fast = optimize_for_inference(model)
+        fast = optimize_for_inference(copy.deepcopy(model))  # it fuses in place: the torch row stays the reference
         return "fp32", lambda x: fast(torch.from_numpy(x)).float().numpy()
     if name == "timm":
         import timm
