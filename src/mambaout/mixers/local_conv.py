@@ -76,7 +76,16 @@ class LocalConv(nn.Module):
             return x.permute(0, 2, 3, 1)
         k = self.kernel_size
         pad = (k - 1, 0) if self.causal else (k // 2, k - 1 - k // 2)
-        return self.conv(F.pad(x.transpose(1, 2), pad)).transpose(1, 2)
+        return self._conv1d(F.pad(x, (0, 0, *pad)))
+
+    def _conv1d(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpadded depthwise conv of a padded (B, L + k - 1, C) sequence -> (B, L, C), run as a 2-D conv on a
+        channels-last (B, C, 1, L + k - 1) view: oneDNN then takes its depthwise kernels for NHWC, where the
+        (B, C, L) layout of conv1d gets its generic GEMM backward (forward + backward measured 1.5-1.9x faster at
+        the study's sizes, one thread, 2-core Xeon), and no transpose is copied."""
+        x = x.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L'), channels-last strides: a view
+        y = F.conv2d(x, self.conv.weight.unsqueeze(2), self.conv.bias, groups=self.conv.groups)
+        return y.squeeze(2).transpose(1, 2)
 
     def extra_repr(self) -> str:
         return f"layout={self.layout!r}, causal={self.causal}"
@@ -95,9 +104,8 @@ class LocalConv(nn.Module):
     def _forward_chunk(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (batch, L, C) continuing the stream that left `state` (batch, C, k - 1) -> (y, the next state)."""
         self._check_streams()
-        inputs = torch.cat((state.to(x.dtype), x.transpose(1, 2)), dim=-1)  # the previous inputs pad on the left
-        y = self.conv(inputs).transpose(1, 2)
-        return y, inputs[..., inputs.shape[-1] - (self.kernel_size - 1) :]
+        inputs = torch.cat((state.to(x.dtype).transpose(1, 2), x), dim=1)  # the previous inputs pad on the left
+        return self._conv1d(inputs), inputs[:, inputs.shape[1] - (self.kernel_size - 1) :].transpose(1, 2)
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One token x (batch, C) -> (y (batch, C), the new state); stepping through a sequence gives `forward`."""
