@@ -112,3 +112,33 @@ def test_inputs_under_the_size_floor_run_the_reference_and_larger_ones_the_fused
     with torch.no_grad():
         model(torch.randn(1, 3, side, side))
     assert calls == ([] if side == 128 else [48 * 48 * 16])  # 16384 elements under the floor, 36864 over it
+
+
+def test_a_write_past_the_version_counter_needs_fusing_again_and_inference_made_weights_are_never_packed():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico", num_classes=5).eval())
+    reference = mambaout.create_model("mambaout_pico", num_classes=5).eval()
+    with torch.no_grad():
+        model(x)  # packs
+        block = next(m for m in model.modules() if isinstance(m, FusedGatedCNNBlock))
+        block.fc1.weight.data.mul_(2.0)  # .data: autograd's version counter does not see it
+        reference.load_state_dict(model.state_dict())
+        assert (model(x) - reference(x)).abs().max() > 1e-4  # the stale packed copy, as documented (rounding: 1e-7)
+        fuse_for_inference(model)  # drops the packed copies
+        assert torch.allclose(model(x), reference(x), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # inference tensors have no version counter: sliced per call, never cached
+        made = fuse_for_inference(mambaout.create_model("mambaout_pico", num_classes=5).eval())
+        made.load_state_dict(model.state_dict())
+        assert torch.allclose(made(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_a_traced_fused_model_records_the_reference_ops():
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico", num_classes=5).eval())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        expected = unfuse(copy.deepcopy(model))(x)
+    assert "mkldnn" not in str(traced.inlined_graph)
+    assert "aten::linear" in str(traced.inlined_graph) and torch.allclose(traced(x), expected, atol=1e-6)

@@ -82,7 +82,8 @@ class LocalConv(nn.Module):
         """The unpadded depthwise conv of a padded (B, L + k - 1, C) sequence -> (B, L, C), run as a 2-D conv on a
         channels-last (B, C, 1, L + k - 1) view: oneDNN then takes its depthwise kernels for NHWC, where the
         (B, C, L) layout of conv1d gets its generic GEMM backward (forward + backward measured 1.5-1.9x faster at
-        the study's sizes, one thread, 2-core Xeon), and no transpose is copied."""
+        the study's sizes, one thread, 2-core Xeon), and no transpose is copied. It reads `self.conv`'s weight and
+        bias directly: hooks on that Conv1d do not run on sequences."""
         x = x.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L'), channels-last strides: a view
         y = F.conv2d(x, self.conv.weight.unsqueeze(2), self.conv.bias, groups=self.conv.groups)
         return y.squeeze(2).transpose(1, 2)

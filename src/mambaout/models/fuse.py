@@ -61,12 +61,12 @@ class FusedGatedCNNBlock(GatedCNNBlock):
         return (
             x.device.type == "cpu"
             and x.dtype == torch.float32
-            and x.numel() >= FUSED_MIN_ELEMENTS
             and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling()
             and not _tracing()
             and not (self.training and isinstance(self.drop_path, DropPath))
+            and x.numel() >= FUSED_MIN_ELEMENTS  # last: a compiler or exporter never sees a guard on the size
         )
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,14 +86,20 @@ class FusedGatedCNNBlock(GatedCNNBlock):
     def packed_weights(self, rows: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """(weight, bias) of fc1's gate, identity and conv slices and of fc2 (LayerScale folded in: (W a + b) * gamma
         = (gamma W) a + gamma b), the weights packed by oneDNN for inputs of about `rows` rows. Packed at the first
-        call and again whenever a parameter was replaced or changed in place (load_state_dict, an optimizer step)."""
-        params = [self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias]
+        call and again whenever a parameter was replaced or changed in place through autograd's version counter
+        (load_state_dict, an optimizer step, `with torch.no_grad(): p.mul_(2)`). Writes that bypass it (through
+        `p.data`, `p.numpy()`) need `fuse_for_inference(model)` again, which drops the packed copies. Parameters made
+        under `torch.inference_mode()` have no version counter: they are sliced per call, never packed."""
+        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         if isinstance(self.ls, LayerScale):
-            params.append(self.ls.gamma)
-        key = tuple((p.data_ptr(), p._version) for p in params)
+            params += (self.ls.gamma,)
+        versioned = not any(p.is_inference() for p in params)
         cached = _PACKED.get(self)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        # the entry holds the parameters themselves: a replaced one is another object, and its memory (and address)
+        # cannot be reused while the entry lives
+        if versioned and cached is not None and len(cached[0]) == len(params):
+            if all(q is p and v == p._version for (q, v), p in zip(cached[0], params)):
+                return cached[1]
         hidden, n_id, _ = self.split_indices
         w, b = self.fc1.weight.detach(), self.fc1.bias.detach()
         w2, b2 = self.fc2.weight.detach(), self.fc2.bias.detach()
@@ -102,18 +108,22 @@ class FusedGatedCNNBlock(GatedCNNBlock):
             w2, b2 = w2 * gamma[:, None], b2 * gamma
 
         def pack(m: torch.Tensor) -> torch.Tensor:
-            return _reorder(m.contiguous(), rows) if _reorder is not None and m.numel() else m.contiguous()
+            if _reorder is None or not versioned or not m.numel():
+                return m.contiguous()
+            return _reorder(m.contiguous(), rows)
 
         slices = (slice(0, hidden), slice(hidden, hidden + n_id), slice(hidden + n_id, None))
         weights = (*((pack(w[s]), b[s]) for s in slices), (pack(w2), b2))
-        _PACKED[self] = (key, weights)
+        if versioned:
+            _PACKED[self] = (tuple((p, p._version) for p in params), weights)
         return weights
 
 
 def _tracing() -> bool:
     """True while torch.jit.trace, torch.onnx.export or torch.export records the call: they get the reference ops."""
     onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
-    return torch.jit.is_tracing() or onnx or torch.compiler.is_exporting()
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    return torch.jit.is_tracing() or onnx or (exporting is not None and exporting())
 
 
 def _fusable(m: nn.Module) -> bool:
@@ -125,7 +135,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     """Give every eligible Gated CNN block of `model` the fused CPU inference path; returns `model` itself.
 
     The blocks keep their parameters, state-dict keys and hooks (only their class becomes `FusedGatedCNNBlock`).
-    Idempotent; a no-op on torch builds without oneDNN. `unfuse(model)` undoes it.
+    Idempotent, apart from dropping the blocks' packed weights (they are packed again at the next call); a no-op on
+    torch builds without oneDNN. `unfuse(model)` undoes it.
 
     Example:
         >>> model = fuse_for_inference(create_model("mambaout_femto").eval())
@@ -136,6 +147,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
         for m in model.modules():
             if _fusable(m):
                 m.__class__ = FusedGatedCNNBlock
+            if type(m) is FusedGatedCNNBlock:
+                _PACKED.pop(m, None)
     return model
 
 

@@ -315,7 +315,9 @@ def scan_bwd_kernel(
 
 def _serial_twin(kernel, name: str):
     """`kernel` compiled without threads (prange runs as range): the same tasks in index order, the same results."""
-    f = kernel.py_func
+    f = getattr(kernel, "py_func", None)
+    if f is None:  # NUMBA_DISABLE_JIT: njit returned the Python function itself
+        return kernel
     twin = pytypes.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
     twin.__qualname__ = name  # own cache files: numba's cache index does not tell a parallel build from a serial one
     return njit(cache=True, fastmath=_FASTMATH)(twin)

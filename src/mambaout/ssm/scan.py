@@ -77,7 +77,8 @@ def _exporting() -> bool:
     """True while torch.jit.trace, torch.onnx.export or torch.export records the call."""
     # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
     onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
-    return torch.jit.is_tracing() or onnx or torch.compiler.is_exporting()
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    return torch.jit.is_tracing() or onnx or (exporting is not None and exporting())
 
 
 def _resolve_backend(backend: str, u: torch.Tensor) -> str:
