@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,15 @@ from mambaout.engine.distributed import Processes, init_processes
 from mambaout.errors import UserError
 
 AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def exporting() -> bool:
+    """True while torch.jit.trace, torch.onnx.export or torch.export records the call: code with a fast path of its
+    own (a custom op, oneDNN's fused kernels) then runs the plain tensor ops any runtime can execute."""
+    # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
+    onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    return torch.jit.is_tracing() or onnx or (is_exporting is not None and is_exporting())
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

@@ -23,13 +23,13 @@ model still trains, exports, runs on a GPU or under autocast, unchanged.
 
 from __future__ import annotations
 
-import sys
 import weakref
 
 import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
+from mambaout.engine.runtime import exporting
 from mambaout.models.mambaout import GatedCNNBlock
 
 _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -64,7 +64,7 @@ class FusedGatedCNNBlock(GatedCNNBlock):
             and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling()
-            and not _tracing()
+            and not exporting()
             and not (self.training and isinstance(self.drop_path, DropPath))
             and x.numel() >= FUSED_MIN_ELEMENTS  # last: a compiler or exporter never sees a guard on the size
         )
@@ -117,13 +117,6 @@ class FusedGatedCNNBlock(GatedCNNBlock):
         if versioned:
             _PACKED[self] = (tuple((p, p._version) for p in params), weights)
         return weights
-
-
-def _tracing() -> bool:
-    """True while torch.jit.trace, torch.onnx.export or torch.export records the call: they get the reference ops."""
-    onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
-    return torch.jit.is_tracing() or onnx or (exporting is not None and exporting())
 
 
 def _fusable(m: nn.Module) -> bool:

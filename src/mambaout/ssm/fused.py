@@ -306,9 +306,7 @@ def scan_bwd_kernel(
                 for w in range(w_n):
                     dA_sum[n, w] += dA_block[n, w]
         _scatter(dh0[b], d0, gh)  # the adjoint has walked back past step 0: gh = exp(Δ_0 A) dL/dh_0 = dL/dh0
-        for n in range(n_state):
-            for w in range(w_n):
-                dA[b, n, d0 + w] = dA_sum[n, w]
+        _copy_rows(dA[b, :, d0:d1], dA_sum)
         for w in range(w_n):
             dD[b, d0 + w] = dD_sum[w]
 
@@ -369,10 +367,9 @@ def _choose(parallel, serial, updates: int):
     """The parallel kernel when there is work enough to pay for starting the pool, else its serial twin.
 
     One knob for both pools: torch.set_num_threads also bounds the scan's threads."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if updates < _PARALLEL_MIN:
         return serial
-    numba.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     return parallel
 
 

@@ -10,11 +10,11 @@
   keeps the fused kernel: it runs the custom op as one opaque node.
 """
 
-import sys
 from functools import partial
 
 import torch
 
+from mambaout.engine.runtime import exporting
 from mambaout.errors import UserError
 from mambaout.ssm.chunked import chunked
 from mambaout.ssm.pointwise import run_recurrence, step_size
@@ -73,19 +73,11 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
         )
 
 
-def _exporting() -> bool:
-    """True while torch.jit.trace, torch.onnx.export or torch.export records the call."""
-    # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
-    onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
-    return torch.jit.is_tracing() or onnx or (exporting is not None and exporting())
-
-
 def _resolve_backend(backend: str, u: torch.Tensor) -> str:
     if backend not in BACKENDS:
         raise UserError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}.")
     if backend == "auto":
-        return "numba" if fused is not None and u.device.type == "cpu" and not _exporting() else "torch"
+        return "numba" if fused is not None and u.device.type == "cpu" and not exporting() else "torch"
     if backend == "numba" and fused is None:
         raise UserError("selective_scan: backend='numba' needs numba (pip install numba); or use backend='torch'.")
     if backend == "numba" and u.device.type != "cpu":
