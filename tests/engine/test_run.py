@@ -122,6 +122,87 @@ def test_a_stream_of_batches_trains_for_the_given_updates(tmp_path):
     assert result.metrics["neg_mse"] > -0.5  # evaluated once, at the end
 
 
+def _first_converged(losses, window, threshold):
+    """The update at which a mean over `window` losses first reaches `threshold` (1-based), else None."""
+    for k in range(window, len(losses) + 1):
+        if sum(losses[k - window : k]) / window <= threshold:
+            return k
+    return None
+
+
+def _threshold_near(losses, window, update):
+    """A threshold the window mean first reaches at or before `update`: the mean of the window that ends there."""
+    return sum(losses[update - window : update]) / window
+
+
+@pytest.mark.parametrize("near", [10, 12], ids=["at-an-epoch-end", "mid-epoch"])
+def test_the_stop_rule_ends_a_converged_run_as_the_full_run_was_at_that_update_evaluated_and_checkpointed(
+    tmp_path, near
+):
+    straight = run(Regression(), config(None))
+    threshold = _threshold_near(straight.losses, 4, near)
+    k = _first_converged(straight.losses, 4, threshold)
+    assert k == near  # the loss falls steadily over epochs 2-3 (5 updates an epoch)
+
+    stopped = run(Regression(), config(tmp_path / "run", stop_loss=threshold, stop_window=4))
+    assert stopped.converged_at == stopped.steps == k and stopped.losses == straight.losses[:k]
+    assert "neg_mse" in stopped.metrics  # evaluated where it stopped
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["global_step"] == k and last["converged_at"] == k
+    assert json.loads(open(tmp_path / "run" / "log.jsonl").readlines()[-1])["step"] == k
+    assert [r["epoch"] for r in read_summary(tmp_path / "run")] == [1, 2]  # a row per finished epoch
+
+    again = run(Regression(), config(tmp_path / "run", stop_loss=threshold, stop_window=4, resume=True))
+    assert again.steps == k and again.losses == [] and again.converged_at == k  # nothing left to train
+    for name, v in stopped.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], v), name
+
+    assert run(Regression(), config(None)).converged_at is None  # no rule: the whole length
+    assert run(Regression(), config(None, stop_loss=0.0, stop_window=4)).steps == 20  # never reached
+
+
+def test_a_run_with_the_stop_rule_killed_before_it_converged_resumes_and_stops_at_the_same_update(
+    tmp_path, monkeypatch
+):
+    straight = run(Regression(), config(None))
+    threshold = _threshold_near(straight.losses, 8, 12)
+    rule = dict(stop_loss=threshold, stop_window=8)
+    uninterrupted = run(Regression(), config(tmp_path / "straight", **rule))
+
+    real, saved = engine_run.save_checkpoint, []
+
+    def save_then_die(path, state):
+        real(path, state)
+        saved.append(state["global_step"])
+        if len(saved) == 3:  # updates 3, 5 (end of epoch 1), 6: killed with 6 losses of the window in the checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_run, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(Regression(), config(tmp_path / "resumed", **rule))
+    monkeypatch.undo()
+    resumed = run(Regression(), config(tmp_path / "resumed", resume=True, **rule))
+    assert resumed.converged_at == uninterrupted.converged_at == resumed.steps == 12
+    for name, v in uninterrupted.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], v), name
+
+
+def test_a_stream_of_batches_stops_where_its_loss_converged():
+    class Stream(Regression):
+        def train_data(self):
+            x = torch.linspace(-1, 1, 40)[:, None]
+            while True:
+                yield x, 3 * x + 1
+
+    values = dict(epochs=None, updates=60, eval_every=0, eval_unit="update")
+    straight = run(Stream(), config(None, **values))
+    threshold = _threshold_near(straight.losses, 10, 30)
+    k = _first_converged(straight.losses, 10, threshold)
+    stopped = run(Stream(), config(None, stop_loss=threshold, stop_window=10, **values))
+    assert stopped.steps == stopped.converged_at == k <= 30 and stopped.losses == straight.losses[:k]
+    assert stopped.metrics["neg_mse"] > -0.5  # evaluated once, where it stopped
+
+
 def test_a_diverging_loss_stops_with_one_sentence_naming_the_update_and_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(UserError) as e:

@@ -221,6 +221,22 @@ def test_traced_or_exported_ssm_is_plain_tensor_ops_and_matches_eager(tracer):
     assert "selective_scan_fwd" in graph_of(ssm)[1]
 
 
+@pytest.mark.parametrize("length", [3, 4096], ids=["serial-build", "parallel-build"])
+def test_after_compile_kernels_no_scan_compiles_anything_with_or_without_d_z_groups_or_a_carried_state(length):
+    from mambaout.ssm import fused
+
+    fused.compile_kernels()
+    dispatchers = [fused.scan_fwd_kernel, fused.scan_fwd_serial, fused.scan_bwd_kernel, fused.scan_bwd_serial]
+    compiled = {d: len(d.signatures) for d in [*dispatchers, fused._sum_rows]}
+    assert all(compiled[d] == 1 for d in dispatchers) and compiled[fused._sum_rows] == 2  # float32 and float64 sums
+    for options in (dict(z=True, D=True, initial_state=True), dict(z=False, D=False, initial_state=False)):
+        inputs = make_inputs(2, 16, length, 16, groups=2 if options["z"] else 1, delta_bias=True, seed=0, **options)
+        leaves = {k: v.float().requires_grad_() for k, v in inputs.items() if v is not None}
+        out = selective_scan(**leaves, delta_softplus=True, backend="numba")
+        out.sum().backward()
+    assert {d: len(d.signatures) for d in compiled} == compiled
+
+
 def test_kernel_exp_is_within_1e_7_of_exp_and_keeps_its_limits():
     @numba.njit
     def kernel_exp(x):

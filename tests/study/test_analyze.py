@@ -1,6 +1,7 @@
 """`mambaout analyze`: the paper's long-sequence test reproduces the paper's numbers."""
 
 import json
+import os
 
 import pytest
 
@@ -86,6 +87,7 @@ def test_measure_times_every_mixer_and_the_attention_kernel(tmp_path, capsys):
 def test_measure_warns_only_when_other_jobs_leave_no_core_free(monkeypatch):
     from mambaout.study import schedule
 
+    monkeypatch.setattr(schedule, "busy_cores", lambda: None)  # an OS that says only the load average
     monkeypatch.setattr(schedule, "machine_load", lambda: (2, 0.6))
     assert schedule.busy_warning(1) is None and schedule.busy_warning(2) is None  # load 0.6 on 2 cores: quiet
     assert schedule.free_cores() == 2  # a fraction of a core's load takes no worker away
@@ -98,6 +100,39 @@ def test_measure_warns_only_when_other_jobs_leave_no_core_free(monkeypatch):
     assert schedule.free_cores() == 1
     monkeypatch.setattr(schedule, "machine_load", lambda: (16, 0.2))
     assert schedule.free_cores() == 16
+
+
+def test_the_warning_reads_the_work_running_now_not_the_load_average_that_finished_workers_leave(monkeypatch):
+    from mambaout.study import schedule
+
+    monkeypatch.setattr(schedule, "machine_load", lambda: (2, 2.1))  # the study's two workers just finished
+    monkeypatch.setattr(schedule, "busy_cores", lambda: 0.1)
+    assert schedule.busy_warning(1) is None
+    monkeypatch.setattr(schedule, "busy_cores", lambda: 1.9)
+    assert schedule.busy_warning(1).startswith(
+        "the machine is loaded (other work kept 1.9 of 2 cores busy just now, 1 thread asked)"
+    )
+
+
+def test_busy_cores_sees_a_process_spinning_on_another_core():
+    import subprocess
+    import sys
+
+    from mambaout.study import schedule
+
+    cores = len(os.sched_getaffinity(0))
+    quiet = schedule.busy_cores()
+    assert quiet is not None  # Linux says
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)  # started and spinning
+        busy = schedule.busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= min(quiet + 0.7, cores - 0.3)  # a whole core more (less what a shared machine takes), up to all
 
 
 def test_progress_eta_learns_the_machines_speed_from_finished_runs(capsys):

@@ -122,6 +122,19 @@ def test_micro_study_writes_results_report_and_each_runs_config(tmp_path):
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html and "<li>ssm vs conv" in html
 
 
+def test_a_run_that_converges_before_its_budget_ends_there_and_the_report_says_after_how_many_steps(tmp_path):
+    budget = dict(steps=8, batch_size=8, lr=1e-3, warmup_steps=1, stop_loss=100.0, stop_window=3)  # always below
+    results = run_study(
+        build_tasks(["selective_copying"]), seeds=[0, 1], budget=budget, mixers=["conv"], output=tmp_path, sweep=False
+    )
+    result = json.loads((tmp_path / "runs" / "selective_copying-conv-seed1" / "result.json").read_text())
+    assert result["steps"] == result["converged_at"] == 3
+    assert results["tasks"]["selective_copying"]["mixers"]["conv"]["steps_per_seed"] == [3, 3]
+    report = (tmp_path / "report.md").read_text()
+    assert "up to 8 steps of batch 8, a run ending once its training loss averages 100 over 3 steps" in report
+    assert "(steps run per seed: conv 3 / 3)" in report
+
+
 def test_study_on_your_own_image_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for cls, colour in (("cats", 0), ("dogs", 2)):

@@ -13,7 +13,12 @@ for classification, detection, segmentation, the study's runs and the line detec
 3. the loop (`fit` over epochs of a dataset, `train_updates` over a stream of batches), the evaluation cadence,
    checkpoints, console progress and the run folder;
 4. the one divergence message: a non-finite loss stops the run with a sentence saying the update, the last good
-   checkpoint and what to change.
+   checkpoint and what to change;
+5. the convergence stop (`RunConfig.stop_loss`): a run whose mean training loss over the last `stop_window` updates
+   falls to `stop_loss` ends there, evaluated and checkpointed as at its last update. The schedule keeps the
+   planned length, so a stopped run is exactly the first updates of the full one; its checkpoint says it converged
+   (a resume trains nothing more) and a checkpoint before that carries the loss window (a resume stops where the
+   uninterrupted run would).
 
 The run folder (`config.output`; None keeps the run in memory and writes nothing):
 
@@ -50,6 +55,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +220,8 @@ class RunConfig:
     progress: str = "lines"  # the console during training: "lines" (the log lines), "bar" (tqdm) or "none"
     desc: str = ""  # the bar's label / the lines' prefix
     tensorboard: bool = False
+    stop_loss: float | None = None  # end the run once the mean loss of the last `stop_window` updates is this or less
+    stop_window: int = 50
 
 
 @dataclass
@@ -251,6 +259,7 @@ class RunResult:
     steps: int  # updates done in all, also before a resume
     best: dict[str, Any] = field(default_factory=dict)  # value, epoch, step of the best evaluation (Task.best)
     ema: nn.Module | None = None
+    converged_at: int | None = None  # the update at which `RunConfig.stop_loss` ended the run; None: it ran its length
 
     @property
     def final_loss(self) -> float:
@@ -317,10 +326,12 @@ def run(task: Task, config: RunConfig) -> RunResult:
         recorded = task.config(rt)
         text = recorded if isinstance(recorded, str) else to_yaml(recorded, derived=derived)
         (run_dir / "config.yaml").write_text(text)
-    driver = _Driver(task, config, state, scheduler, main)
+    driver = _Driver(task, config, state, scheduler, main, checkpoint)
     task.on_start(state)
     try:
-        if loader is not None:
+        if driver.converged_at is not None:
+            pass  # resumed from the checkpoint of a run the stop rule had ended: nothing left to train
+        elif loader is not None:
             fit(
                 parts,
                 loader,
@@ -334,6 +345,8 @@ def run(task: Task, config: RunConfig) -> RunResult:
             )
         else:
             step, stats = train_updates(parts, iter(data), total - state.progress.global_step, on_update=driver.stream)
+    except _Converged:
+        pass
     except TrainingDiverged as e:
         raise UserError(driver.diverged(e)) from None
     finally:
@@ -349,6 +362,7 @@ def run(task: Task, config: RunConfig) -> RunResult:
         state.progress.global_step,
         state.best if task.best else {},
         ema.module if ema is not None else None,
+        driver.converged_at,
     )
 
 
@@ -385,13 +399,29 @@ def every(interval: int, count: int, last: bool) -> bool:
     return last or (interval > 0 and count % interval == 0)
 
 
-class _Driver:
-    """The callbacks of one run: logs, evaluations, checkpoints, the console."""
+class _Converged(Exception):
+    """Raised by the driver after the update at which the stop rule fired, to leave the loops (caught in `run`)."""
 
-    def __init__(self, task: Task, config: RunConfig, state: RunState, scheduler: Any, main: bool):
+
+class _Driver:
+    """The callbacks of one run: logs, evaluations, checkpoints, the console, the stop rule."""
+
+    def __init__(
+        self,
+        task: Task,
+        config: RunConfig,
+        state: RunState,
+        scheduler: Any,
+        main: bool,
+        checkpoint: dict[str, Any] | None = None,
+    ):
         self.task, self.config, self.state, self.scheduler, self.main = task, config, state, scheduler, main
         rt, p = state.runtime, state.progress
         self.rt, self.losses, self.start = rt, [], time.perf_counter()
+        checkpoint = checkpoint or {}
+        self.window = deque(checkpoint.get("stop_window_losses") or (), maxlen=max(1, config.stop_window))
+        # a run the rule ended stays ended on resume; without the rule a resume trains on to the planned length
+        self.converged_at: int | None = checkpoint.get("converged_at") if config.stop_loss is not None else None
         self.log = RunLog(state.run_dir, main, p.global_step, stage=config.stage)
         self.records = RunRecords(state.run_dir, main, config.tensorboard, p.epoch, p.global_step)
         self.log_every = config.log_every or max(1, state.total_updates // 10)
@@ -420,8 +450,12 @@ class _Driver:
 
     def update(self, loss: float, terms: dict[str, float], mid_epoch: bool) -> None:
         state, config, p = self.state, self.config, self.state.progress
-        step, last = p.global_step, p.global_step == state.total_updates
         self.losses.append(loss)
+        self.window.append(loss)
+        if config.stop_loss is not None and len(self.window) == self.window.maxlen:
+            if sum(self.window) / len(self.window) <= config.stop_loss:
+                self.converged_at = p.global_step
+        step, last = p.global_step, p.global_step == state.total_updates or self.converged_at is not None
         self.records.step(step, loss, state.lr)
         if step == 1 or step % self.log_every == 0 or last:
             self.log_update(step, loss, terms)
@@ -438,6 +472,8 @@ class _Driver:
             last or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
             self.save(p)
+        if self.converged_at is not None and (mid_epoch or state.updates_per_epoch is None):
+            raise _Converged  # at an epoch's end `after_epoch` evaluates and checkpoints first
 
     def log_update(self, step: int, loss: float, terms: dict[str, float]) -> None:
         state = self.state
@@ -456,11 +492,14 @@ class _Driver:
     # - per epoch -
     def after_epoch(self, p: Progress) -> None:
         config = self.config
+        last = p.global_step == self.state.total_updates or self.converged_at is not None
         if self.evaluates and config.eval_unit == "epoch":
-            if every(config.eval_every, p.epoch, p.global_step == self.state.total_updates):
+            if every(config.eval_every, p.epoch, last):
                 self.evaluate(row=True)
         if config.checkpoint_epochs:
             self.save(Progress(p.epoch, 0, p.global_step))
+        if self.converged_at is not None:
+            raise _Converged
 
     def evaluate(self, row: bool) -> None:
         state, task, p = self.state, self.task, self.state.progress
@@ -489,6 +528,8 @@ class _Driver:
         if self.state.run_dir is None or self.state.updates_per_epoch is None:
             return  # in memory; or a stream of batches, which cannot say where it was
         extra = dict(stage=self.config.stage, best=self.state.best, **self.task.checkpoint_extra())
+        if self.config.stop_loss is not None:  # where the stop rule stands, so a resume stops where this run would
+            extra.update(stop_window_losses=list(self.window), converged_at=self.converged_at)
         snapshot = training_state(self.state.parts, self.scheduler, p, **extra)  # every process: gathers generators
         if self.main:
             save_checkpoint(self.state.run_dir / "last.pt", snapshot)

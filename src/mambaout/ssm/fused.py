@@ -517,3 +517,24 @@ def _backward(ctx, dout, dlast_state, dcheckpoints):
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def compile_kernels() -> None:
+    """Compile every kernel now, or load it from numba's cache: both builds of the forward and the backward and the
+    ordered sums, through the ops, at one size below and one at `_PARALLEL_MIN` state updates.
+
+    The kernels' argument types never change (`_numpy`), so a process that scans afterwards compiles nothing. A
+    cold compile takes ~15 s of one core; `mambaout study` runs this in a background process while it sets up its
+    tasks, so that the first SSM run finds the kernels in the cache.
+
+    Example:
+        >>> compile_kernels()  # doctest: +SKIP
+    """
+    generator = torch.Generator().manual_seed(0)
+    for batch, seqlen, dim in ((1, 2, 8), (1, 64, _PARALLEL_MIN // (64 * 16))):
+        u, delta, z, dout = (torch.rand(batch, seqlen, dim, generator=generator) for _ in range(4))
+        A_T = -torch.rand(16, dim, generator=generator)
+        B, C = (torch.rand(batch, 1, seqlen, 16, generator=generator) for _ in range(2))
+        D = torch.rand(dim, generator=generator)
+        _, last_state, checkpoints = selective_scan_fwd(u, delta, A_T, B, C, D, z)
+        selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, torch.zeros_like(last_state))

@@ -2,8 +2,9 @@
 
 Each run comes with an estimate of its own cost (`estimate_s`: a few of its model's training steps timed on this
 machine at one thread before the runs start, times its steps; `runner.probe_seconds`). As runs finish, the ratio of
-measured to estimated seconds corrects it, and the ETA is that ratio times the estimated seconds of the unfinished
-runs, shared by the workers, plus the cost measurements still to come.
+measured to estimated seconds (per planned step: a run that converged early counts at its full length) corrects it,
+and the ETA is that ratio times the estimated seconds of the unfinished runs, shared by the workers, plus the cost
+measurements still to come. Runs that will converge early are not foreseen: the ETA is for whole budgets.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class Progress:
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def done(self, index: int, seconds: float, text: str) -> None:
-        """Run `index` finished after `seconds` of training; print `text` with the counts, elapsed time and ETA."""
-        self.finished[index] = seconds
+    def done(self, index: int, seconds: float, text: str, fraction: float = 1.0) -> None:
+        """Run `index` finished after `seconds` of training, having done `fraction` of its planned steps (less than 1
+        where it converged early); print `text` with the counts, elapsed time and ETA."""
+        self.finished[index] = seconds / max(fraction, 1e-9)
         elapsed = time.perf_counter() - self.start
         self.line(
             f"[{len(self.finished)}/{len(self.estimates)}] {text} · elapsed {_minutes(elapsed)}, "

@@ -59,6 +59,20 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def setup_budget(task: dict[str, Any]) -> str:
+    """ "1200 steps of batch 64" or, with the stop rule, "up to 1200 steps of batch 64 (a run ends once ...)" """
+    budget = task["budget"]
+    text = f"{budget['steps']} steps of batch {budget['batch_size']}"
+    if budget.get("stop_loss") is None:
+        return text
+    steps = {m: s.get("steps_per_seed") for m, s in task["mixers"].items() if s.get("steps_per_seed")}
+    done = "; ".join(f"{m} {' / '.join(str(n) for n in ns)}" for m, ns in steps.items())
+    return (
+        f"up to {text}, a run ending once its training loss averages {budget['stop_loss']:g} over "
+        f"{budget.get('stop_window', 50)} steps" + (f" (steps run per seed: {done})" if done else "")
+    )
+
+
 def environment_line(meta: dict[str, Any]) -> str:
     """ "cpu (AMD EPYC, 2 cores, AVX512), 1 thread per run in 2 worker processes, load average 0.3 → 2.1" """
     env = meta["environment"]
@@ -115,7 +129,7 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
                     f"**Paper's prediction:** {v['prediction']}",
                     "**Measured:**",
                     "\n".join(f"- {line}" for line in v["measured"]),
-                    f"Setup: {desc}; {task['budget']['steps']} steps of batch {task['budget']['batch_size']}.",
+                    f"Setup: {desc}; {setup_budget(task)}.",
                     *line_paragraphs(task),
                 ],
             )

@@ -60,9 +60,11 @@ class StudyRun(Task):
 def train(
     task: Any, mixer: str, budget: dict[str, Any], seed: int, device: torch.device, desc: str = ""
 ) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Train `task`'s model for `mixer` for `budget["steps"]` updates, in memory; returns ({steps, train_seconds,
-    final_loss}, the trained model). A bar only when asked (`desc`): runs in worker processes report through the
-    study's progress lines instead."""
+    """Train `task`'s model for `mixer` for `budget["steps"]` updates, in memory, or fewer where the budget has a
+    `stop_loss` and the run converges first (the engine's stop rule: the mean training loss of the last
+    `stop_window` updates, default 50, at or below it); returns ({steps, converged_at, train_seconds, final_loss},
+    the trained model). A bar only when asked (`desc`): runs in worker processes report through the study's progress
+    lines instead."""
     config = RunConfig(
         updates=budget["steps"],
         batch_size=budget["batch_size"],
@@ -71,9 +73,12 @@ def train(
         seed=seed,
         progress="bar" if desc else "none",
         desc=desc,
+        stop_loss=budget.get("stop_loss"),
+        stop_window=budget.get("stop_window", 50),
     )
     result = run(StudyRun(task, mixer, budget, seed, device), config)
-    return dict(steps=len(result.losses), train_seconds=result.seconds, final_loss=result.final_loss), result.model
+    trained = dict(steps=len(result.losses), converged_at=result.converged_at, train_seconds=result.seconds)
+    return dict(trained, final_loss=result.final_loss), result.model
 
 
 def measure_costs(
@@ -259,6 +264,7 @@ def summarize(runs: list[dict[str, Any]], cost: dict[str, Any] | None = None) ->
         eval_count=runs[0]["eval_count"],
         train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
         steps=runs[0]["steps"],
+        steps_per_seed=[r.get("steps") for r in runs],
     )
     out.update(cost or {})
     return out
@@ -404,7 +410,11 @@ def run_study(
         r = out[0]
         text = f"{tasks[job.task].name} {job.mixer} seed {job.seed}: {100 * r['accuracy']:.1f} %"
         text += f" in {r['train_seconds']:.0f} s"
-        progress.done(index[id(job)], r["train_seconds"], text)
+        if r.get("converged_at"):
+            text += f" (converged at step {r['converged_at']} of {job.budget['steps']})"
+        # the ETA's speed compares time per step: a run the stop rule ended early is not a faster machine
+        fraction = r["steps"] / job.budget["steps"] if r.get("converged_at") else 1.0
+        progress.done(index[id(job)], r["train_seconds"], text, fraction)
 
     outcomes = run_jobs(execute_job, tasks, jobs, workers, on_done)
     load_trained = machine_load()[1]

@@ -10,9 +10,11 @@ this process (`workers=1`), which is tested.
 
 - `machine_load()`: usable cores (`os.sched_getaffinity`) and the 1-minute load average.
 - `free_cores()`: usable cores minus the load, at least 1: the default number of workers.
+- `busy_cores()`: cores other work keeps busy now (measured over a fraction of a second, not the load average).
 - `busy_warning(threads)`: a one-line note when other work takes a whole core of those `threads` need.
 - `one_thread()`: pin this process's torch and numba to one thread for a block (the `workers=1` path, timings).
 - `run_jobs(fn, shared, jobs, workers, on_done)`: `fn(shared, job)` for every job, longest (`job.weight`) first.
+- `compile_kernels_aside()`: the SSM's numba kernels compiled in another process while this one does other work.
 """
 
 from __future__ import annotations
@@ -42,13 +44,52 @@ def free_cores() -> int:
     return max(1, min(cores, cores - int(load)))
 
 
+def busy_cores(window_s: float = 0.3) -> float | None:
+    """Cores kept busy by other work right now: the non-idle share of this process's usable CPUs over `window_s`
+    (Linux `/proc/stat`, per CPU), while this process sleeps; None where the OS does not say.
+
+    Unlike the load average, this does not remember the last minute: just after the study's own workers finish the
+    load average still says 2 on 2 cores, while the cores are idle."""
+    import time
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+    def ticks() -> dict[str, tuple[int, int]]:  # cpu -> (busy, total) jiffies
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    v = [int(x) for x in values[:8]]
+                    out[name] = (sum(v) - v[3] - v[4], sum(v))  # idle and iowait are not busy
+        return out
+
+    try:
+        before = ticks()
+        time.sleep(window_s)
+        after = ticks()
+    except (OSError, ValueError):
+        return None
+    names = [f"cpu{c}" for c in cpus if f"cpu{c}" in before and f"cpu{c}" in after] or sorted(before)
+    busy = sum(after[n][0] - before[n][0] for n in names)
+    total = sum(after[n][1] - before[n][1] for n in names)
+    return len(names) * busy / total if total > 0 else None
+
+
 def busy_warning(threads: int, what: str = "timings") -> str | None:
-    """A note when other work takes at least a whole core of the ones `threads` need, else None (quiet machine)."""
+    """A note when other work takes a core of the ones `threads` need (more than half of it, measured now), else None.
+
+    What counts is the work running now (`busy_cores`); the load average only where the OS says nothing better."""
     cores, load = machine_load()
-    if load <= cores - threads + 1.0:
+    busy = busy_cores()
+    if busy is None:  # the load average counts this process too: a whole core more
+        measure, taken = f"load average {load:.1f} on {cores} cores", load - 1.0
+    else:  # measured while this process slept: other work only
+        measure, taken = f"other work kept {busy:.1f} of {cores} cores busy just now", busy - 0.5
+    if taken <= cores - threads:
         return None
     return (
-        f"the machine is loaded (load average {load:.1f} on {cores} cores, {threads} thread"
+        f"the machine is loaded ({measure}, {threads} thread"
         f"{'s' if threads != 1 else ''} asked): other jobs share the cores, so the {what} are pessimistic and noisier; "
         "rerun when it is quiet for numbers to compare"
     )
@@ -71,6 +112,27 @@ def one_thread() -> Iterator[None]:
 
 
 _worker_state: dict[str, Any] = {}
+
+
+def _compile_kernels() -> None:
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    from mambaout.ssm.fused import compile_kernels
+
+    compile_kernels()
+
+
+def compile_kernels_aside() -> Any:
+    """Start compiling the SSM's numba kernels into numba's cache in a spawned process; `.join()` it before the first
+    scan. On a fresh machine that compile takes ~15-20 s of one core, which this overlaps with the tasks' set-up (the
+    line's video and encoder, which leave part of a core free); with the cache filled it only loads them (~4 s)."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_compile_kernels, name="compile SSM kernels", daemon=True
+    )
+    process.start()
+    return process
 
 
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
