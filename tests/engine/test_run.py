@@ -149,7 +149,8 @@ def test_the_stop_rule_ends_a_converged_run_as_the_full_run_was_at_that_update_e
     assert "neg_mse" in stopped.metrics  # evaluated where it stopped
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["global_step"] == k and last["converged_at"] == k
-    assert json.loads(open(tmp_path / "run" / "log.jsonl").readlines()[-1])["step"] == k
+    records = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert records[-1]["step"] == k and [r["step"] for r in records if r.get("converged")] == [k]
     assert [r["epoch"] for r in read_summary(tmp_path / "run")] == [1, 2]  # a row per finished epoch
 
     again = run(Regression(), config(tmp_path / "run", stop_loss=threshold, stop_window=4, resume=True))
@@ -159,6 +160,8 @@ def test_the_stop_rule_ends_a_converged_run_as_the_full_run_was_at_that_update_e
 
     assert run(Regression(), config(None)).converged_at is None  # no rule: the whole length
     assert run(Regression(), config(None, stop_loss=0.0, stop_window=4)).steps == 20  # never reached
+    with pytest.raises(UserError, match="over stop_window updates; give at least 1, got 0"):
+        run(Regression(), config(None, stop_loss=0.1, stop_window=0))
 
 
 def test_a_run_with_the_stop_rule_killed_before_it_converged_resumes_and_stops_at_the_same_update(

@@ -114,25 +114,31 @@ def test_the_warning_reads_the_work_running_now_not_the_load_average_that_finish
     )
 
 
-def test_busy_cores_sees_a_process_spinning_on_another_core():
-    import subprocess
-    import sys
-
+def test_busy_cores_is_the_busy_share_of_this_process_cpus_between_two_readings(tmp_path, monkeypatch):
     from mambaout.study import schedule
 
-    cores = len(os.sched_getaffinity(0))
-    quiet = schedule.busy_cores()
-    assert quiet is not None  # Linux says
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        import time
+    # user nice system idle iowait irq softirq steal: cpu0 busy 60 of 100 jiffies, cpu1 busy 10 of 100, cpu2 not ours
+    readings = iter(
+        [
+            "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0\ncpu1 100 0 0 100 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n",
+            "cpu  0 0 0 0 0 0 0 0\ncpu0 150 0 10 130 10 0 0 0\ncpu1 105 0 5 190 0 0 0 0\ncpu2 900 0 0 0 0 0 0 0\n",
+        ]
+    )
+    stat = tmp_path / "stat"
 
-        time.sleep(0.3)  # started and spinning
-        busy = schedule.busy_cores(0.5)
-    finally:
-        spinner.kill()
-        spinner.wait()
-    assert busy >= min(quiet + 0.7, cores - 0.3)  # a whole core more (less what a shared machine takes), up to all
+    def sleep(_):  # the time between the two readings
+        text = next(readings, None)
+        if text is not None:
+            stat.write_text(text)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("time.sleep", sleep)
+    sleep(0)
+    assert schedule.busy_cores(0.3, str(stat)) == pytest.approx(2 * 70 / 200)
+    assert schedule.busy_cores(0.3, str(tmp_path / "missing")) is None  # no /proc/stat: the load average decides
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {7})  # CPUs the file does not list
+    stat.write_text("cpu0 1 0 0 1 0 0 0 0\n")
+    assert schedule.busy_cores(0.3, str(stat)) is None
 
 
 def test_progress_eta_learns_the_machines_speed_from_finished_runs(capsys):
@@ -144,3 +150,12 @@ def test_progress_eta_learns_the_machines_speed_from_finished_runs(capsys):
     assert progress.eta_s() == 2 * (30 / 2 + 4)
     line = capsys.readouterr().err
     assert line.startswith("[1/3] copying ssm seed 0: 99.5 % · elapsed 0.0 min, ETA 0.6 min")
+
+
+def test_a_run_that_converged_early_tells_the_eta_its_speed_per_planned_step_not_a_faster_machine():
+    from mambaout.study.progress import Progress
+
+    progress = Progress([10.0, 30.0, 20.0], workers=1)
+    progress.done(1, 15.0, "copying attn seed 0: 100.0 % (converged at step 300 of 1200)", fraction=0.25)
+    assert progress.speed() == 2.0  # 15 s for a quarter of the steps: 60 s for the whole budget, estimated 30
+    assert progress.eta_s() == 2.0 * (10 + 20)

@@ -277,6 +277,10 @@ def run(task: Task, config: RunConfig) -> RunResult:
         >>> run(MyTask(), RunConfig(epochs=4, batch_size=8, output="runs/x", resume=True))  # two more  # doctest: +SKIP
     """
     started = time.perf_counter()
+    if config.stop_loss is not None and config.stop_window < 1:
+        raise UserError(
+            f"the stop rule averages the loss over stop_window updates; give at least 1, got {config.stop_window}"
+        )
     rt = config.runtime or setup_runtime(config.device, config.amp)
     run_dir = Path(config.output) if config.output is not None else None
     checkpoint = _checkpoint_to_resume(run_dir, config)
@@ -419,7 +423,7 @@ class _Driver:
         rt, p = state.runtime, state.progress
         self.rt, self.losses, self.start = rt, [], time.perf_counter()
         checkpoint = checkpoint or {}
-        self.window = deque(checkpoint.get("stop_window_losses") or (), maxlen=max(1, config.stop_window))
+        self.window = deque(checkpoint.get("stop_window_losses") or (), maxlen=config.stop_window)
         # a run the rule ended stays ended on resume; without the rule a resume trains on to the planned length
         self.converged_at: int | None = checkpoint.get("converged_at") if config.stop_loss is not None else None
         self.log = RunLog(state.run_dir, main, p.global_step, stage=config.stage)
@@ -453,8 +457,16 @@ class _Driver:
         self.losses.append(loss)
         self.window.append(loss)
         if config.stop_loss is not None and len(self.window) == self.window.maxlen:
-            if sum(self.window) / len(self.window) <= config.stop_loss:
+            mean = sum(self.window) / len(self.window)
+            if mean <= config.stop_loss:
                 self.converged_at = p.global_step
+                self.log(step=p.global_step, converged=True, window_loss=round(mean, 6))
+                if config.progress == "lines":
+                    prefix = f"{config.desc}: " if config.desc else ""
+                    self.rt.log(
+                        f"{prefix}converged at update {p.global_step}/{state.total_updates}: mean loss {mean:.4g} over "
+                        f"the last {len(self.window)} updates, at most {config.stop_loss:g}; stopping here"
+                    )
         step, last = p.global_step, p.global_step == state.total_updates or self.converged_at is not None
         self.records.step(step, loss, state.lr)
         if step == 1 or step % self.log_every == 0 or last:

@@ -146,7 +146,9 @@ def run_study_command(args: argparse.Namespace) -> int:
         work_dir=cfg.output,
     )
     if compiling is not None:
-        compiling.join()
+        from mambaout.study.schedule import joined
+
+        _note("study", joined(compiling))
     results = run_study(
         tasks,
         seeds=list(range(seeds)),

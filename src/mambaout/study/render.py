@@ -60,7 +60,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def setup_budget(task: dict[str, Any]) -> str:
-    """ "1200 steps of batch 64" or, with the stop rule, "up to 1200 steps of batch 64 (a run ends once ...)" """
+    """ "1200 steps of batch 64" or, with the stop rule, "up to 1200 steps of batch 64, a run ending once its
+    training loss averages 0.01 over 50 steps (steps run per seed: conv 1200 / 1200; ssm 591 / 1200)" """
     budget = task["budget"]
     text = f"{budget['steps']} steps of batch {budget['batch_size']}"
     if budget.get("stop_loss") is None:
@@ -69,7 +70,7 @@ def setup_budget(task: dict[str, Any]) -> str:
     done = "; ".join(f"{m} {' / '.join(str(n) for n in ns)}" for m, ns in steps.items())
     return (
         f"up to {text}, a run ending once its training loss averages {budget['stop_loss']:g} over "
-        f"{budget.get('stop_window', 50)} steps" + (f" (steps run per seed: {done})" if done else "")
+        f"{budget['stop_window']} steps" + (f" (steps run per seed: {done})" if done else "")
     )
 
 

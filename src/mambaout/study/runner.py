@@ -33,6 +33,11 @@ def resolve_budget(task: Any, budget: str | dict[str, Any]) -> dict[str, Any]:
     if "steps" not in row:
         row["steps"] = row["epochs"] * task.steps_per_epoch(row["batch_size"])
     row["warmup_steps"] = min(row.get("warmup_steps", 0), max(row["steps"] - 1, 0))
+    if hasattr(task, "run_one"):  # trains itself (the line): the stop rule is the study's runs' own
+        row.pop("stop_loss", None)
+        row.pop("stop_window", None)
+    elif row.get("stop_loss") is not None:
+        row.setdefault("stop_window", RunConfig.stop_window)
     return row
 
 
@@ -62,7 +67,7 @@ def train(
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train `task`'s model for `mixer` for `budget["steps"]` updates, in memory, or fewer where the budget has a
     `stop_loss` and the run converges first (the engine's stop rule: the mean training loss of the last
-    `stop_window` updates, default 50, at or below it); returns ({steps, converged_at, train_seconds, final_loss},
+    `stop_window` updates at or below it); returns ({steps, converged_at, train_seconds, final_loss},
     the trained model). A bar only when asked (`desc`): runs in worker processes report through the study's progress
     lines instead."""
     config = RunConfig(
@@ -74,7 +79,7 @@ def train(
         progress="bar" if desc else "none",
         desc=desc,
         stop_loss=budget.get("stop_loss"),
-        stop_window=budget.get("stop_window", 50),
+        stop_window=budget.get("stop_window", RunConfig.stop_window),
     )
     result = run(StudyRun(task, mixer, budget, seed, device), config)
     trained = dict(steps=len(result.losses), converged_at=result.converged_at, train_seconds=result.seconds)
@@ -191,7 +196,8 @@ def execute_job(tasks: list[Any], job: RunJob) -> tuple[dict[str, Any], dict[str
 
 def probe_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.device, steps: int = 3) -> float:
     """Training seconds of one run of `budget`, timed on this machine: one update first (it compiles the SSM's
-    kernels into numba's cache, so the workers load them instead of each compiling them, and warms torch's kernels),
+    kernels into numba's cache unless `mambaout study` already did aside, so the workers load them instead of each
+    compiling them, and warms torch's kernels),
     then `steps` timed updates, times the budget's steps. On one thread, as the workers train.
 
     The per-step constants of the tasks (`estimate_seconds`) were measured on one CPU; the mixers' relative costs
@@ -263,9 +269,10 @@ def summarize(runs: list[dict[str, Any]], cost: dict[str, Any] | None = None) ->
         seeds=[r["seed"] for r in runs],
         eval_count=runs[0]["eval_count"],
         train_seconds_mean=sum(r["train_seconds"] for r in runs) / len(runs),
-        steps=runs[0]["steps"],
         steps_per_seed=[r.get("steps") for r in runs],
     )
+    if all(r.get("steps") for r in runs):
+        out["step_seconds_mean"] = sum(r["train_seconds"] / r["steps"] for r in runs) / len(runs)
     out.update(cost or {})
     return out
 
@@ -379,7 +386,7 @@ def run_study(
     rows = [resolve_budget(task, budget) for task in tasks]
     # a task's own mixers (the line's `frame`: no temporal model) are valid for it; the rest are the model mixers
     plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
-    note = "timing a few training steps of every model for the ETA (this also compiles the SSM's kernels)..."
+    note = "timing a few training steps of every model for the ETA (compiling the SSM's kernels if not yet done)..."
     print(note, file=sys.stderr, flush=True)
     estimates = {(t, m): estimate_seconds(task, m, rows[t], device) for t, task in enumerate(tasks) for m in plan[t]}
     jobs = [

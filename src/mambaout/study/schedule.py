@@ -11,7 +11,7 @@ this process (`workers=1`), which is tested.
 - `machine_load()`: usable cores (`os.sched_getaffinity`) and the 1-minute load average.
 - `free_cores()`: usable cores minus the load, at least 1: the default number of workers.
 - `busy_cores()`: cores other work keeps busy now (measured over a fraction of a second, not the load average).
-- `busy_warning(threads)`: a one-line note when other work takes a whole core of those `threads` need.
+- `busy_warning(threads)`: a one-line note when other work takes a core of those `threads` need.
 - `one_thread()`: pin this process's torch and numba to one thread for a block (the `workers=1` path, timings).
 - `run_jobs(fn, shared, jobs, workers, on_done)`: `fn(shared, job)` for every job, longest (`job.weight`) first.
 - `compile_kernels_aside()`: the SSM's numba kernels compiled in another process while this one does other work.
@@ -44,7 +44,23 @@ def free_cores() -> int:
     return max(1, min(cores, cores - int(load)))
 
 
-def busy_cores(window_s: float = 0.3) -> float | None:
+def cpu_ticks(stat: str) -> dict[int, tuple[int, int]]:
+    """Per CPU of a `/proc/stat` text: (busy, total) jiffies since boot; idle and iowait are not busy.
+
+    Example:
+        >>> cpu_ticks("cpu  9 0 9 9 0 0 0 0\ncpu0 4 0 1 5 2 0 0 0 0 0\n")
+        {0: (5, 12)}
+    """
+    out = {}
+    for line in stat.splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and len(values) >= 5:
+            v = [int(x) for x in values[:8]]
+            out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def busy_cores(window_s: float = 0.3, stat: str = "/proc/stat") -> float | None:
     """Cores kept busy by other work right now: the non-idle share of this process's usable CPUs over `window_s`
     (Linux `/proc/stat`, per CPU), while this process sleeps; None where the OS does not say.
 
@@ -53,27 +69,18 @@ def busy_cores(window_s: float = 0.3) -> float | None:
     import time
 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-
-    def ticks() -> dict[str, tuple[int, int]]:  # cpu -> (busy, total) jiffies
-        out = {}
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *values = line.split()
-                if name.startswith("cpu") and name[3:].isdigit():
-                    v = [int(x) for x in values[:8]]
-                    out[name] = (sum(v) - v[3] - v[4], sum(v))  # idle and iowait are not busy
-        return out
-
     try:
-        before = ticks()
+        with open(stat) as f:
+            before = cpu_ticks(f.read())
         time.sleep(window_s)
-        after = ticks()
+        with open(stat) as f:
+            after = cpu_ticks(f.read())
     except (OSError, ValueError):
         return None
-    names = [f"cpu{c}" for c in cpus if f"cpu{c}" in before and f"cpu{c}" in after] or sorted(before)
-    busy = sum(after[n][0] - before[n][0] for n in names)
-    total = sum(after[n][1] - before[n][1] for n in names)
-    return len(names) * busy / total if total > 0 else None
+    mine = [c for c in cpus if c in before and c in after]
+    busy = sum(after[c][0] - before[c][0] for c in mine)
+    total = sum(after[c][1] - before[c][1] for c in mine)
+    return len(mine) * busy / total if mine and total > 0 else None
 
 
 def busy_warning(threads: int, what: str = "timings") -> str | None:
@@ -123,9 +130,10 @@ def _compile_kernels() -> None:
 
 
 def compile_kernels_aside() -> Any:
-    """Start compiling the SSM's numba kernels into numba's cache in a spawned process; `.join()` it before the first
-    scan. On a fresh machine that compile takes ~15-20 s of one core, which this overlaps with the tasks' set-up (the
-    line's video and encoder, which leave part of a core free); with the cache filled it only loads them (~4 s)."""
+    """Start compiling the SSM's numba kernels into numba's cache in a spawned process; `joined(process)` before the
+    first scan. On a fresh machine that compile takes ~15-20 s of one core, which this overlaps with the tasks'
+    set-up (the line's video and encoder, which leave part of a core free); with the cache filled it only loads them
+    (~4 s)."""
     import multiprocessing
 
     process = multiprocessing.get_context("spawn").Process(
@@ -133,6 +141,14 @@ def compile_kernels_aside() -> Any:
     )
     process.start()
     return process
+
+
+def joined(process: Any) -> str | None:
+    """Wait for a `compile_kernels_aside` process; a one-line note if it failed (the first scan then compiles)."""
+    process.join()
+    if process.exitcode == 0:
+        return None
+    return f"compiling the SSM's kernels aside failed (exit code {process.exitcode}); the first SSM run compiles them"
 
 
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:

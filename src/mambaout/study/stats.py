@@ -80,7 +80,9 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for key in ("latency_ms_b1", "latency_ms_bN", "macs", "params", "peak_train_mem_mb", "state_mb"):
         if a.get(key) and b.get(key):
             out[f"{key}_ratio"] = a[key] / b[key]
-    out["train_seconds_ratio"] = a["train_seconds_mean"] / max(b["train_seconds_mean"], 1e-9)
+    # per step: a run the stop rule ended early took less time, not less time per step
+    a_step, b_step = (s.get("step_seconds_mean", s["train_seconds_mean"]) for s in (a, b))
+    out["step_seconds_ratio"] = a_step / max(b_step, 1e-9)
     return out
 
 
@@ -109,7 +111,7 @@ def _delta_sentence(name_a: str, name_b: str, c: dict[str, Any], summaries: tupl
         at_n = f"; {c['latency_ms_bN_ratio']:.1f}x at batch N" if "latency_ms_bN_ratio" in c else ", streaming"
         cost = (
             f" at {c['latency_ms_b1_ratio']:.1f}x the latency (batch 1{at_n}), {c.get('macs_ratio', 0):.2f}x the MACs "
-            f"and {c['train_seconds_ratio']:.1f}x the training time"
+            f"and {c['step_seconds_ratio']:.1f}x the time per training step"
         )
     names = (name_a, name_b)
     if c.get("seeds_disagree"):
