@@ -404,9 +404,11 @@ def run_study(
         for mixer in plan[t]
     ]
     cores, load_start = machine_load()
-    # what follows the runs, on one thread: each task's costs and the sweep (measured: 18 s for all of the default
-    # study on 2 quiet AVX-512 cores; counted at twice that, for slower and busier machines)
-    progress = Progress([j.weight for j in jobs], workers, tail_s=8.0 * len(tasks) + (12.0 if sweep else 0.0))
+    # what follows the runs, on one thread: each task's costs and the sweep (measured on 2 cores of an Intel Xeon:
+    # 18-21 s for all of the default study, 3-5 s of it the sweep, AVX-512 and capped at AVX2 alike). Not padded for
+    # slower machines: the ETA's speed factor scales it with the runs (it was counted twice, and the ETA read 19 %
+    # over the study's real time)
+    progress = Progress([j.weight for j in jobs], workers, tail_s=6.0 * len(tasks) + (4.0 if sweep else 0.0))
     progress.line(
         f"mambaout study: {len(jobs)} runs in {workers} worker process{'es' if workers != 1 else ''}, one thread "
         f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min (from the timed steps)"
