@@ -455,18 +455,7 @@ class _Driver:
     def update(self, loss: float, terms: dict[str, float], mid_epoch: bool) -> None:
         state, config, p = self.state, self.config, self.state.progress
         self.losses.append(loss)
-        self.window.append(loss)
-        if config.stop_loss is not None and len(self.window) == self.window.maxlen:
-            mean = sum(self.window) / len(self.window)
-            if mean <= config.stop_loss:
-                self.converged_at = p.global_step
-                self.log(step=p.global_step, converged=True, window_loss=round(mean, 6))
-                if config.progress == "lines":
-                    prefix = f"{config.desc}: " if config.desc else ""
-                    self.rt.log(
-                        f"{prefix}converged at update {p.global_step}/{state.total_updates}: mean loss {mean:.4g} over "
-                        f"the last {len(self.window)} updates, at most {config.stop_loss:g}; stopping here"
-                    )
+        self.check_converged(loss, p.global_step)
         step, last = p.global_step, p.global_step == state.total_updates or self.converged_at is not None
         self.records.step(step, loss, state.lr)
         if step == 1 or step % self.log_every == 0 or last:
@@ -487,19 +476,37 @@ class _Driver:
         if self.converged_at is not None and (mid_epoch or state.updates_per_epoch is None):
             raise _Converged  # at an epoch's end `after_epoch` evaluates and checkpoints first
 
+    def check_converged(self, loss: float, step: int) -> None:
+        """The stop rule: sets `converged_at` once the window's mean loss is at most `stop_loss`, and says so."""
+        self.window.append(loss)
+        config = self.config
+        if config.stop_loss is None or len(self.window) < self.window.maxlen:
+            return
+        mean = sum(self.window) / len(self.window)
+        if mean <= config.stop_loss:
+            self.converged_at = step
+            self.log(step=step, converged=True, window_loss=round(mean, 6))
+            self.console(
+                f"converged at update {step}/{self.state.total_updates}: mean loss {mean:.4g} over the last "
+                f"{len(self.window)} updates, at most {config.stop_loss:g}; stopping here"
+            )
+
+    def console(self, text: str) -> None:
+        """A line on the console when the run prints lines, prefixed with its label."""
+        if self.config.progress == "lines":
+            self.rt.log(f"{self.config.desc}: {text}" if self.config.desc else text)
+
     def log_update(self, step: int, loss: float, terms: dict[str, float]) -> None:
         state = self.state
         epoch = state.progress.epoch + 1 if state.updates_per_epoch else None
         record = dict(step=step, epoch=epoch, lr=state.lr, loss=round(loss, 5))
         record.update({k: round(v, 5) for k, v in terms.items()})
         self.log(**{k: v for k, v in record.items() if v is not None})
-        if self.config.progress == "lines":
-            where = f"epoch {epoch} " if epoch else ""
-            prefix = f"{self.config.desc}: " if self.config.desc else ""
-            self.rt.log(
-                f"{prefix}{where}update {step}/{state.total_updates}  loss {loss:.4f}  lr {state.lr:.2e}  "
-                f"({time.perf_counter() - self.start:.0f} s)"
-            )
+        where = f"epoch {epoch} " if epoch else ""
+        self.console(
+            f"{where}update {step}/{state.total_updates}  loss {loss:.4f}  lr {state.lr:.2e}  "
+            f"({time.perf_counter() - self.start:.0f} s)"
+        )
 
     # - per epoch -
     def after_epoch(self, p: Progress) -> None:

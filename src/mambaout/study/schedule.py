@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -66,8 +67,6 @@ def busy_cores(window_s: float = 0.3, stat: str = "/proc/stat") -> float | None:
 
     Unlike the load average, this does not remember the last minute: just after the study's own workers finish the
     load average still says 2 on 2 cores, while the cores are idle."""
-    import time
-
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     try:
         with open(stat) as f:
@@ -121,9 +120,14 @@ def one_thread() -> Iterator[None]:
 _worker_state: dict[str, Any] = {}
 
 
-def _compile_kernels() -> None:
+def _one_thread_env() -> None:
+    """Every library with a thread pool to one thread, before it is imported (a spawned process's start)."""
     for name in THREAD_ENV:
         os.environ[name] = "1"
+
+
+def _compile_kernels() -> None:
+    _one_thread_env()
     from mambaout.ssm.fused import compile_kernels
 
     compile_kernels()
@@ -153,8 +157,7 @@ def joined(process: Any) -> str | None:
 
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
     """Worker start-up: one thread for every library that has a pool, then keep what each job needs."""
-    for name in THREAD_ENV:
-        os.environ[name] = "1"
+    _one_thread_env()
     import numba
     import torch
 
