@@ -76,3 +76,49 @@ def test_torch_engine_returns_numpy_outputs_of_the_model(exported):
     (logits,) = load_engine("torch", model)(torch.from_numpy(x))
     with torch.no_grad():
         assert relative_error(logits, model(torch.from_numpy(x)).numpy()) < 1e-6
+
+
+def test_exported_blocks_hold_no_channel_split_or_concat(exported):
+    import onnx
+
+    _, onnx_path, _ = exported("conv", False)
+    ops = [n.op_type for n in onnx.load(str(onnx_path)).graph.node]
+    assert "Split" not in ops and "Concat" not in ops
+    # pico's 6 blocks: fc1 as four products (g_i, g_c, i, c) and fc2 as two, plus the head's two
+    assert ops.count("MatMul") + ops.count("Gemm") == 6 * 6 + 2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(mixer="conv"), dict(mixer="conv", conv_ratio=0.5, ls_init_value=0.5, act="silu"), dict(mixer="attn")],
+    ids=["mambaout", "partial-conv-layerscale", "attention"],
+)
+def test_split_forward_is_the_block_to_float32_rounding(kwargs):
+    from mambaout.export.graph import split_forward
+    from mambaout.models.mambaout import GatedCNNBlock
+
+    torch.manual_seed(0)
+    block = GatedCNNBlock(24, **kwargs).eval()
+    for p in block.parameters():  # away from the init, where zero biases could hide a misplaced one
+        p.data.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 5, 6, 24)
+    with torch.no_grad():
+        assert relative_error(split_forward(block, x).numpy(), block(x).numpy()) < 1e-6
+
+
+def test_openvino_compiles_each_input_shape_once_and_keeps_the_last_few(exported, monkeypatch):
+    from mambaout.export import engines
+
+    model, _, xml_path = exported("conv", False)
+    compiled = []
+    original = engines.compile_openvino
+    monkeypatch.setattr(engines, "compile_openvino", lambda *a: compiled.append(a[2]) or original(*a))
+    monkeypatch.setattr(engines, "OPENVINO_SHAPES", 2)
+    engine = load_engine("openvino", xml_path)
+    reference = load_engine("torch", model)
+    shapes = [(1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 64, 64), (1, 3, 48, 80), (2, 3, 64, 64)]
+    for shape in shapes:
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(len(compiled))).numpy()
+        assert relative_error(engine(x)[0], reference(x)[0]) <= 1e-4
+    # the third call reuses batch 1; the fourth shape evicts batch 2, the least recently used, so it compiles again
+    assert compiled == [(1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 48, 80), (2, 3, 64, 64)]

@@ -84,26 +84,54 @@ def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
     return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
 
 
-def compile_openvino(path: Path, threads: int | None = None) -> Any:
-    """The IR at `path` compiled for the CPU in f32 (OpenVINO would pick bf16 on CPUs that have it)."""
+def compile_openvino(path: Path, threads: int | None = None, shape: tuple[int, ...] | None = None) -> Any:
+    """The IR at `path` compiled for the CPU in f32 (OpenVINO would pick bf16 on CPUs that have it); with `shape`,
+    for that one static input shape (the IR's dynamic batch and size fixed), which OpenVINO's CPU kernels run faster
+    (measured on a 2-core Xeon, femto at 224 x 224: 1.3x at batch 8 and 1.1-1.4x at batch 1)."""
     ov = require("openvino")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
     try:
-        return ov.Core().compile_model(str(path), "CPU", config)
+        model = core.read_model(str(path))
     except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
+        raise cannot_load("openvino", path, e) from e
+    if shape is not None:
+        accepted = model.input(0).get_partial_shape()
+        if not accepted.compatible(ov.PartialShape(list(shape))):
+            raise UserError(f"{path} takes input of shape {accepted}, got an array of shape {tuple(shape)}")
+        model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+    try:
+        return core.compile_model(model, "CPU", config)
+    except Exception as e:
         raise cannot_load("openvino", path, e) from e
 
 
+# Static compilations an OpenVINO engine keeps, one per input shape it has seen (the least recently used goes first).
+OPENVINO_SHAPES = 4
+
+
 def _openvino_engine(path: Path, threads: int | None) -> Engine:
-    compiled = compile_openvino(path, threads)
-    request = compiled.create_infer_request()
+    """Each new input shape compiles the IR once for that static shape (~0.1-0.5 s); later calls reuse it."""
+    requests: dict[tuple[int, ...], tuple[Any, Any]] = {}
 
     def run(images: np.ndarray) -> list[np.ndarray]:
+        shape = images.shape
+        if shape not in requests:
+            if len(requests) >= OPENVINO_SHAPES:
+                del requests[next(iter(requests))]
+            compiled = compile_openvino(path, threads, shape)
+            requests[shape] = (compiled, compiled.create_infer_request())
+        compiled, request = requests.pop(shape)
+        requests[shape] = (compiled, request)  # most recently used last
         result = request.infer({0: images})
         return [np.array(result[out]) for out in compiled.outputs]
 
+    try:  # a file OpenVINO cannot read fails here, at load, in one sentence
+        require("openvino").Core().read_model(str(path))
+    except Exception as e:
+        raise cannot_load("openvino", path, e) from e
     return Engine("openvino", str(path), run)
 
 
