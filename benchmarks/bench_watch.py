@@ -1,0 +1,98 @@
+"""Frames/s of `mambaout watch` at a plant camera's size: femto at 224 x 224, every engine, the whole detector.
+
+Builds (once, in `--work`) a short 224 x 224 line and a detector on it whose per-frame encoder is mambaout_femto at
+224 x 224 with the SSM temporal model, trained for a handful of steps (the cost of a frame does not depend on the
+weights), exports its step graph for ONNX Runtime and OpenVINO, then streams the same test video through `watch`
+on each engine, interleaved round by round in this process, and prints each engine's median frames/s against the
+25 frames/s of a camera. Everything a frame costs is in: decoding the video, the encoder, the patch branch, the
+motion score and the temporal step.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_watch.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mambaout.monitor.watch import watch
+
+CAMERA_FPS = 25.0
+
+
+def cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "mambaout", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def build(work: Path, size: int, backbone: str, mixer: str) -> tuple[Path, Path, dict[str, Path]]:
+    """(test video, run folder, engine -> export folder) of a quickly trained detector at `size`."""
+    data, run = work / "line", work / "run"
+    if not (data / "meta.json").is_file():
+        cli(
+            "anomaly", "generate", "--output", str(data), "--size", str(size), "--frames", "400",
+            "--test-frames", "1500", "--train-videos", "2", "--test-videos", "1", "--events", "2",
+        )  # fmt: skip
+    if not (run / "detector.pt").is_file():
+        cli(
+            "anomaly", "train", "--data", str(data), "--output", str(run), "--backbone", backbone,
+            "--image-size", str(size), "--mixer", mixer, "--encoder-steps", "5", "--encoder-batch-size", "4",
+            "--encoder-frames", "64", "--patch-frames", "16", "--steps", "10", "--batch-size", "2",
+            "--seq-len", "64", "--burn-in", "16",
+        )  # fmt: skip
+    exports = {}
+    for engine, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
+        exports[engine] = work / f"export_{fmt}"
+        if not (exports[engine] / "state.json").is_file():
+            cli("export", "--run", str(run), "--format", fmt, "--output", str(exports[engine]))
+    return sorted((data / "test").iterdir())[0], run, exports
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="bench_watch_work", help="where the line, the run and the exports are kept")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--backbone", default="mambaout_femto")
+    p.add_argument("--mixer", default="ssm", choices=("conv", "ssm", "attn_causal"))
+    p.add_argument("--engines", default="torch,onnxruntime,openvino")
+    p.add_argument("--frames", type=int, default=600, help="frames streamed per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    video, run, exports = build(Path(args.work), args.size, args.backbone, args.mixer)
+    engines = args.engines.split(",")
+
+    def stream(engine: str, frames: int) -> dict:
+        model = str(exports[engine]) if engine in exports else None
+        return watch(str(video), str(run), quiet=True, max_frames=frames, engine=engine, model=model)
+
+    for engine in engines:
+        stream(engine, 30)  # warm-up: imports, graph compilation, first-call costs
+    fps: dict[str, list[float]] = {e: [] for e in engines}
+    for i in range(args.rounds):
+        for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
+            fps[engine].append(stream(engine, args.frames)["fps"])
+        print(f"round {i}: " + ", ".join(f"{e} {fps[e][-1]:.1f}" for e in engines), flush=True)
+    cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
+    load = os.getloadavg()
+    print(
+        f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, {args.threads} thread(s), "
+        f"{cpu}, torch {torch.backends.cpu.get_cpu_capability()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        f"{time.strftime('%Y-%m-%d')}, median of {args.rounds} rounds of {args.frames} frames:"
+    )
+    for engine in engines:
+        median = statistics.median(fps[engine])
+        print(f"  {engine:<12} {median:6.1f} frames/s  ({median / CAMERA_FPS:.2f}x a {CAMERA_FPS:g} fps camera)")
+    print(f"({platform.machine()}; wall clock, so other jobs on the machine lower these figures)")
+
+
+if __name__ == "__main__":
+    main()
