@@ -12,6 +12,9 @@ relative error to fp32 (seed 0 is the tests' model):
 | ONNX Runtime, 8-bit weights | 0.035-0.048 | seed 0: 0.127 |
 | OpenVINO, 7-bit weights (`OverflowFix.ENABLE`) | 0.046-0.078 | 0.046-0.078 |
 | OpenVINO, 8-bit weights but the first layer (NNCF's default) | 0.041-0.075 | 0.098-0.201, seed 0: 0.490 |
+
+Measured again once the export graph held the blocks without split and concat (2-core Intel Xeon with VNNI, seeds
+0-4, 7-bit weights): ONNX Runtime 0.035-0.060, OpenVINO 0.046-0.077 and the same to three digits capped at AVX2.
 """
 
 import os
@@ -51,7 +54,7 @@ def test_folder_calibration_reads_every_image_and_rejects_an_empty_folder(tmp_pa
 # CPUs without VNNI multiply uint8 activations by int8 weights with vpmaddubsw, which adds each pair of products in
 # int16: 2 x 255 x 64 = 32640 still fits, 2 x 255 x 127 saturates.
 NO_VNNI_WEIGHT_LIMIT = 64
-ORT_INT8_BOUND = 0.09  # 7-bit weights: at most 0.058 on either CPU
+ORT_INT8_BOUND = 0.09  # 7-bit weights: at most 0.060 on either CPU
 OPENVINO_INT8_BOUND = 0.12  # 7-bit weights: at most 0.078 on either CPU; default NNCF on AVX2: 0.49
 
 
