@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,8 +34,10 @@ def cli(*args: str) -> None:
 
 
 def build(work: Path, size: int, backbone: str, mixer: str) -> tuple[Path, Path, dict[str, Path]]:
-    """(test video, run folder, engine -> export folder) of a quickly trained detector at `size`."""
-    data, run = work / "line", work / "run"
+    """(test video, run folder, engine -> export folder) of a quickly trained detector at `size`. The line and the
+    run are kept per configuration under `work`; the step graphs are exported anew every time (the exporter may have
+    changed since)."""
+    data, run = work / f"line{size}", work / f"run_{backbone}_{size}_{mixer}"
     if not (data / "meta.json").is_file():
         cli(
             "anomaly", "generate", "--output", str(data), "--size", str(size), "--frames", "400",
@@ -49,9 +52,9 @@ def build(work: Path, size: int, backbone: str, mixer: str) -> tuple[Path, Path,
         )  # fmt: skip
     exports = {}
     for engine, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
-        exports[engine] = work / f"export_{fmt}"
-        if not (exports[engine] / "state.json").is_file():
-            cli("export", "--run", str(run), "--format", fmt, "--output", str(exports[engine]))
+        exports[engine] = run / f"bench_export_{fmt}"
+        shutil.rmtree(exports[engine], ignore_errors=True)
+        cli("export", "--run", str(run), "--format", fmt, "--output", str(exports[engine]))
     return sorted((data / "test").iterdir())[0], run, exports
 
 
@@ -64,7 +67,7 @@ def main() -> None:
     p.add_argument("--engines", default="torch,onnxruntime,openvino")
     p.add_argument("--frames", type=int, default=600, help="frames streamed per round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (the engines use their own defaults)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     video, run, exports = build(Path(args.work), args.size, args.backbone, args.mixer)
@@ -81,10 +84,14 @@ def main() -> None:
         for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
             fps[engine].append(stream(engine, args.frames)["fps"])
         print(f"round {i}: " + ", ".join(f"{e} {fps[e][-1]:.1f}" for e in engines), flush=True)
-    cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
+    cpu = platform.processor() or "?"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((x.split(":", 1)[1].strip() for x in f if x.startswith("model name")), cpu)
     load = os.getloadavg()
     print(
-        f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, {args.threads} thread(s), "
+        f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, PyTorch on {args.threads} "
+        f"thread(s), ONNX Runtime and OpenVINO on their defaults ({os.cpu_count()} cores), "
         f"{cpu}, torch {torch.backends.cpu.get_cpu_capability()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
         f"{time.strftime('%Y-%m-%d')}, median of {args.rounds} rounds of {args.frames} frames:"
     )

@@ -90,8 +90,13 @@ def test_exported_blocks_hold_no_channel_split_or_concat(exported):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(mixer="conv"), dict(mixer="conv", conv_ratio=0.5, ls_init_value=0.5, act="silu"), dict(mixer="attn")],
-    ids=["mambaout", "partial-conv-layerscale", "attention"],
+    [
+        dict(mixer="conv"),
+        dict(mixer="conv", conv_ratio=0.5, ls_init_value=0.5, act="silu"),
+        dict(mixer="conv", expansion_ratio=2, conv_ratio=2),  # every hidden channel mixed: no identity part
+        dict(mixer="attn"),
+    ],
+    ids=["mambaout", "partial-conv-layerscale", "all-mixed", "attention"],
 )
 def test_split_forward_is_the_block_to_float32_rounding(kwargs):
     from mambaout.export.graph import split_forward

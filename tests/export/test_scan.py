@@ -6,6 +6,7 @@ from mambaout.export.graph import exportable
 from mambaout.export.scan import UnrolledSSMMixer
 from mambaout.mixers.ssm import SSMMixer
 from mambaout.models import create_model
+from mambaout.models.mambaout import GatedCNNBlock
 from mambaout.ssm import selective_scan
 from mambaout.ssm.unrolled import rounds_for, selective_scan_unrolled
 
@@ -58,3 +59,15 @@ def test_exportable_model_gives_the_same_outputs_and_is_restored_afterwards():
     assert model.training
     assert sum(isinstance(m, UnrolledSSMMixer) for m in model.modules()) == 0
     assert sum(isinstance(m, SSMMixer) for m in model.modules()) == 6
+    assert not any("forward" in vars(m) for m in model.modules())  # the blocks' export form is gone too
+
+
+def test_nested_exportable_restores_the_model_at_each_exit():
+    model = create_model("mambaout_pico", num_classes=10).eval()
+    with exportable(model), exportable(model.stages[0]):
+        pass
+    with exportable(model):
+        with exportable(model):
+            pass
+        assert all("forward" in vars(m) for m in model.modules() if isinstance(m, GatedCNNBlock))
+    assert not any("forward" in vars(m) for m in model.modules())

@@ -84,6 +84,17 @@ def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
     return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
 
 
+_CORES: list[Any] = []
+
+
+def openvino_core() -> Any:
+    """The process's one `openvino.Core`, made at first use. One Core for every read and compile: with a Core per
+    static-shape compilation, OpenVINO 2026.4 corrupted memory in the test suite (a segfault several tests later)."""
+    if not _CORES:
+        _CORES.append(require("openvino").Core())
+    return _CORES[0]
+
+
 def compile_openvino(path: Path, threads: int | None = None, shape: tuple[int, ...] | None = None) -> Any:
     """The IR at `path` compiled for the CPU in f32 (OpenVINO would pick bf16 on CPUs that have it); with `shape`,
     for that one static input shape (the IR's dynamic batch and size fixed), which OpenVINO's CPU kernels run faster
@@ -92,7 +103,7 @@ def compile_openvino(path: Path, threads: int | None = None, shape: tuple[int, .
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    core = ov.Core()
+    core = openvino_core()
     try:
         model = core.read_model(str(path))
     except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
@@ -100,8 +111,17 @@ def compile_openvino(path: Path, threads: int | None = None, shape: tuple[int, .
     if shape is not None:
         accepted = model.input(0).get_partial_shape()
         if not accepted.compatible(ov.PartialShape(list(shape))):
-            raise UserError(f"{path} takes input of shape {accepted}, got an array of shape {tuple(shape)}")
-        model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+            raise UserError(
+                f"{path} takes input of shape {accepted}, not {tuple(shape)}; give it that shape, or export the "
+                "model again at this size (--image-size)"
+            )
+        try:
+            model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+            return core.compile_model(model, "CPU", config)
+        except Exception as e:  # a graph whose shapes cannot be inferred at this size (an int8 IR, say)
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            message = f"{path} cannot run input of shape {tuple(shape)} ({reason}); export it at that size"
+            raise UserError(message) from e
     try:
         return core.compile_model(model, "CPU", config)
     except Exception as e:
@@ -118,18 +138,19 @@ def _openvino_engine(path: Path, threads: int | None) -> Engine:
 
     def run(images: np.ndarray) -> list[np.ndarray]:
         shape = images.shape
-        if shape not in requests:
-            if len(requests) >= OPENVINO_SHAPES:
-                del requests[next(iter(requests))]
+        if shape in requests:
+            compiled, request = requests.pop(shape)
+        else:
             compiled = compile_openvino(path, threads, shape)
-            requests[shape] = (compiled, compiled.create_infer_request())
-        compiled, request = requests.pop(shape)
+            request = compiled.create_infer_request()
+            if len(requests) >= OPENVINO_SHAPES:  # only once the new one compiled: a failed call keeps the others
+                del requests[next(iter(requests))]
         requests[shape] = (compiled, request)  # most recently used last
         result = request.infer({0: images})
         return [np.array(result[out]) for out in compiled.outputs]
 
     try:  # a file OpenVINO cannot read fails here, at load, in one sentence
-        require("openvino").Core().read_model(str(path))
+        openvino_core().read_model(str(path))
     except Exception as e:
         raise cannot_load("openvino", path, e) from e
     return Engine("openvino", str(path), run)

@@ -48,9 +48,11 @@ def split_forward(block: GatedCNNBlock, x: torch.Tensor) -> torch.Tensor:
     w1, b1, w2 = block.fc1.weight, block.fc1.bias, block.fc2.weight
     xn = block.norm(x)
     rows = (slice(0, n_i), slice(n_i, hidden), slice(hidden, hidden + n_i), slice(hidden + n_i, 2 * hidden))
-    g_i, g_c, i, c = (F.linear(xn, w1[r], b1[r]) for r in rows)
+    g_i, g_c, i, c = (F.linear(xn, w1[r], b1[r]) if r.stop > r.start else None for r in rows)
     c = block.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) if hasattr(block, "conv") else block.mixer(c)
-    y = F.linear(block.act(g_i) * i, w2[:, :n_i]) + F.linear(block.act(g_c) * c, w2[:, n_i:], block.fc2.bias)
+    y = F.linear(block.act(g_c) * c, w2[:, n_i:], block.fc2.bias)
+    if n_i:  # no zero-width product in the graph when every hidden channel is mixed
+        y = y + F.linear(block.act(g_i) * i, w2[:, :n_i])
     return block.drop_path(block.ls(y)) + x
 
 
@@ -78,17 +80,21 @@ def exportable(model: nn.Module, features: bool = False, max_tokens: int = DEFAU
                 swapped.append((parent, name, child))
                 setattr(parent, name, UnrolledSSMMixer(child, rounds))
     blocks = [m for m in model.modules() if isinstance(m, GatedCNNBlock)]
-    for block in blocks:  # an instance attribute: nn.Module.__call__ finds it before the class's forward
-        block.forward = partial(split_forward, block)
+    own_forward = [vars(block).get("forward") for block in blocks]  # an enclosing `exportable`'s, say
     was_training, was_fused = model.training, is_fused(model)
-    unfuse(model)  # the oneDNN-fused CPU blocks are no exporter's op: export the reference arithmetic
-    model.eval()
     try:
+        for block in blocks:  # an instance attribute: nn.Module.__call__ finds it before the class's forward
+            block.forward = partial(split_forward, block)
+        unfuse(model)  # the oneDNN-fused CPU blocks are no exporter's op: export the reference arithmetic
+        model.eval()
         with torch.no_grad():
             yield FeatureMaps(model) if features else model
     finally:
-        for block in blocks:
-            del block.forward
+        for block, forward in zip(blocks, own_forward):
+            if forward is None:
+                vars(block).pop("forward", None)
+            else:
+                block.forward = forward
         for parent, name, child in swapped:
             setattr(parent, name, child)
         if was_fused:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mambaout.export.availability import require
+from mambaout.export.engines import openvino_core
 
 
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray, batch: int = 4) -> Path:
@@ -67,7 +68,7 @@ def quantize_openvino(fp32_path: str | Path, int8_path: str | Path, calibration:
     """
     ov = require("openvino")
     nncf = require("nncf")
-    model = ov.Core().read_model(str(fp32_path))
+    model = openvino_core().read_model(str(fp32_path))
     height, width = calibration.shape[-2:]
     model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, calibration.shape[1], height, width])})
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
