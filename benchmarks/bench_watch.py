@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mambaout.measure.machine import machine_description
 from mambaout.monitor.watch import watch
 
 CAMERA_FPS = 25.0
@@ -84,15 +85,10 @@ def main() -> None:
         for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
             fps[engine].append(stream(engine, args.frames)["fps"])
         print(f"round {i}: " + ", ".join(f"{e} {fps[e][-1]:.1f}" for e in engines), flush=True)
-    cpu = platform.processor() or "?"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((x.split(":", 1)[1].strip() for x in f if x.startswith("model name")), cpu)
     load = os.getloadavg()
     print(
-        f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, PyTorch on {args.threads} "
-        f"thread(s), ONNX Runtime and OpenVINO on their defaults ({os.cpu_count()} cores), "
-        f"{cpu}, torch {torch.backends.cpu.get_cpu_capability()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, {machine_description()} "
+        f"(ONNX Runtime and OpenVINO on their own defaults), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
         f"{time.strftime('%Y-%m-%d')}, median of {args.rounds} rounds of {args.frames} frames:"
     )
     for engine in engines:

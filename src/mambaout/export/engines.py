@@ -95,19 +95,27 @@ def openvino_core() -> Any:
     return _CORES[0]
 
 
-def compile_openvino(path: Path, threads: int | None = None, shape: tuple[int, ...] | None = None) -> Any:
+def read_openvino(path: Path) -> Any:
+    """The IR at `path` as an `openvino.Model`; one sentence if OpenVINO cannot read it."""
+    try:
+        return openvino_core().read_model(str(path))
+    except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
+        raise cannot_load("openvino", path, e) from e
+
+
+def compile_openvino(
+    path: Path, threads: int | None = None, shape: tuple[int, ...] | None = None, ir: Any = None
+) -> Any:
     """The IR at `path` compiled for the CPU in f32 (OpenVINO would pick bf16 on CPUs that have it); with `shape`,
     for that one static input shape (the IR's dynamic batch and size fixed), which OpenVINO's CPU kernels run faster
-    (measured on a 2-core Xeon, femto at 224 x 224: 1.3x at batch 8 and 1.1-1.4x at batch 1)."""
+    (measured on a 2-core Xeon, femto at 224 x 224: 1.3x at batch 8 and 1.1-1.4x at batch 1). `ir`: the file
+    already read (`read_openvino`), which is copied rather than read again."""
     ov = require("openvino")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     core = openvino_core()
-    try:
-        model = core.read_model(str(path))
-    except Exception as e:  # OpenVINO raises RuntimeError (or its own types) for unreadable or invalid IR
-        raise cannot_load("openvino", path, e) from e
+    model = read_openvino(path) if ir is None else ir.clone()
     if shape is not None:
         accepted = model.input(0).get_partial_shape()
         if not accepted.compatible(ov.PartialShape(list(shape))):
@@ -134,6 +142,7 @@ OPENVINO_SHAPES = 4
 
 def _openvino_engine(path: Path, threads: int | None) -> Engine:
     """Each new input shape compiles the IR once for that static shape (~0.1-0.5 s); later calls reuse it."""
+    ir = read_openvino(path)  # a file OpenVINO cannot read fails here, at load, in one sentence
     requests: dict[tuple[int, ...], tuple[Any, Any]] = {}
 
     def run(images: np.ndarray) -> list[np.ndarray]:
@@ -141,7 +150,7 @@ def _openvino_engine(path: Path, threads: int | None) -> Engine:
         if shape in requests:
             compiled, request = requests.pop(shape)
         else:
-            compiled = compile_openvino(path, threads, shape)
+            compiled = compile_openvino(path, threads, shape, ir)
             request = compiled.create_infer_request()
             if len(requests) >= OPENVINO_SHAPES:  # only once the new one compiled: a failed call keeps the others
                 del requests[next(iter(requests))]
@@ -149,10 +158,6 @@ def _openvino_engine(path: Path, threads: int | None) -> Engine:
         result = request.infer({0: images})
         return [np.array(result[out]) for out in compiled.outputs]
 
-    try:  # a file OpenVINO cannot read fails here, at load, in one sentence
-        openvino_core().read_model(str(path))
-    except Exception as e:
-        raise cannot_load("openvino", path, e) from e
     return Engine("openvino", str(path), run)
 
 
