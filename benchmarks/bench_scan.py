@@ -35,6 +35,7 @@ import time
 
 import torch
 
+from mambaout.measure import matmul_fma_rate
 from mambaout.ssm import selective_scan, selective_scan_ref
 
 # (batch, D, N, L) of the study's scans (one thread): selective copying's two layers (width 64, 36 tokens, batch 64),
@@ -116,14 +117,6 @@ def peak_memory(method: str, args: argparse.Namespace) -> int:
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def matmul_fma_rate(n: int = 1024) -> float:
-    """float32 FMAs per second of CPU time of one n x n matmul on torch's threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    start = time.process_time()
-    torch.mm(a, b)
-    return n**3 / (time.process_time() - start)
-
-
 def kernel_seconds(batch: int, dim: int, n_state: int, seqlen: int) -> tuple[float, float]:
     """CPU seconds of one fused forward and of one forward + backward, canonical layout, with D and z."""
     from mambaout.ssm import fused
@@ -147,7 +140,7 @@ def limit_report(args: argparse.Namespace) -> None:
         kernel_seconds(*[min(s, 8) for s in size[:3]], 64)  # compile or load numba's cache
     limits, times = [], {s: [] for s in sizes}
     for round_ in range(args.repeats + 1):
-        limits.append(matmul_fma_rate())
+        limits.append(matmul_fma_rate(clock=time.process_time))
         for size in sizes:
             # the small sizes are over in milliseconds: enough calls per round to outlast the clock's resolution
             calls = max(1, int(2e7 // math.prod(size)))

@@ -7,14 +7,14 @@ import torch
 from timm.layers import DropPath
 
 import mambaout
-from mambaout.models.fuse import FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
+from mambaout.models.fuse import FusedConv2d, FusedGatedCNNBlock, fuse_for_inference, is_fused, unfuse
 from mambaout.models.mambaout import GatedCNNBlock
 
 pytestmark = pytest.mark.usefixtures("fused_at_every_size")
 
 
-def count_fused(model: torch.nn.Module) -> int:
-    return sum(type(m) is FusedGatedCNNBlock for m in model.modules())
+def count_fused(model: torch.nn.Module, kind: type = FusedGatedCNNBlock) -> int:
+    return sum(type(m) is kind for m in model.modules())
 
 
 def test_create_model_gives_the_reference_and_fuse_is_per_model_idempotent_and_undoable():
@@ -25,10 +25,14 @@ def test_create_model_gives_the_reference_and_fuse_is_per_model_idempotent_and_u
     assert not is_fused(model)
     assert fuse_for_inference(fuse_for_inference(model)) is model
     assert count_fused(model) == 6 and not is_fused(other)  # 1 + 1 + 3 + 1 blocks; the other model untouched
+    assert count_fused(model, FusedConv2d) == 5  # the stem's two convolutions and three downsampling layers'
+    assert count_fused(model.stages[0], FusedConv2d) == 0  # the blocks' depthwise mixers stay as they are
     after = model.state_dict()
     assert list(after) == list(before) and all(after[k].data_ptr() == v.data_ptr() for k, v in before.items())
-    assert unfuse(model) is model and count_fused(model) == 0
+    assert all(v.is_contiguous() for v in after.values())  # the channels-last weights are copies, not the parameters
+    assert unfuse(model) is model and count_fused(model) == 0 and count_fused(model, FusedConv2d) == 0
     assert sum(type(m) is GatedCNNBlock for m in model.modules()) == 6
+    assert sum(type(m) is torch.nn.Conv2d for m in model.modules()) == 5 + 6  # and the six depthwise mixers
 
 
 def test_blocks_with_another_mixer_are_left_as_they_are():
@@ -91,6 +95,9 @@ def test_packed_weights_follow_every_parameter_change_and_never_reach_a_copy_or_
     assert gap() <= 1e-5
     block.fc2.weight = torch.nn.Parameter(torch.randn_like(block.fc2.weight))  # replaced
     assert gap() <= 1e-5
+    with torch.no_grad():
+        model.stem.conv2.weight.mul_(-1.0)  # a convolution's kept channels-last weight is renewed the same way
+    assert gap() <= 1e-5
     state = {k: v + 0.1 for k, v in model.state_dict().items()}
     model.load_state_dict(state)
     assert gap() <= 1e-5
@@ -98,6 +105,25 @@ def test_packed_weights_follow_every_parameter_change_and_never_reach_a_copy_or_
     reloaded = torch.load(tmp_path / "fused.pt", weights_only=False)
     with torch.no_grad():
         assert torch.equal(reloaded(x), model(x))
+
+
+def test_a_fused_convolution_keeps_one_channels_last_weight_and_falls_back_under_autograd():
+    torch.manual_seed(0)
+    model = fuse_for_inference(mambaout.create_model("mambaout_pico", num_classes=5).eval())
+    conv = model.stages[1].downsample.conv
+    seen = []
+    original = conv._conv_forward
+    conv._conv_forward = lambda x, w, b: seen.append(w) or original(x, w, b)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x), model(x)
+    assert len(seen) == 2 and seen[0] is seen[1]  # made once, kept
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert torch.equal(seen[0], conv.weight)  # the same numbers in another layout
+    model(x).sum().backward()  # autograd: the parameter itself, so its gradient flows
+    assert seen[-1] is conv.weight and conv.weight.grad is not None
 
 
 @pytest.mark.parametrize("side", [128, 192])
@@ -123,6 +149,7 @@ def test_a_write_past_the_version_counter_needs_fusing_again_and_inference_made_
         model(x)  # packs
         block = next(m for m in model.modules() if isinstance(m, FusedGatedCNNBlock))
         block.fc1.weight.data.mul_(2.0)  # .data: autograd's version counter does not see it
+        model.stem.conv1.weight.data.mul_(2.0)
         reference.load_state_dict(model.state_dict())
         assert (model(x) - reference(x)).abs().max() > 1e-4  # the stale packed copy, as documented (rounding: 1e-7)
         fuse_for_inference(model)  # drops the packed copies

@@ -6,7 +6,7 @@ counts, times and weighs the same way, and their numbers can be set side by side
 """
 
 from mambaout.measure.cost import count_macs, count_params
-from mambaout.measure.machine import machine_description
+from mambaout.measure.machine import machine_description, matmul_fma_rate
 from mambaout.measure.memory import peak_memory_bytes
 from mambaout.measure.timing import inference_latency_ms, interleaved, latency_ms, median_iqr, timed
 
@@ -17,6 +17,7 @@ __all__ = [
     "interleaved",
     "latency_ms",
     "machine_description",
+    "matmul_fma_rate",
     "median_iqr",
     "peak_memory_bytes",
     "timed",

@@ -1,13 +1,17 @@
-"""What a measurement ran on: the CPU's model name and instruction set, or the GPU's name.
+"""What a measurement ran on: the CPU's model name and instruction set, or the GPU's name, and what its arithmetic
+can do.
 
 Every figure a command prints or writes carries this line, so numbers from different machines are not mistaken for
-each other (a bf16 path is fast on a CPU with native bf16 and slow on one without).
+each other (a bf16 path is fast on a CPU with native bf16 and slow on one without). `matmul_fma_rate` is the
+arithmetic limit the benchmarks hold kernels and engines against.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,3 +35,12 @@ def machine_description(device: torch.device | str = "cpu") -> str:
         return torch.cuda.get_device_name(device)
     isa = torch.backends.cpu.get_cpu_capability()
     return f"{cpu_name()}, {os.cpu_count()} cores, {isa}, {torch.get_num_threads()} torch threads"
+
+
+def matmul_fma_rate(n: int = 1024, clock: Callable[[], float] = time.perf_counter) -> float:
+    """float32 FMAs per second of one n x n matmul on torch's threads, timed by `clock` (wall time; pass
+    `time.process_time` for CPU time, which a loaded machine slows less): what this machine's arithmetic sustains."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    start = clock()
+    torch.mm(a, b)
+    return n**3 / (clock() - start)

@@ -12,6 +12,12 @@ linear kernels (`torch.ops.mkldnn._linear_pointwise`, the ones inductor uses on 
   freezing does), not on every call; packed again only when a parameter changes. Measured on a 2-core Xeon
   (docs/models.md): femto at 224 x 224, batch 1, went from 1.21x to 1.26x timm's eager speed.
 
+The stem's and the downsampling layers' dense convolutions (`FusedConv2d`) read channels-last input (the permuted
+NHWC activations) and oneDNN wants their weight channels-last too; given the parameter's NCHW layout it copied the
+weight into that layout on every call (0.66 ms of a 22 ms femto forward at batch 1 for the last one alone, in
+PyTorch's profiler). They keep a channels-last copy instead, renewed like the packed linears: femto at 224 x 224,
+batch 1, 1.5-3 % faster (three interleaved runs on a 2-core Xeon, docs/models.md); at batch 8 within the noise.
+
 It takes that path only where it is exact, applies and pays: a CPU float32 input of at least `FUSED_MIN_ELEMENTS`
 elements, autograd and autocast off, not under torch.compile (inductor fuses the reference graph itself) or an
 exporter's trace, and no active drop path. Anywhere else it runs the reference `GatedCNNBlock.forward`, so a fused
@@ -24,13 +30,15 @@ model still trains, exports, runs on a GPU or under autocast, unchanged.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
 from mambaout.engine.runtime import exporting
-from mambaout.models.mambaout import GatedCNNBlock
+from mambaout.models.mambaout import Downsample, GatedCNNBlock, Stem
 
 _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _reorder = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
@@ -39,14 +47,45 @@ _ONEDNN_ACT = {nn.GELU: ("gelu", "none"), nn.SiLU: ("swish", "")}  # activation 
 # runs the reference (measured per femto stage on a 2-core Xeon: 0.74-0.97x at 16-1024 rows of 48 channels, 1.16x at
 # 2048; 0.97x at 256 rows of 96, 1.04x at 512; 1.05x at 128 rows of 192, 1.10x at 256; 1.0x at 128 rows of 288).
 FUSED_MIN_ELEMENTS = 1 << 15
-# block -> (the parameters' identity and versions, its weights in the fused kernels' layout). Outside the module, so
+# module -> (the parameters' identity and versions, its weights in the fused kernels' layout). Outside the module, so
 # that copying, pickling or saving a fused model never meets a oneDNN tensor.
-_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple]] = weakref.WeakKeyDictionary()
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN and its fused linear op (x86 and ARM builds do)."""
     return _linear is not None and torch.backends.mkldnn.is_available()
+
+
+def _inference_applies(x: torch.Tensor) -> bool:
+    """A CPU float32 input with autograd and autocast off, not under torch.compile or an exporter's trace."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not exporting()
+    )
+
+
+def _kept(module: nn.Module, params: tuple[torch.Tensor, ...], make: Callable[[bool], Any]) -> Any:
+    """`make(versioned)`'s result for `module`, made at the first call and again whenever one of `params` was replaced
+    or changed in place through autograd's version counter (load_state_dict, an optimizer step, `with
+    torch.no_grad(): p.mul_(2)`). Writes that bypass it (through `p.data`, `p.numpy()`) need `fuse_for_inference(model)`
+    again, which drops the kept copies. Parameters made under `torch.inference_mode()` have no version counter: their
+    result is made per call (`versioned` False) and never kept."""
+    versioned = not any(p.is_inference() for p in params)
+    cached = _PACKED.get(module)
+    # the entry holds the parameters themselves: a replaced one is another object, and its memory (and address)
+    # cannot be reused while the entry lives
+    if versioned and cached is not None and len(cached[0]) == len(params):
+        if all(q is p and v == p._version for (q, v), p in zip(cached[0], params)):
+            return cached[1]
+    value = make(versioned)
+    if versioned:
+        _PACKED[module] = (tuple((p, p._version) for p in params), value)
+    return value
 
 
 class FusedGatedCNNBlock(GatedCNNBlock):
@@ -59,12 +98,7 @@ class FusedGatedCNNBlock(GatedCNNBlock):
 
     def _fused_applies(self, x: torch.Tensor) -> bool:
         return (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not exporting()
+            _inference_applies(x)
             and not (self.training and isinstance(self.drop_path, DropPath))
             and x.numel() >= FUSED_MIN_ELEMENTS  # last: a compiler or exporter never sees a guard on the size
         )
@@ -85,38 +119,41 @@ class FusedGatedCNNBlock(GatedCNNBlock):
 
     def packed_weights(self, rows: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """(weight, bias) of fc1's gate, identity and conv slices and of fc2 (LayerScale folded in: (W a + b) * gamma
-        = (gamma W) a + gamma b), the weights packed by oneDNN for inputs of about `rows` rows. Packed at the first
-        call and again whenever a parameter was replaced or changed in place through autograd's version counter
-        (load_state_dict, an optimizer step, `with torch.no_grad(): p.mul_(2)`). Writes that bypass it (through
-        `p.data`, `p.numpy()`) need `fuse_for_inference(model)` again, which drops the packed copies. Parameters made
-        under `torch.inference_mode()` have no version counter: they are sliced per call, never packed."""
+        = (gamma W) a + gamma b), the weights packed by oneDNN for inputs of about `rows` rows; kept until a
+        parameter changes (`_kept`), or sliced per call for parameters made under `torch.inference_mode()`."""
         params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         if isinstance(self.ls, LayerScale):
             params += (self.ls.gamma,)
-        versioned = not any(p.is_inference() for p in params)
-        cached = _PACKED.get(self)
-        # the entry holds the parameters themselves: a replaced one is another object, and its memory (and address)
-        # cannot be reused while the entry lives
-        if versioned and cached is not None and len(cached[0]) == len(params):
-            if all(q is p and v == p._version for (q, v), p in zip(cached[0], params)):
-                return cached[1]
-        hidden, n_id, _ = self.split_indices
-        w, b = self.fc1.weight.detach(), self.fc1.bias.detach()
-        w2, b2 = self.fc2.weight.detach(), self.fc2.bias.detach()
-        if isinstance(self.ls, LayerScale):
-            gamma = self.ls.gamma.detach()
-            w2, b2 = w2 * gamma[:, None], b2 * gamma
 
-        def pack(m: torch.Tensor) -> torch.Tensor:
-            if _reorder is None or not versioned or not m.numel():
-                return m.contiguous()
-            return _reorder(m.contiguous(), rows)
+        def make(versioned: bool) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+            hidden, n_id, _ = self.split_indices
+            w, b = self.fc1.weight.detach(), self.fc1.bias.detach()
+            w2, b2 = self.fc2.weight.detach(), self.fc2.bias.detach()
+            if isinstance(self.ls, LayerScale):
+                gamma = self.ls.gamma.detach()
+                w2, b2 = w2 * gamma[:, None], b2 * gamma
 
-        slices = (slice(0, hidden), slice(hidden, hidden + n_id), slice(hidden + n_id, None))
-        weights = (*((pack(w[s]), b[s]) for s in slices), (pack(w2), b2))
-        if versioned:
-            _PACKED[self] = (tuple((p, p._version) for p in params), weights)
-        return weights
+            def pack(m: torch.Tensor) -> torch.Tensor:
+                if _reorder is None or not versioned or not m.numel():
+                    return m.contiguous()
+                return _reorder(m.contiguous(), rows)
+
+            slices = (slice(0, hidden), slice(hidden, hidden + n_id), slice(hidden + n_id, None))
+            return (*((pack(w[s]), b[s]) for s in slices), (pack(w2), b2))
+
+        return _kept(self, params, make)
+
+
+class FusedConv2d(nn.Conv2d):
+    """A dense nn.Conv2d (same parameters and state-dict keys) of the stem or a downsampling layer whose CPU inference
+    convolves with a kept channels-last copy of its weight: the layout oneDNN picks for the channels-last input these
+    layers get, and that it would otherwise copy the NCHW parameter into on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _inference_applies(x):
+            return super().forward(x)
+        channels_last = lambda _: self.weight.detach().contiguous(memory_format=torch.channels_last)  # noqa: E731
+        return self._conv_forward(x, _kept(self, (self.weight,), channels_last), self.bias)
 
 
 def _fusable(m: nn.Module) -> bool:
@@ -124,12 +161,19 @@ def _fusable(m: nn.Module) -> bool:
     return type(m) is GatedCNNBlock and hasattr(m, "conv") and type(m.act) in _ONEDNN_ACT
 
 
-def fuse_for_inference(model: nn.Module) -> nn.Module:
-    """Give every eligible Gated CNN block of `model` the fused CPU inference path; returns `model` itself.
+def _fusable_convs(model: nn.Module) -> list[nn.Conv2d]:
+    # the dense convolutions of the stem and the downsampling layers, exactly nn.Conv2d
+    layers = (m for m in model.modules() if isinstance(m, (Stem, Downsample)))
+    return [c for layer in layers for c in layer.children() if type(c) in (nn.Conv2d, FusedConv2d) and c.groups == 1]
 
-    The blocks keep their parameters, state-dict keys and hooks (only their class becomes `FusedGatedCNNBlock`).
-    Idempotent, apart from dropping the blocks' packed weights (they are packed again at the next call); a no-op on
-    torch builds without oneDNN. `unfuse(model)` undoes it.
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Give every eligible Gated CNN block of `model` the fused CPU inference path, and its stem's and downsampling
+    layers' convolutions a kept channels-last weight; returns `model` itself.
+
+    The modules keep their parameters, state-dict keys and hooks (only their class becomes `FusedGatedCNNBlock` or
+    `FusedConv2d`). Idempotent, apart from dropping the kept weights (they are made again at the next call); a no-op
+    on torch builds without oneDNN. `unfuse(model)` undoes it.
 
     Example:
         >>> model = fuse_for_inference(create_model("mambaout_femto").eval())
@@ -142,14 +186,17 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
                 m.__class__ = FusedGatedCNNBlock
             if type(m) is FusedGatedCNNBlock:
                 _PACKED.pop(m, None)
+        for conv in _fusable_convs(model):
+            conv.__class__ = FusedConv2d
+            _PACKED.pop(conv, None)
     return model
 
 
 def unfuse(model: nn.Module) -> nn.Module:
     """Turn every fused block of `model` back into the reference `GatedCNNBlock`; returns `model` itself."""
     for m in model.modules():
-        if type(m) is FusedGatedCNNBlock:
-            m.__class__ = GatedCNNBlock
+        if type(m) in (FusedGatedCNNBlock, FusedConv2d):
+            m.__class__ = GatedCNNBlock if type(m) is FusedGatedCNNBlock else nn.Conv2d
             _PACKED.pop(m, None)
     return model
 
