@@ -10,6 +10,14 @@ def test_rounds_call_every_candidate_once_in_turn_after_the_warmup():
     assert [len(times["a"]), len(times["b"])] == [3, 3] and min(times["a"] + times["b"]) >= 0
 
 
+def test_settling_calls_a_candidate_untimed_right_before_each_of_its_timed_calls():
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "ab"}
+    times = interleaved(fns, repeats=2, settle=1)
+    assert calls == ["a", "a", "b", "b"] * 2  # no timed call of b follows a call of a
+    assert [len(times["a"]), len(times["b"])] == [2, 2]
+
+
 def test_the_statistic_is_the_median_with_the_interquartile_range_as_spread():
     # one stalled call does not move the median (a mean would be 22), one quiet call does not set it (a minimum would)
     assert median_iqr([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, 52.0 - 1.5)

@@ -3,8 +3,9 @@
 Engine names: "torch" (the model as given, fp32), "torch_fast" (`mambaout.infer.fast.optimize_for_inference`),
 "timm" (timm's same architecture with the same weights, eager fp32), "onnxruntime", "openvino" (fp32 exports) and
 "onnxruntime_int8", "openvino_int8" (post-training int8, calibrated on `calibration`). All engines are timed in
-interleaved rounds (each round times every engine once at `batch` and once at batch 1), so whatever else the
-machine does falls on all of them alike; the medians are reported (`mambaout.measure.timing`, as every command).
+interleaved rounds (each round times every engine once at `batch` and once at batch 1, each timed call right after
+an untimed one of its own, so that no engine is timed while the previous one's threads still spin), so whatever else
+the machine does falls on all of them alike; the medians are reported (`mambaout.measure.timing`, as every command).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def compare_engines(
         for name, (_, run) in runners.items():
             calls[(name, "batch")] = lambda run=run: run(x_batch)
             calls[(name, "one")] = lambda run=run: run(x_one)
-        seconds = interleaved(calls, repeats, warmup)
+        seconds = interleaved(calls, repeats, warmup, settle=1)  # each timed call right after its own
         times = {name: (seconds[(name, "batch")], seconds[(name, "one")]) for name in runners}
         reference = _torch_runner(model)
         rows = []

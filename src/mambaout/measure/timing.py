@@ -40,9 +40,18 @@ def median_iqr(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def interleaved(
-    fns: Mapping[K, Callable[[], object]], repeats: int, warmup: int = 0, device: torch.device | str | None = None
+    fns: Mapping[K, Callable[[], object]],
+    repeats: int,
+    warmup: int = 0,
+    device: torch.device | str | None = None,
+    settle: int = 0,
 ) -> dict[K, list[float]]:
     """Seconds of every call: `warmup` untimed rounds, then `repeats` rounds that each call every fn once, in turn.
+
+    `settle`: untimed calls of a fn right before each of its timed ones. Runtimes with their own thread pools keep
+    their threads spinning for a while after a call returns (ONNX Runtime's by default), which slows whatever runs
+    next on the same cores: measured on 2 cores, OpenVINO timed right after ONNX Runtime ran its batch of 8 at
+    1.58-1.62x timm's speed, and at 1.79-1.88x behind one settling call of its own.
 
     Example:
         >>> times = interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(1000))}, repeats=5)
@@ -55,6 +64,8 @@ def interleaved(
     times: dict[K, list[float]] = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
+            for _ in range(settle):
+                fn()
             times[key].append(timed(fn, device))
     return times
 
