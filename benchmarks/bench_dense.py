@@ -2,9 +2,9 @@
 
 Synthetic batches (no data set needed): images of exactly --height x --width, each with --objects random boxes whose
 masks fill them, so the model's own resize (shorter side --min-size, longer at most --max-size) is the identity at the
-defaults. Each timed step is the library's `train_step` (forward, loss, backward, AdamW step, autocast as --amp says),
-the same function `mambaout detect train` runs. Reports the median step time over --steps after --warmup steps, and
-peak GPU memory.
+defaults. The steps run through the engine's driver (`mambaout.engine.run`, what `mambaout detect train` runs: autocast
+as --amp says, the loss terms summed, backward, AdamW without decay on norms and biases); the batches are in memory,
+so data loading is excluded. Reports the median update time over --steps after --warmup updates, and peak GPU memory.
 
 GPU (the number the paper's setting needs; per-GPU batch 2 as in mmdetection's 8x2 recipe):
     python benchmarks/bench_dense.py --backbone mambaout_tiny --batch-size 2 --amp auto
@@ -22,10 +22,10 @@ import statistics
 import time
 
 import torch
-from timm.optim import create_optimizer_v2
 
-from mambaout.dense.detect import train_step
+from mambaout.dense.detect import to_device
 from mambaout.dense.maskrcnn import mask_rcnn
+from mambaout.engine.run import OptimizerSpec, RunConfig, Task, run
 from mambaout.engine.runtime import AMP_CHOICES, setup_runtime
 
 
@@ -63,29 +63,39 @@ def main() -> None:
     args = p.parse_args()
 
     rt = setup_runtime(args.device, args.amp)
-    torch.manual_seed(0)
-    model = mask_rcnn(args.backbone, args.num_classes, min_size=args.min_size, max_size=args.max_size).to(rt.device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05)
-    scaler = rt.grad_scaler()
     shape = (args.batch_size, args.height, args.width, args.objects, args.num_classes)
     batches = [synthetic_batch(*shape, seed) for seed in (0, 1)]
+    times: list[float] = []
+    last = [0.0]
 
-    def sync() -> None:
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize(rt.device)
+    class Synthetic(Task):
+        optimizer = OptimizerSpec("adamw", 1e-4, 0.05)
 
-    times = []
-    for i in range(args.warmup + args.steps):
-        images, targets = batches[i % 2]
-        sync()
-        start = time.perf_counter()
-        train_step(model, images, targets, optimizer, scaler, rt)
-        sync()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
+        def model(self):
+            model = mask_rcnn(args.backbone, args.num_classes, min_size=args.min_size, max_size=args.max_size)
+            return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+        def train_data(self):
+            return iter([batches[i % 2] for i in range(args.warmup + args.steps)])
+
+        def loss(self, forward, batch):
+            images, targets = batch
+            images = [im.to(rt.device, non_blocking=True) for im in images]
+            return forward(images, [to_device(t, rt.device) for t in targets])
+
+        def on_start(self, run_state):
+            last[0] = time.perf_counter()
+
+        def on_update(self, run_state, loss):  # the loss .item() inside the update has synchronised the device
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+            if run_state.progress.global_step == args.warmup and rt.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+
+    torch.manual_seed(0)
+    run(Synthetic(), RunConfig(updates=args.warmup + args.steps, runtime=rt, progress="none"))
+    times = times[args.warmup :]
     step = statistics.median(times)
     quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [step, step, step]
     cuda = rt.device.type == "cuda"
