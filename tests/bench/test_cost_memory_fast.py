@@ -90,3 +90,15 @@ def test_fused_path_is_only_taken_without_autograd(requires_grad):
     with torch.set_grad_enabled(requires_grad):
         model(torch.randn(1, 3, 32, 32))
     assert bool(calls) == (not requires_grad)
+
+
+def test_the_benchmarks_fast_flag_applies_to_our_model_and_timm_stays_the_eager_baseline():
+    from mambaout.bench.speed import BenchConfig, prepare
+
+    cfg = BenchConfig("mambaout_pico", fast=True)
+    x = torch.randn(1, 3, 64, 64)
+    theirs = mambaout.create_model("mambaout_pico")
+    assert prepare(theirs, cfg, x, ours=False) is theirs and not is_fused(theirs)
+    ours = mambaout.create_model("mambaout_pico")
+    fast = prepare(ours, cfg, x)
+    assert not isinstance(fast, nn.Module) and is_fused(ours)  # optimize_for_inference's callable

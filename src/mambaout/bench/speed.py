@@ -54,13 +54,16 @@ class BenchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(model: nn.Module, cfg: BenchConfig, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Move/convert a model as the config asks and return the callable to time."""
+def prepare(
+    model: nn.Module, cfg: BenchConfig, example: torch.Tensor, ours: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Move/convert a model as the config asks and return the callable to time. `--fast` is our inference path, so
+    it applies to our model only: timm's stays timm's eager model, the baseline it is compared with."""
     device = torch.device(cfg.device)
     model = model.to(device).eval()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.fast:
+    if cfg.fast and ours:
         from mambaout.infer.fast import optimize_for_inference
 
         return optimize_for_inference(model, example)
@@ -107,7 +110,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.channels_last:
         x, x1 = x.contiguous(memory_format=torch.channels_last), x1.contiguous(memory_format=torch.channels_last)
     cost = {k: (count_params(m), count_macs(m, (1, 3, cfg.image_size, cfg.image_size))) for k, m in models.items()}
-    fns = {k: prepare(m, cfg, x) for k, m in models.items()}
+    fns = {k: prepare(m, cfg, x, ours=k == "mambaout") for k, m in models.items()}
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext()
     with torch.inference_mode(), autocast:
         outputs = {k: fn(x) for k, fn in fns.items()}
