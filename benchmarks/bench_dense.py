@@ -86,7 +86,7 @@ def main() -> None:
         def on_start(self, run_state):
             last[0] = time.perf_counter()
 
-        def on_update(self, run_state, loss):  # the loss .item() inside the update has synchronised the device
+        def on_update(self, run_state, loss):  # the loss .item() synchronises once per update: steady-state intervals
             now = time.perf_counter()
             times.append(now - last[0])
             last[0] = now

@@ -2,13 +2,16 @@
 # Everything a GPU machine checks, in one call: the scan's GPU path and the models on
 # CUDA against float64 on the CPU (check_gpu.py), inference throughput against timm (bench_models_gpu.sh), a training
 # step's throughput (bench_train.py), `mambaout train` on one GPU and under torchrun, detection training steps
-# (bench_dense.py) and the study's image tasks on CUDA. Each step has its own time limit; a failed step does not stop
-# the others, and the limits add up to 8.5 minutes, so a call limited to 10 minutes always ends with the summary. Four
-# files go to OUTDIR as each step ends (check_gpu.log: every step's output; check_gpu.json; gpu.csv; summary.txt);
-# the runs' folders go to a temporary folder.
+# (bench_dense.py) and the study's digits and selective-copying tasks on CUDA. Each step has its own time limit; a failed step does not stop
+# the others, and the limits add up to 8.5 minutes, so a call limited to 10 minutes always ends with the summary. Five
+# files go to OUTDIR while the steps run (check_gpu.log: every step's output as it comes; check_gpu.json; gpu.csv;
+# summary.txt; study.json, the study's results); the runs' folders go to a temporary folder. Runs the package from
+# this checkout's src/ (no install needed beside its dependencies).
 # Usage: bash benchmarks/check_gpu.sh [OUTDIR]
 set -uo pipefail
-out=${1:-gpu_check}
+out=$(realpath -m "${1:-gpu_check}")
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 work=$(mktemp -d)
 mkdir -p "$out"
 : >"$out/check_gpu.log"
@@ -16,14 +19,14 @@ export PYTHONUNBUFFERED=1
 summary=()
 
 step() {
-  local name=$1 limit=$2 start rc
+  local name=$1 limit=$2 start rc first
   shift 2
-  echo "== $name: $*"
+  echo "== $name: $*" | tee -a "$out/check_gpu.log"
+  first=$(($(wc -l <"$out/check_gpu.log") + 1))
   start=$(date +%s)
-  timeout "$limit" "$@" >"$work/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >>"$out/check_gpu.log" 2>&1
   rc=$?
-  { echo "== $name: $*"; cat "$work/$name.log"; } >>"$out/check_gpu.log"
-  tail -n 12 "$work/$name.log"
+  tail -n +"$first" "$out/check_gpu.log" | tail -n 12
   summary+=("$name rc=$rc $(($(date +%s) - start))s")
   printf '%s\n' "${summary[@]}" >"$out/summary.txt"
 }
@@ -39,4 +42,5 @@ step torchrun 40 torchrun --standalone --nproc_per_node 1 -m mambaout train --ep
 step dense 60 python benchmarks/bench_dense.py --backbone mambaout_tiny --batch-size 2 --device cuda
 step study 120 python -m mambaout study --device cuda --tasks digits,selective_copying --seeds 1 --no-sweep \
   --output "$work/study"
+cp "$work/study/results.json" "$out/study.json" 2>/dev/null
 cat "$out/summary.txt"

@@ -27,6 +27,8 @@ def test_create_model_gives_the_reference_and_fuse_is_per_model_idempotent_and_u
     assert count_fused(model) == 6 and not is_fused(other)  # 1 + 1 + 3 + 1 blocks; the other model untouched
     assert count_fused(model, FusedConv2d) == 5  # the stem's two convolutions and three downsampling layers'
     assert count_fused(model.stages[0], FusedConv2d) == 0  # the blocks' depthwise mixers stay as they are
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 64, 64))  # the fused path runs: the kept weights now exist
     after = model.state_dict()
     assert list(after) == list(before) and all(after[k].data_ptr() == v.data_ptr() for k, v in before.items())
     assert all(v.is_contiguous() for v in after.values())  # the channels-last weights are copies, not the parameters
@@ -38,6 +40,7 @@ def test_create_model_gives_the_reference_and_fuse_is_per_model_idempotent_and_u
 def test_blocks_with_another_mixer_are_left_as_they_are():
     model = fuse_for_inference(mambaout.create_model("mambaout_pico", mixer="attn").eval())
     assert count_fused(model) == 0
+    assert count_fused(model, FusedConv2d) == 5 and is_fused(model)  # the stem and downsampling convs still are
 
 
 @pytest.mark.parametrize("condition", ["autograd", "autocast", "float64", "meta", "drop_path"])

@@ -63,10 +63,10 @@ def prepare(
     model = model.to(device).eval()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.fast and ours:
+    if cfg.fast:
         from mambaout.infer.fast import optimize_for_inference
 
-        return optimize_for_inference(model, example)
+        return optimize_for_inference(model, example, compile=cfg.compile) if ours else model
     if cfg.compile:
         model = torch.compile(model)
     return model

@@ -39,7 +39,8 @@ def machine_description(device: torch.device | str = "cpu") -> str:
 
 def matmul_fma_rate(n: int = 1024, clock: Callable[[], float] = time.perf_counter) -> float:
     """float32 FMAs per second of one n x n matmul on torch's threads, timed by `clock` (wall time; pass
-    `time.process_time` for CPU time, which a loaded machine slows less): what this machine's arithmetic sustains."""
+    `time.process_time` for CPU time, which a loaded machine slows less; over several threads that sums their CPU
+    seconds, so the rate is per busy core, not the machine's): what this machine's arithmetic sustains."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     start = clock()
     torch.mm(a, b)

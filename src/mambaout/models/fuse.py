@@ -152,8 +152,10 @@ class FusedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _inference_applies(x):
             return super().forward(x)
-        channels_last = lambda _: self.weight.detach().contiguous(memory_format=torch.channels_last)  # noqa: E731
-        return self._conv_forward(x, _kept(self, (self.weight,), channels_last), self.bias)
+        return self._conv_forward(x, _kept(self, (self.weight,), self._channels_last_weight), self.bias)
+
+    def _channels_last_weight(self, _) -> torch.Tensor:
+        return self.weight.detach().contiguous(memory_format=torch.channels_last)
 
 
 def _fusable(m: nn.Module) -> bool:
@@ -193,7 +195,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
 
 
 def unfuse(model: nn.Module) -> nn.Module:
-    """Turn every fused block of `model` back into the reference `GatedCNNBlock`; returns `model` itself."""
+    """Turn every fused block of `model` back into the reference `GatedCNNBlock` and every `FusedConv2d` back into
+    `nn.Conv2d`; returns `model` itself."""
     for m in model.modules():
         if type(m) in (FusedGatedCNNBlock, FusedConv2d):
             m.__class__ = GatedCNNBlock if type(m) is FusedGatedCNNBlock else nn.Conv2d
@@ -202,5 +205,5 @@ def unfuse(model: nn.Module) -> nn.Module:
 
 
 def is_fused(model: nn.Module) -> bool:
-    """Whether any block of `model` takes the fused path."""
-    return any(type(m) is FusedGatedCNNBlock for m in model.modules())
+    """Whether any module of `model` takes a fused path (a `FusedGatedCNNBlock` or a `FusedConv2d`)."""
+    return any(type(m) in (FusedGatedCNNBlock, FusedConv2d) for m in model.modules())
