@@ -12,11 +12,13 @@ linear kernels (`torch.ops.mkldnn._linear_pointwise`, the ones inductor uses on 
   freezing does), not on every call; packed again only when a parameter changes. Measured on a 2-core Xeon
   (docs/models.md): femto at 224 x 224, batch 1, went from 1.21x to 1.26x timm's eager speed.
 
-The stem's and the downsampling layers' dense convolutions (`FusedConv2d`) read channels-last input (the permuted
-NHWC activations) and oneDNN wants their weight channels-last too; given the parameter's NCHW layout it copied the
-weight into that layout on every call (0.66 ms of a 22 ms femto forward at batch 1 for the last one alone, in
+The stem's and the downsampling layers' dense convolutions (`FusedConv2d`) but the first read channels-last input
+(the permuted NHWC activations) and oneDNN wants their weight channels-last too; given the parameter's NCHW layout it
+copied the weight into that layout on every call (0.66 ms of a 22 ms femto forward at batch 1 for the last one alone, in
 PyTorch's profiler). They keep a channels-last copy instead, renewed like the packed linears: femto at 224 x 224,
-batch 1, 1.5-3 % faster (three interleaved runs on a 2-core Xeon, docs/models.md); at batch 8 within the noise.
+batch 1, 1.5-3 % faster (three interleaved runs on a 2-core Xeon, docs/models.md); at batch 8 within the noise. The
+stem's first conv reads the NCHW image: its channels-last weight makes oneDNN return channels-last output, which the
+permute to NHWC after it then takes for free (4-6 % of femto's batch-1 forward against a plain conv there).
 
 It takes that path only where it is exact, applies and pays: a CPU float32 input of at least `FUSED_MIN_ELEMENTS`
 elements, autograd and autocast off, not under torch.compile (inductor fuses the reference graph itself) or an
@@ -147,7 +149,8 @@ class FusedGatedCNNBlock(GatedCNNBlock):
 class FusedConv2d(nn.Conv2d):
     """A dense nn.Conv2d (same parameters and state-dict keys) of the stem or a downsampling layer whose CPU inference
     convolves with a kept channels-last copy of its weight: the layout oneDNN picks for the channels-last input these
-    layers get, and that it would otherwise copy the NCHW parameter into on every call."""
+    layers get (and that it would otherwise copy the NCHW parameter into on every call), and for the stem's first,
+    which reads the NCHW image, the layout that makes its output channels-last for the NHWC layers after it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _inference_applies(x):
