@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Everything a GPU machine checks, in one call: the scan's GPU path and the models on
-# CUDA against float64 on the CPU (check_gpu.py), inference throughput against timm (bench_models_gpu.sh), a training
-# step's throughput (bench_train.py), `mambaout train` on one GPU and under torchrun, detection training steps
-# (bench_dense.py) and the study's digits and selective-copying tasks on CUDA. Each step has its own time limit; a failed step does not stop
+# Everything a GPU machine checks, in one call: the scan's GPU path and the models on CUDA against float64 on the
+# CPU (check_gpu.py), inference throughput against timm (bench_models_gpu.sh), a training step's throughput
+# (bench_train.py), `mambaout train` on one GPU and under torchrun, detection training steps (bench_dense.py) and the
+# study's digits and selective-copying tasks on CUDA. Each step has its own time limit; a failed step does not stop
 # the others, and the limits add up to 8.5 minutes, so a call limited to 10 minutes always ends with the summary. Five
 # files go to OUTDIR while the steps run (check_gpu.log: every step's output as it comes; check_gpu.json; gpu.csv;
 # summary.txt; study.json, the study's results); the runs' folders go to a temporary folder. Runs the package from
 # this checkout's src/ (no install needed beside its dependencies).
 # Usage: bash benchmarks/check_gpu.sh [OUTDIR]
+#
+# On a lent machine whose Python lacks some of the dependencies (the H200 image lent here had torch, timm and numba but
+# not pycocotools), bring them as wheels from here, ignored by git:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl timm==1.0.31 pycocotools==2.0.11
+# and there (carrying .whl; a symlink to a venv's python would lose the venv, hence the wrapper):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >/tmp/bin/python
+#   chmod +x /tmp/bin/python && PATH=/tmp/bin:$PATH bash benchmarks/check_gpu.sh "$OUT"
 set -uo pipefail
 out=$(realpath -m "${1:-gpu_check}")
 cd "$(dirname "$0")/.."
