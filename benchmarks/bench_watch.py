@@ -34,10 +34,10 @@ def cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mambaout", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def build(work: Path, size: int, backbone: str, mixer: str) -> tuple[Path, Path, dict[str, Path]]:
+def build(work: Path, size: int, backbone: str, mixer: str, engines: list[str]) -> tuple[Path, Path, dict[str, Path]]:
     """(test video, run folder, engine -> export folder) of a quickly trained detector at `size`. The line and the
-    run are kept per configuration under `work`; the step graphs are exported anew every time (the exporter may have
-    changed since)."""
+    run are kept per configuration under `work`; the step graphs of the `engines` that need one are exported anew
+    every time (the exporter may have changed since)."""
     data, run = work / f"line{size}", work / f"run_{backbone}_{size}_{mixer}"
     if not (data / "meta.json").is_file():
         cli(
@@ -53,6 +53,8 @@ def build(work: Path, size: int, backbone: str, mixer: str) -> tuple[Path, Path,
         )  # fmt: skip
     exports = {}
     for engine, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
+        if engine not in engines:
+            continue
         exports[engine] = run / f"bench_export_{fmt}"
         shutil.rmtree(exports[engine], ignore_errors=True)
         cli("export", "--run", str(run), "--format", fmt, "--output", str(exports[engine]))
@@ -71,8 +73,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (the engines use their own defaults)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    video, run, exports = build(Path(args.work), args.size, args.backbone, args.mixer)
     engines = args.engines.split(",")
+    video, run, exports = build(Path(args.work), args.size, args.backbone, args.mixer, engines)
 
     def stream(engine: str, frames: int) -> dict:
         model = str(exports[engine]) if engine in exports else None
