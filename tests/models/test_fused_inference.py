@@ -143,6 +143,29 @@ def test_inputs_under_the_size_floor_run_the_reference_and_larger_ones_the_fused
     assert calls == ([] if side == 128 else [48 * 48 * 16])  # 16384 elements under the floor, 36864 over it
 
 
+def test_wide_blocks_take_the_fused_kernels_from_fewer_rows(monkeypatch):
+    import mambaout.models.fuse as fuse
+
+    monkeypatch.setattr(fuse, "FUSED_MIN_ELEMENTS", 1 << 15)  # the library's floor, not the fixture's 0
+    assert [fuse.fused_min_elements(c) for c in (16, 96, 191, 192, 576)] == [32768] * 3 + [12288] * 2
+    model = fuse_for_inference(mambaout.create_model("mambaout_femto").eval())
+    calls = []
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.forward_fused = lambda x, b=block: (
+                calls.append(tuple(x.shape)) or FusedGatedCNNBlock.forward_fused(b, x)
+            )
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    # batch 1 at 224²: every stage fused, the last one's 7 x 7 rows of 288 (14112 elements) too
+    assert calls == [(1, 56, 56, 48)] * 3 + [(1, 28, 28, 96)] * 3 + [(1, 14, 14, 192)] * 9 + [(1, 7, 7, 288)] * 3
+    calls.clear()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 160, 160))
+    # 160²: the third stage's 10 x 10 rows of 192 (19200 elements) fused, the last one's 5 x 5 of 288 (7200) not
+    assert calls == [(1, 40, 40, 48)] * 3 + [(1, 20, 20, 96)] * 3 + [(1, 10, 10, 192)] * 9
+
+
 def test_a_write_past_the_version_counter_needs_fusing_again_and_inference_made_weights_are_never_packed():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)

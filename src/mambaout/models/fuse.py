@@ -46,9 +46,23 @@ _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _reorder = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
 _ONEDNN_ACT = {nn.GELU: ("gelu", "none"), nn.SiLU: ("swish", "")}  # activation -> (oneDNN attr, algorithm)
 # Below this many input elements (rows x channels) oneDNN's per-call cost outweighs the passes it saves and the block
-# runs the reference (measured per femto stage on a 2-core Xeon: 0.74-0.97x at 16-1024 rows of 48 channels, 1.16x at
-# 2048; 0.97x at 256 rows of 96, 1.04x at 512; 1.05x at 128 rows of 192, 1.10x at 256; 1.0x at 128 rows of 288).
+# runs the reference; `fused_min_elements` scales it with the block's width. Fused over reference speed of one femto
+# block (2-core Intel Xeon, then 2-core AMD EPYC, 2 threads): 48 channels 0.74-0.97x at 16-1024 rows, 1.16x at 2048
+# (Xeon), 0.68-0.92x at 4-784 rows (EPYC); 96 channels 0.97x at 256 rows, 1.04x at 512 (Xeon), 0.96x at 256, 1.03x
+# at 484 (EPYC); 192 channels 1.05x at 128 rows, 1.10x at 256 (Xeon), 0.94x at 49, 1.02-1.06x at 64-196 (EPYC); 288
+# channels 1.0x at 128 rows (Xeon), 0.92x at 16, 1.05x at 49, 1.13x at 64 (EPYC).
 FUSED_MIN_ELEMENTS = 1 << 15
+
+
+def fused_min_elements(channels: int) -> int:
+    """The input size (elements) from which a block of `channels` takes the fused kernels: FUSED_MIN_ELEMENTS, and
+    3/8 of it from 192 channels (64 rows of 192, 43 of 288), where the packed weights pay sooner. In whole models
+    (2-core AMD EPYC, interleaved in one process, 30 rounds, six comparisons in three processes) fusing the last
+    stage at batch 1, 224², made femto 1.01-1.13x faster and tiny 1.03-1.05x; pico at 64², batch 1, where every block
+    stays under it, is unchanged. A floor of 0 made pico 1.15-1.34x slower."""
+    return FUSED_MIN_ELEMENTS * 3 // 8 if channels >= 192 else FUSED_MIN_ELEMENTS
+
+
 # module -> (the parameters' identity and versions, its weights in the fused kernels' layout). Outside the module, so
 # that copying, pickling or saving a fused model never meets a oneDNN tensor.
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
@@ -102,7 +116,7 @@ class FusedGatedCNNBlock(GatedCNNBlock):
         return (
             _inference_applies(x)
             and not (self.training and isinstance(self.drop_path, DropPath))
-            and x.numel() >= FUSED_MIN_ELEMENTS  # last: a compiler or exporter never sees a guard on the size
+            and x.numel() >= fused_min_elements(x.shape[-1])  # last: a compiler or exporter never sees a size guard
         )
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
