@@ -9,14 +9,16 @@
 # this checkout's src/ (no install needed beside its dependencies).
 # Usage: bash benchmarks/check_gpu.sh [OUTDIR]
 #
-# On a lent machine whose Python lacks some of the dependencies (the H200 image lent here had torch, timm and numba but
-# not pycocotools), bring them as wheels from here, ignored by git:
+# On a lent machine whose Python lacks some of the dependencies (the H200 image lent here, Python 3.12, had torch and
+# numba but not pycocotools, and a timm of unknown version), bring them as wheels for its Python from here, ignored by
+# git:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl timm==1.0.31 pycocotools==2.0.11
 # and there (carrying .whl; a symlink to a venv's python would lose the venv, hence the wrapper):
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+#   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 #   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >/tmp/bin/python
 #   chmod +x /tmp/bin/python && PATH=/tmp/bin:$PATH bash benchmarks/check_gpu.sh "$OUT"
 set -uo pipefail

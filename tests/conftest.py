@@ -52,8 +52,9 @@ def one_thread():
 
 @pytest.fixture
 def fused_at_every_size(monkeypatch):
-    """Fused blocks take the fused kernels at any input size (in use, inputs under FUSED_MIN_ELEMENTS run the
-    reference): for the tests of the fused arithmetic, which use small inputs."""
+    """Fused blocks take the fused kernels at any input size (in use, inputs under fused_min_elements(channels), a
+    multiple of FUSED_MIN_ELEMENTS, run the reference): for the tests of the fused arithmetic, which use small
+    inputs."""
     import mambaout.models.fuse
 
     monkeypatch.setattr(mambaout.models.fuse, "FUSED_MIN_ELEMENTS", 0)

@@ -20,10 +20,11 @@ batch 1, 1.5-3 % faster (three interleaved runs on a 2-core Xeon, docs/models.md
 stem's first conv reads the NCHW image: its channels-last weight makes oneDNN return channels-last output, which the
 permute to NHWC after it then takes for free (4-6 % of femto's batch-1 forward against a plain conv there).
 
-It takes that path only where it is exact, applies and pays: a CPU float32 input of at least `FUSED_MIN_ELEMENTS`
-elements, autograd and autocast off, not under torch.compile (inductor fuses the reference graph itself) or an
-exporter's trace, and no active drop path. Anywhere else it runs the reference `GatedCNNBlock.forward`, so a fused
-model still trains, exports, runs on a GPU or under autocast, unchanged.
+It takes that path only where it is exact, applies and pays: a CPU float32 input of at least
+`fused_min_elements(channels)` elements (2^15; 3/8 of that from 192 channels), autograd and autocast off, not under
+torch.compile (inductor fuses the reference graph itself) or an exporter's trace, and no active drop path. Anywhere else
+it runs the reference `GatedCNNBlock.forward`, so a fused model still trains, exports, runs on a GPU or under autocast,
+unchanged.
 
     model = fuse_for_inference(create_model("mambaout_femto").eval())   # the blocks now take the fused path
     unfuse(model)                                                        # back to the plain reference model
@@ -59,7 +60,13 @@ def fused_min_elements(channels: int) -> int:
     3/8 of it from 192 channels (64 rows of 192, 43 of 288), where the packed weights pay sooner. In whole models
     (2-core AMD EPYC, interleaved in one process, 30 rounds, six comparisons in three processes) fusing the last
     stage at batch 1, 224², made femto 1.01-1.13x faster and tiny 1.03-1.05x; pico at 64², batch 1, where every block
-    stays under it, is unchanged. A floor of 0 made pico 1.15-1.34x slower."""
+    stays under it, is unchanged. A floor of 0 made pico 1.15-1.34x slower. Wider blocks are extrapolated from these,
+    apart from tiny's 49 rows of 576 channels (inside the 1.03-1.05x above).
+
+    Example:
+        >>> fused_min_elements(96), fused_min_elements(288)
+        (32768, 12288)
+    """
     return FUSED_MIN_ELEMENTS * 3 // 8 if channels >= 192 else FUSED_MIN_ELEMENTS
 
 
@@ -116,7 +123,7 @@ class FusedGatedCNNBlock(GatedCNNBlock):
         return (
             _inference_applies(x)
             and not (self.training and isinstance(self.drop_path, DropPath))
-            and x.numel() >= fused_min_elements(x.shape[-1])  # last: a compiler or exporter never sees a size guard
+            and x.numel() >= fused_min_elements(self.fc1.in_features)  # last: a compiler or exporter never sees it
         )
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
