@@ -3,9 +3,10 @@ the models on CUDA against the CPU and against timm, bf16 autocast, and one trai
 
     python benchmarks/check_gpu.py                   # table; --json out.json also writes the numbers
 
-Correctness: every check draws fresh random inputs and compares with float64 on the CPU by ||out - ref|| / ||ref||
-(TF32 off for the float32 checks). Timing: CUDA events, warm-up first, median of the repeats; the scan's chunk lengths
-are timed interleaved round by round. benchmarks/check_gpu.sh runs this with the model, training and dense benchmarks.
+Correctness: every check draws fresh random inputs and compares with float64 on the CPU by ||out - ref|| / ||ref|| (TF32
+off for the float32 checks). Timing: `mambaout.measure.timing.interleaved` (synchronised on CUDA), warm-up first, median
+of the repeats; the scan's chunk lengths are timed interleaved round by round. benchmarks/check_gpu.sh runs this with
+the model, training and dense benchmarks.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+from functools import partial
 
 import torch
 
+from mambaout.measure.timing import interleaved
 from mambaout.models.factory import create_model
 from mambaout.ssm import selective_scan, selective_scan_ref
 from mambaout.ssm.chunked import CHUNK_GPU
@@ -74,21 +76,6 @@ def check_scan(device: str) -> list[dict]:
     return rows
 
 
-def time_cuda(fn, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    if not torch.cuda.is_available():  # a dry run on the CPU
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3
-
-
 def time_scan_chunks(batch: int, dim: int, state: int, length: int, chunks: list[int], repeats: int) -> list[dict]:
     """Forward and forward + backward of the torch backend per chunk length, interleaved round by round."""
     import mambaout.ssm.chunked as chunked_mod
@@ -96,8 +83,6 @@ def time_scan_chunks(batch: int, dim: int, state: int, length: int, chunks: list
     x = scan_inputs(batch, dim, state, length, 1, DEVICE)
     for k in ("initial_state", "delta_bias"):
         x.pop(k)
-    fwd: dict[int, list[float]] = {c: [] for c in chunks}
-    both: dict[int, list[float]] = {c: [] for c in chunks}
 
     def run(c: int, backward: bool):
         chunked_mod.CHUNK_GPU = c
@@ -111,20 +96,15 @@ def time_scan_chunks(batch: int, dim: int, state: int, length: int, chunks: list
         finally:
             chunked_mod.CHUNK_GPU = CHUNK_GPU
 
-    for c in chunks:  # warm-up, allocator growth
-        run(c, False)
-        run(c, True)
-    for _ in range(repeats):
-        for c in chunks:
-            fwd[c].append(time_cuda(lambda c=c: run(c, False), warmup=0))
-            both[c].append(time_cuda(lambda c=c: run(c, True), warmup=0))
+    calls = {(c, backward): partial(run, c, backward) for c in chunks for backward in (False, True)}
+    seconds = {k: statistics.median(v) for k, v in interleaved(calls, repeats, warmup=1, device=DEVICE).items()}
     updates = batch * dim * state * length
     return [
         {
             "chunk": c,
-            "fwd_ms": 1e3 * statistics.median(fwd[c]),
-            "fwd_bwd_ms": 1e3 * statistics.median(both[c]),
-            "fwd_G_updates_s": updates / statistics.median(fwd[c]) / 1e9,
+            "fwd_ms": 1e3 * seconds[c, False],
+            "fwd_bwd_ms": 1e3 * seconds[c, True],
+            "fwd_G_updates_s": updates / seconds[c, False] / 1e9,
         }
         for c in chunks
     ]
