@@ -105,9 +105,22 @@ def time_scan_chunks(batch: int, dim: int, state: int, length: int, chunks: list
             "fwd_ms": 1e3 * seconds[c, False],
             "fwd_bwd_ms": 1e3 * seconds[c, True],
             "fwd_G_updates_s": updates / seconds[c, False] / 1e9,
+            "fwd_bwd_peak_MiB": peak_memory_mib(partial(run, c, True)),
         }
         for c in chunks
     ]
+
+
+def peak_memory_mib(fn) -> float | None:
+    """Peak CUDA memory of one call above what was allocated before it (None on the CPU)."""
+    if DEVICE != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def check_models(names: list[str]) -> list[dict]:
@@ -184,6 +197,7 @@ def main() -> None:
     p.add_argument("--models", default="mambaout_femto,mambaout_tiny")
     p.add_argument("--chunks", default="16,32,64,128,256")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--sections", help="comma-separated prefixes of the sections to run (default: all)")
     p.add_argument("--json")
     p.add_argument("--device", default="cuda", help="cpu: a dry run of this script, small sizes")
     args = p.parse_args()
@@ -207,11 +221,15 @@ def main() -> None:
         ("scan_correct", lambda: check_scan(DEVICE)),
         ("scan_chunks_b8_D192_N16_L4096", lambda: time_scan_chunks(b, 192, 16, long, chunks, args.repeats)),
         ("scan_chunks_b8_D768_N16_L1024", lambda: time_scan_chunks(b, 768, 16, short, chunks, args.repeats)),
+        ("scan_chunks_b64_D64_N16_L256", lambda: time_scan_chunks(8 * b, 64, 16, short // 4, chunks, args.repeats)),
         ("models", lambda: check_models(args.models.split(","))),
         ("mixers", check_mixers),
         ("stream", check_stream),
     )
+    wanted = args.sections.split(",") if args.sections else [""]
     for key, fn in sections:
+        if not any(key.startswith(w) for w in wanted):
+            continue
         try:
             result[key] = fn()
         except Exception as e:  # one broken section must not hide the others on a rented machine

@@ -6,7 +6,8 @@
 # the others, and the limits add up to 8.5 minutes, so a call limited to 10 minutes always ends with the summary. Five
 # files go to OUTDIR while the steps run (check_gpu.log: every step's output as it comes; check_gpu.json; gpu.csv;
 # summary.txt; study.json, the study's results); the runs' folders go to a temporary folder. Runs the package from
-# this checkout's src/ (no install needed beside its dependencies).
+# this checkout's src/ (no install needed beside its dependencies). On one H200 (torch 2.11, 2026-12-04) every step
+# passed in 5.3 min; the numbers are in docs/ssm.md, models.md, training.md, dense.md and study.md.
 # Usage: bash benchmarks/check_gpu.sh [OUTDIR]
 #
 # On a lent machine whose Python lacks some of the dependencies (the H200 image lent here, Python 3.12, had torch and

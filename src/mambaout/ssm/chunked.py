@@ -13,9 +13,12 @@ from torch.utils.checkpoint import checkpoint
 from mambaout.ssm.pointwise import ScanTensors
 
 # Steps per chunk. CPU: 16 wastes the fewest Hillis-Steele rounds (16: 3.0 s, 32: 3.5 s, 64: 4.4 s for forward +
-# backward at batch 8, D 192, N 16, L 1024 on one core). GPU: longer chunks mean fewer kernel launches; 64 is a
-# guess, not measured here.
-CHUNK_CPU, CHUNK_GPU = 16, 64
+# backward at batch 8, D 192, N 16, L 1024 on one core). GPU: longer chunks mean fewer kernel launches, and more
+# memory (a chunk's (K, b, D, N) intermediates live at once). Forward + backward on one H200 (torch 2.11, fp32,
+# benchmarks/check_gpu.py, chunk 64 / 128 / 256 / 512): b8 D192 N16 L4096 314 / 184 / 103 / 76 ms; b8 D768 L1024
+# 90 / 63 / 60 / 64 ms; b64 D64 L256 25 / 13 / 11 / 12 ms. 256 is within 5 % of the best at the two shorter
+# shapes and 3x faster than 64 at L 4096, at 2.4-3.8x chunk 64's peak memory (655 MiB and 2.1 GiB at the first two).
+CHUNK_CPU, CHUNK_GPU = 16, 256
 
 
 def scan_chunk(
