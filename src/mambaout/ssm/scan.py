@@ -17,7 +17,7 @@ import torch
 from mambaout.engine.runtime import exporting
 from mambaout.errors import UserError
 from mambaout.ssm.chunked import chunked
-from mambaout.ssm.pointwise import run_recurrence, step_size
+from mambaout.ssm.pointwise import run_recurrence
 from mambaout.ssm.reference import sequential
 from mambaout.ssm.unrolled import rounds_for, unrolled
 
@@ -154,17 +154,17 @@ def selective_scan(
         args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
         return run_recurrence(recurrence, *args)
 
-    # Bias and softplus in torch: one vectorised pass over (batch, D, L), exact, and autograd differentiates it.
-    dt = step_size(delta, delta_bias, delta_softplus, torch.float32)
     out, last_state, _ = fused.selective_scan_fwd(
         _channels_last(u),
-        _channels_last(dt),
+        _channels_last(delta),
         _dense_float32(A.t()),
         _time_major(B),
         _time_major(C),
         _dense_float32(D) if D is not None else None,
         _channels_last(z) if z is not None else None,
         _dense_float32(initial_state) if initial_state is not None else None,
+        _dense_float32(delta_bias) if delta_bias is not None else None,
+        delta_softplus,
     )
     out = out.transpose(1, 2).to(u.dtype)
     return (out, last_state) if return_last_state else out
