@@ -421,6 +421,33 @@ def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
     assert estimate_seconds(task, "conv", budget, torch.device("cpu")) >= 40 * 0.05  # a constant would not know
 
 
+def test_a_task_that_trains_itself_is_timed_for_the_updates_it_says_a_run_makes(monkeypatch):
+    # the line trains itself (run_one); its estimate times a few updates of its model here, times the updates it
+    # reports: the budget's steps plus its share of the learning-rate sweep, none for a mixer that trains nothing
+    import time
+
+    from mambaout.anomaly.study_task import LineTask
+    from mambaout.study.runner import estimate_seconds
+
+    default = LineTask.budgets["default"]  # 400 steps, a sweep of 2 learning rates x 50 updates
+    assert LineTask.run_updates(None, "ssm", default, seeds=2) == 400 + 2 * 50 / 2
+    assert LineTask.run_updates(None, "frame", default, seeds=2) == 0
+
+    task = build_tasks(["selective_copying"])[0]  # stands in for a self-training task: a model, batches and a loss
+    loss = task.loss
+    monkeypatch.setattr(task, "loss", lambda model, x, y: time.sleep(0.05) or loss(model, x, y))
+    monkeypatch.setattr(task, "run_one", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(
+        task, "run_updates", lambda mixer, budget, seeds: 0 if mixer == "frame" else 30 / seeds, raising=False
+    )
+    budget = dict(steps=1000, batch_size=4, lr=1e-3, warmup_steps=1)
+    one_seed = estimate_seconds(task, "conv", budget, torch.device("cpu"), seeds=1)
+    two_seeds = estimate_seconds(task, "conv", budget, torch.device("cpu"), seeds=2)
+    assert 30 * 0.05 <= one_seed < 1000 * 0.05  # 30 updates timed at >= 50 ms each, not the budget's 1000 steps
+    assert 15 * 0.05 <= two_seeds < 0.75 * one_seed  # half the updates each
+    assert estimate_seconds(task, "frame", budget, torch.device("cpu")) == 0.5
+
+
 def test_the_full_budget_runs_the_built_in_line_in_two_renderings(monkeypatch, tmp_path):
     import mambaout.anomaly.study_task as study_task
 

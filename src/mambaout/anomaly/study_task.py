@@ -176,13 +176,13 @@ class LineTask:
         self.embedding_probe = memory_probe(features, self.positions, self.cache["splits"], self.cfg.burn_in)
 
     # -- the study's task interface -----------------------------------------------------------------------------
-    def estimate_seconds(self, mixer: str, budget: dict[str, Any]) -> float:
-        """Expected seconds of one run on a 2-core CPU at one thread (measured: ~0.05 s an update at batch 8), the
-        learning-rate sweep included (it runs once per mixer, in that mixer's first run)."""
+    def run_updates(self, mixer: str, budget: dict[str, Any], seeds: int = 1) -> float:
+        """Training updates of one run, for the study's ETA (the study times a few of them on this machine): the
+        budget's steps, plus the learning-rate sweep's updates shared by the `seeds` runs of the mixer (the sweep
+        runs once per mixer); 0 for `frame`, which trains nothing."""
         if mixer == "frame":
-            return 0.5
-        updates = budget["steps"] + len(budget.get("lrs", ())) * budget.get("sweep_steps", 0)
-        return 2.0 + updates * budget["batch_size"] / 8 * 0.05
+            return 0
+        return budget["steps"] + len(budget.get("lrs", ())) * budget.get("sweep_steps", 0) / max(seeds, 1)
 
     def config(self) -> dict[str, Any]:
         meta = self.meta or {}
