@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 
 import torch
 
@@ -27,6 +24,8 @@ from mambaout.dense.detect import to_device
 from mambaout.dense.maskrcnn import mask_rcnn
 from mambaout.engine.run import OptimizerSpec, RunConfig, Task, run
 from mambaout.engine.runtime import AMP_CHOICES, setup_runtime
+from mambaout.measure import UpdateTimer, median_iqr
+from mambaout.measure.machine import cpu_name
 
 
 def synthetic_batch(batch: int, height: int, width: int, objects: int, num_classes: int, seed: int):
@@ -65,11 +64,10 @@ def main() -> None:
     rt = setup_runtime(args.device, args.amp)
     shape = (args.batch_size, args.height, args.width, args.objects, args.num_classes)
     batches = [synthetic_batch(*shape, seed) for seed in (0, 1)]
-    times: list[float] = []
-    last = [0.0]
 
-    class Synthetic(Task):
+    class Synthetic(UpdateTimer, Task):
         optimizer = OptimizerSpec("adamw", 1e-4, 0.05)
+        warmup = args.warmup
 
         def model(self):
             model = mask_rcnn(args.backbone, args.num_classes, min_size=args.min_size, max_size=args.max_size)
@@ -83,32 +81,21 @@ def main() -> None:
             images = [im.to(rt.device, non_blocking=True) for im in images]
             return forward(images, [to_device(t, rt.device) for t in targets])
 
-        def on_start(self, run_state):
-            last[0] = time.perf_counter()
-
-        def on_update(self, run_state, loss):  # the loss .item() synchronises once per update: steady-state intervals
-            now = time.perf_counter()
-            times.append(now - last[0])
-            last[0] = now
-            if run_state.progress.global_step == args.warmup and rt.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-
     torch.manual_seed(0)
-    run(Synthetic(), RunConfig(updates=args.warmup + args.steps, runtime=rt, progress="none"))
-    times = times[args.warmup :]
-    step = statistics.median(times)
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [step, step, step]
+    task = Synthetic()
+    run(task, RunConfig(updates=args.warmup + args.steps, runtime=rt, progress="none"))
+    step, iqr = median_iqr(task.update_seconds)
     cuda = rt.device.type == "cuda"
     result = dict(
         backbone=args.backbone,
         input=f"{args.height}x{args.width}",
         batch_size=args.batch_size,
         amp=rt.precision,
-        device=torch.cuda.get_device_name(rt.device) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        device=torch.cuda.get_device_name(rt.device) if cuda else f"cpu ({cpu_name()})",
         threads=torch.get_num_threads(),
         step_s=round(step, 4),
         images_per_s=round(args.batch_size / step, 2),
-        step_iqr_s=round(quartiles[2] - quartiles[0], 4),
+        step_iqr_s=round(iqr, 4),
         peak_memory_gb=round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2) if cuda else None,
     )
     print(json.dumps(result, indent=2))

@@ -15,24 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
+import statistics
 
 import torch
 
 import mambaout
 from mambaout.engine.run import RunConfig, Task, run
 from mambaout.engine.runtime import setup_runtime
+from mambaout.measure import UpdateTimer
+from mambaout.measure.machine import cpu_name
 from mambaout.train.recipe import resolve_recipe
 from mambaout.train.trainer import classification_loss, recipe_optimizer, recipe_schedule
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def bench(
@@ -53,10 +46,8 @@ def bench(
     )
     images = torch.randn(batch_size, 3, image_size, image_size)
     targets = torch.randint(0, num_classes, (batch_size,))
-    times: list[float] = []
-    last = [time.perf_counter()]
 
-    class Synthetic(Task):
+    class Synthetic(UpdateTimer, Task):
         optimizer = recipe_optimizer(recipe, recipe.resolved_lr())
         schedule = recipe_schedule(recipe)
 
@@ -69,19 +60,13 @@ def bench(
             batch = (images.pin_memory(), targets.pin_memory()) if pin else (images, targets)
             return iter([batch] * (warmup + steps))
 
-        def on_update(self, run, loss):  # the loss .item() inside the step has already synchronised the device
-            now = time.perf_counter()
-            times.append(now - last[0])
-            last[0] = now
-            if run.progress.global_step == warmup and rt.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-
     task = Synthetic()
+    task.warmup = warmup
     task.loss = classification_loss(recipe, num_classes, rt.device)
     run(task, RunConfig(updates=warmup + steps, runtime=rt, compile=compile, progress="none"))
     dev = rt.device
-    times = times[warmup:]
-    median = sorted(times)[len(times) // 2]
+    times = task.update_seconds
+    median = statistics.median(times)
     return dict(
         model=model_name,
         device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({cpu_name()}, {os.cpu_count()} cores)",

@@ -39,3 +39,14 @@ def test_detection_benchmark_times_updates_of_the_engine_driver():
     result = json.loads(out[out.index("{") :])
     assert result["input"] == "96x128" and result["amp"] == "fp32"
     assert result["images_per_s"] > 0 and result["step_s"] > 0
+
+
+def test_training_benchmark_times_updates_of_the_engine_driver():
+    out = _script(
+        "bench_train.py",
+        *("--model", "mambaout_pico", "--batch-size", "2", "--image-size", "32"),
+        *("--steps", "3", "--warmup", "1", "--device", "cpu", "--json"),
+    )
+    result = json.loads(out[out.index("{") :])
+    assert result["steps"] == 3 and result["batch_size"] == 2 and result["image_size"] == 32
+    assert result["images_per_s"] > 0 and result["step_ms_median"] > 0

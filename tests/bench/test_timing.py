@@ -23,3 +23,29 @@ def test_the_statistic_is_the_median_with_the_interquartile_range_as_spread():
     assert median_iqr([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, 52.0 - 1.5)
     assert median_iqr([0.01, 5.0, 5.0])[0] == 5.0
     assert median_iqr([7.0]) == (7.0, 0.0)
+
+
+def test_update_timer_gives_the_seconds_of_each_update_after_the_warm_up():
+    import time
+
+    import torch
+
+    from mambaout.engine.run import RunConfig, Task, run
+    from mambaout.measure import UpdateTimer
+
+    class Slow(UpdateTimer, Task):  # every update sleeps 20 ms, the first two of five are warm-up
+        warmup = 2
+
+        def model(self):
+            return torch.nn.Linear(2, 1)
+
+        def train_data(self):
+            return iter([torch.ones(4, 2)] * 5)
+
+        def loss(self, forward, batch):
+            time.sleep(0.02)
+            return forward(batch).square().mean()
+
+    task = Slow()
+    run(task, RunConfig(updates=5, device="cpu", progress="none"))
+    assert len(task.update_seconds) == 3 and all(0.02 <= s < 2.0 for s in task.update_seconds)

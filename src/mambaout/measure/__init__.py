@@ -8,9 +8,10 @@ counts, times and weighs the same way, and their numbers can be set side by side
 from mambaout.measure.cost import count_macs, count_params
 from mambaout.measure.machine import machine_description, matmul_fma_rate
 from mambaout.measure.memory import peak_memory_bytes
-from mambaout.measure.timing import inference_latency_ms, interleaved, latency_ms, median_iqr, timed
+from mambaout.measure.timing import UpdateTimer, inference_latency_ms, interleaved, latency_ms, median_iqr, timed
 
 __all__ = [
+    "UpdateTimer",
     "count_macs",
     "count_params",
     "inference_latency_ms",

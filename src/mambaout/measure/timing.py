@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["inference_latency_ms", "interleaved", "latency_ms", "median_iqr", "timed"]
+__all__ = ["UpdateTimer", "inference_latency_ms", "interleaved", "latency_ms", "median_iqr", "timed"]
 
 K = TypeVar("K")
 
@@ -91,3 +91,33 @@ def inference_latency_ms(model: torch.nn.Module, inputs: torch.Tensor, repeats: 
             return latency_ms(lambda: model(inputs), repeats, warmup, inputs.device)
     finally:
         model.train(was_training)
+
+
+class UpdateTimer:
+    """Mixin for a task of the engine's driver (`mambaout.engine.run.Task`): the seconds between consecutive
+    updates, which is what a training benchmark times (the driver's loss `.item()` synchronises the device once per
+    update, so the intervals are steady-state update times); `warmup` first updates are left out of `update_seconds`
+    and CUDA's peak-memory counter restarts after them.
+
+    Example:
+        >>> class Bench(UpdateTimer, Task): ...  # doctest: +SKIP
+        >>> task = Bench(); run(task, config); median_iqr(task.update_seconds)  # doctest: +SKIP
+    """
+
+    warmup: int = 0
+
+    def on_start(self, run) -> None:
+        self._times: list[float] = []
+        self._last = time.perf_counter()
+
+    def on_update(self, run, loss: float) -> None:
+        now = time.perf_counter()
+        self._times.append(now - self._last)
+        self._last = now
+        if len(self._times) == self.warmup and run.runtime.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(run.runtime.device)
+
+    @property
+    def update_seconds(self) -> list[float]:
+        """Seconds of each update after the warm-up."""
+        return self._times[self.warmup :]
