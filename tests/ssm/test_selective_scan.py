@@ -21,6 +21,8 @@ CONFIGS = {
     "plain": {},
     "gate_z": {"z": True},
     "bias_softplus": {"delta_bias": True, "delta_softplus": True},
+    "bias_only": {"delta_bias": True},  # the fused kernel's slope-1 path for d delta_bias
+    "softplus_only": {"delta_softplus": True},
     "grouped_BC": {"groups": 2},
     "everything": {"z": True, "delta_bias": True, "delta_softplus": True, "groups": 2, "D": True},
     "initial_state": {"initial_state": True},
@@ -43,8 +45,21 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_inputs(
-    batch, dim, seqlen, n_state, groups=1, z=False, D=False, delta_bias=False, initial_state=False, seed=0, **_
+    batch,
+    dim,
+    seqlen,
+    n_state,
+    groups=1,
+    z=False,
+    D=False,
+    delta_bias=False,
+    initial_state=False,
+    seed=0,
+    delta_softplus=False,
+    **_,
 ):
+    """float64 inputs; without softplus the bias is non-negative, so that Δ = delta + delta_bias stays a step size
+    (a negative Δ makes exp(Δ A) grow, and 150 steps of it overflow)."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -59,7 +74,7 @@ def make_inputs(
         "C": randn(*bc_shape),
         "D": randn(dim) if D else None,
         "z": randn(batch, dim, seqlen) if z else None,
-        "delta_bias": randn(dim) * 0.5 if delta_bias else None,
+        "delta_bias": (randn(dim) if delta_softplus else randn(dim).abs()) * 0.5 if delta_bias else None,
         # a state of the size a running scan reaches (|h| ~ |B u| / (1 - exp(Δ A)) ~ a few)
         "initial_state": randn(batch, dim, n_state) * 2 if initial_state else None,
     }

@@ -17,7 +17,7 @@ from mambaout.ssm.pointwise import ScanTensors
 # memory (a chunk's (K, b, D, N) intermediates live at once). Forward + backward on one H200 (torch 2.11, fp32,
 # benchmarks/check_gpu.py, chunk 64 / 128 / 256 / 512): b8 D192 N16 L4096 314 / 184 / 103 / 76 ms; b8 D768 L1024
 # 90 / 63 / 60 / 64 ms; b64 D64 L256 25 / 13 / 11 / 12 ms. 256 is within 5 % of the best at the two shorter
-# shapes and 3x faster than 64 at L 4096, at 2.4-3.8x chunk 64's peak memory (655 MiB and 2.1 GiB at the first two).
+# shapes and 3x faster than 64 at L 4096, at 2.4-4.3x chunk 64's peak memory (655 MiB, 2.1 GiB, 1.2 GiB).
 CHUNK_CPU, CHUNK_GPU = 16, 256
 
 

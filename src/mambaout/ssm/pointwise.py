@@ -1,8 +1,8 @@
-"""Everything around the selective scan's recurrence, written once for every backend and for ``SelectiveSSM.step``.
+"""Everything around the selective scan's recurrence, written once for the torch backends and ``SelectiveSSM.step``
+(the fused kernel does all three pointwise parts inside its loop: Δ, the D skip and the gate).
 
-Before the recurrence: the step size Δ = softplus(delta + delta_bias), and (for the torch backends) the inputs laid
-out time-major with the channels split by B/C group (``ScanTensors``). After it: the D skip and the silu(z) gate
-(the fused kernel does those two inside its loop; the torch backends and ``step`` call ``skip_and_gate``).
+Before the recurrence: the step size Δ = softplus(delta + delta_bias), and the inputs laid out time-major with the
+channels split by B/C group (``ScanTensors``). After it: the D skip and the silu(z) gate (``skip_and_gate``).
 ``run_recurrence`` wraps a recurrence over ``ScanTensors`` into ``selective_scan``'s contract: the reference, the
 chunked and the unrolled backends differ only in the recurrence they pass.
 """

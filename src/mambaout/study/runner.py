@@ -200,9 +200,9 @@ def probe_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.d
     compiling them, and warms torch's kernels),
     then `steps` timed updates, times the budget's steps. On one thread, as the workers train.
 
-    The per-step constants of the tasks (`estimate_seconds`) were measured on one CPU; the mixers' relative costs
-    change with the instruction set (the fused scan loses more than attention's matmuls on AVX2), so the study's ETA
-    and its longest-first order come from this probe instead.
+    It replaced per-step constants measured on one CPU: the mixers' relative costs change with the instruction set
+    (the fused scan loses more than attention's matmuls on AVX2), so the study's ETA and its longest-first order come
+    from this probe.
     """
     from mambaout.study.schedule import one_thread
 
@@ -230,9 +230,7 @@ def estimate_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torc
     if not updates:
         return 0.5
     steps = max(1, round(updates))
-    return probe_seconds(
-        task, mixer, dict(budget, steps=steps, warmup_steps=min(budget["warmup_steps"], steps - 1)), device
-    )
+    return probe_seconds(task, mixer, dict(budget, steps=steps), device)
 
 
 STREAM_FRAMES = (100, 1000, 10000)
