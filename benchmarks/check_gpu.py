@@ -18,6 +18,7 @@ from functools import partial
 
 import torch
 
+from mambaout.measure import peak_memory_bytes
 from mambaout.measure.timing import interleaved
 from mambaout.models.factory import create_model
 from mambaout.ssm import selective_scan, selective_scan_ref
@@ -105,22 +106,10 @@ def time_scan_chunks(batch: int, dim: int, state: int, length: int, chunks: list
             "fwd_ms": 1e3 * seconds[c, False],
             "fwd_bwd_ms": 1e3 * seconds[c, True],
             "fwd_G_updates_s": updates / seconds[c, False] / 1e9,
-            "fwd_bwd_peak_MiB": peak_memory_mib(partial(run, c, True)),
+            "fwd_bwd_peak_MiB": peak_memory_bytes(partial(run, c, True), DEVICE) / 2**20,
         }
         for c in chunks
     ]
-
-
-def peak_memory_mib(fn) -> float | None:
-    """Peak CUDA memory of one call above what was allocated before it (None on the CPU)."""
-    if DEVICE != "cuda":
-        return None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def check_models(names: list[str]) -> list[dict]:
