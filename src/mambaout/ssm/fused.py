@@ -148,28 +148,25 @@ def _log1pf(y):
     return f + r + kf * _LN2_HI + (y - (v - _F(1.0))) / v
 
 
-@njit(inline="always", fastmath=_FASTMATH)
-def _softplus(x):
-    """(softplus(x), its derivative sigmoid(x)) as PyTorch's softplus (threshold 20: x itself above it)."""
-    e = _expf(min(x, _F(20.0)))
-    if x > _F(20.0):
-        return x, _F(1.0)
-    return _log1pf(e), e / (e + _F(1.0))
-
-
 # Its own function, contraction alone: inlined into the kernels with their reassociation, the log1p came out in
 # different bits in the serial and the parallel build (1.9e-6 apart), which must agree bit for bit. NumPy's error
 # model: Python's checks every float division for zero, and that branch kept LLVM from vectorising the loop (6.6
 # against 0.5 ns an element).
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _step_sizes(dt, dsp, delta_t, bias, softplus):
-    """dt[w] = Δ = softplus(delta_t[w] + bias[w]) (or the sum alone), dsp[w] = dΔ / d delta."""
+def _step_sizes(dt, dsp, delta_t, bias, softplus, slope=True):
+    """dt[w] = Δ = softplus(delta_t[w] + bias[w]) as PyTorch's (threshold 20: x itself above it), or the sum alone;
+    with ``slope`` also dsp[w] = dΔ / d delta (sigmoid, or 1), which only the backward needs."""
     for w in range(dt.shape[0]):
         x = delta_t[w] + bias[w]
         if softplus:
-            dt[w], dsp[w] = _softplus(x)
+            e = _expf(min(x, _F(20.0)))
+            dt[w] = x if x > _F(20.0) else _log1pf(e)
+            if slope:
+                dsp[w] = _F(1.0) if x > _F(20.0) else e / (e + _F(1.0))
         else:
-            dt[w], dsp[w] = x, _F(1.0)
+            dt[w] = x
+            if slope:
+                dsp[w] = _F(1.0)
 
 
 # Copies as explicit loops: numba's generic slice assignment costs ~0.1 us a call, which a short scan pays per step.
@@ -218,11 +215,10 @@ def scan_fwd_kernel(u, delta, delta_bias, softplus, A_T, B, C, D, z, has_z, h0, 
         _gather(h, h0[b], d0)
         dt_x = np.empty(w_n, np.float32)
         dt = np.empty(w_n, np.float32)
-        dsp = np.empty(w_n, np.float32)
         for t in range(seqlen):
             if t % BLOCK == 0:
                 _copy_rows(checkpoints[b, t // BLOCK, :, d0:d1], h)
-            _step_sizes(dt, dsp, delta[b, t, d0:d1], bias, softplus)
+            _step_sizes(dt, dt_x, delta[b, t, d0:d1], bias, softplus, False)  # no slope: dt_x is not written
             x = u[b, t, d0:d1]
             y = out[b, t, d0:d1]  # accumulated in place
             for w in range(w_n):
