@@ -1,6 +1,7 @@
 """`mambaout study`: the tasks, the sequence models, the verdicts, and a micro study end to end."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -306,26 +307,36 @@ def test_plurals_of_the_words_a_training_run_prints():
     ]
 
 
-def test_runs_in_worker_processes_give_the_same_numbers_as_in_this_process(tmp_path):
+def test_runs_in_worker_processes_give_the_same_numbers_as_in_this_process(tmp_path, capsys):
+    from mambaout.study.schedule import SetUpAside
+    from mambaout.study.selective_copying import SelectiveCopyingTask
+
     tasks = build_tasks(["selective_copying"])
     budget = dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1)
     kw = dict(seeds=[0, 1], budget=budget, mixers=["conv", "ssm"], sweep=False)
     here = run_study(tasks, output=tmp_path / "here", workers=1, **kw)
-    pool = run_study(tasks, output=tmp_path / "pool", workers=2, **kw)
-    assert pool["meta"]["workers"] == 2
+    # in the pool, the same task a second time, set up aside (as the study sets up the line) while the first one's
+    # runs train: its runs join the queue when it is ready
+    aside = SetUpAside(SelectiveCopyingTask, {}, tmp_path / "task.pt", name="copying_aside")
+    pool = run_study([*tasks, aside], output=tmp_path / "pool", workers=2, **kw)
+    assert pool["meta"]["workers"] == 2 and not (tmp_path / "task.pt").exists()  # handed over, then removed
+    assert "copying_aside: set up; its 4 runs join the queue" in capsys.readouterr().err
     for mixer in ("conv", "ssm"):
-        for out in ("here", "pool"):
-            assert len(list((tmp_path / out / "runs").glob(f"selective_copying-{mixer}-seed*/result.json"))) == 2
-        a, b = (r["tasks"]["selective_copying"]["mixers"][mixer] for r in (here, pool))
-        assert a["accuracies"] == b["accuracies"]
+        assert len(list((tmp_path / "here" / "runs").glob(f"selective_copying-{mixer}-seed*/result.json"))) == 2
+        assert len(list((tmp_path / "pool" / "runs").glob(f"*-{mixer}-seed*/result.json"))) == 4
+        a = here["tasks"]["selective_copying"]["mixers"][mixer]
+        for name in ("selective_copying", "copying_aside"):
+            assert pool["tasks"][name]["mixers"][mixer]["accuracies"] == a["accuracies"]
+        runs = (("here", "selective_copying"), ("pool", "selective_copying"), ("pool", "copying_aside"))
         losses = [
             [
                 json.loads(p.read_text())["final_loss"]
-                for p in sorted((tmp_path / out / "runs").glob(f"*-{mixer}-*/result.json"))
+                for p in sorted((tmp_path / out).glob(f"runs/{n}-{mixer}-*/result.json"))
             ]
-            for out in ("here", "pool")
+            for out, n in runs
         ]
-        assert losses[0] == losses[1] and losses[0][0] != losses[0][1]  # bit for bit, and the seeds differ
+        # bit for bit in this process, in a worker, and set up aside; and the seeds differ
+        assert losses[0] == losses[1] == losses[2] and losses[0][0] != losses[0][1]
 
 
 @pytest.mark.parametrize(
@@ -403,20 +414,20 @@ def test_every_markdown_table_of_the_report_is_a_table_in_its_html(tmp_path):
     assert html.count("data:image/png;base64,") == 2 and "<strong>line:</strong>" in html
 
 
-def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
-    # a model whose every training step costs at least 50 ms here: the estimate of a 40-step run must see it
-    import time
+def busy(seconds: float) -> None:
+    """Work (not sleep) for `seconds` of this process's CPU time: the study times its probes in CPU time."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
 
+
+def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
+    # a model whose every training step costs at least 50 ms of CPU here: the estimate of a 40-step run must see it
     from mambaout.study.runner import estimate_seconds
 
     task = build_tasks(["selective_copying"])[0]
     loss = task.loss
-
-    def slow_loss(model, x, y):
-        time.sleep(0.05)
-        return loss(model, x, y)
-
-    monkeypatch.setattr(task, "loss", slow_loss)
+    monkeypatch.setattr(task, "loss", lambda model, x, y: busy(0.05) or loss(model, x, y))
     budget = dict(steps=40, batch_size=4, lr=1e-3, warmup_steps=1)
     assert estimate_seconds(task, "conv", budget, torch.device("cpu")) >= 40 * 0.05  # a constant would not know
 
@@ -424,8 +435,6 @@ def test_run_estimates_are_timed_on_this_machine_from_a_few_steps(monkeypatch):
 def test_a_task_that_trains_itself_is_timed_for_the_updates_it_says_a_run_makes(monkeypatch):
     # the line trains itself (run_one); its estimate times a few updates of its model here, times the updates it
     # reports: the budget's steps plus its share of the learning-rate sweep, none for a mixer that trains nothing
-    import time
-
     from mambaout.anomaly.study_task import LineTask
     from mambaout.study.runner import estimate_seconds
 
@@ -435,7 +444,7 @@ def test_a_task_that_trains_itself_is_timed_for_the_updates_it_says_a_run_makes(
 
     task = build_tasks(["selective_copying"])[0]  # stands in for a self-training task: a model, batches and a loss
     loss = task.loss
-    monkeypatch.setattr(task, "loss", lambda model, x, y: time.sleep(0.05) or loss(model, x, y))
+    monkeypatch.setattr(task, "loss", lambda model, x, y: busy(0.05) or loss(model, x, y))
     monkeypatch.setattr(task, "run_one", lambda *a, **k: None, raising=False)
     monkeypatch.setattr(
         task, "run_updates", lambda mixer, budget, seeds: 0 if mixer == "frame" else 30 / seeds, raising=False
@@ -461,7 +470,9 @@ def test_the_full_budget_runs_the_built_in_line_in_two_renderings(monkeypatch, t
 
     monkeypatch.setattr(study_task, "LineTask", Recorded)
     full = build_tasks(["line"], budget="full", work_dir=tmp_path)
-    assert [t.name for t in full] == ["line", "line-g1"]
+    assert [t.name for t in full] == ["line", "line-g1"] and made == []  # set up later: aside, while other runs train
+    assert [t.build().name for t in full] == ["line", "line-g1"]
     assert [m["line"] for m in made] == [None, {"seed": 1}] and made[1]["work_dir"] == tmp_path / "line-g1"
     made.clear()
-    assert [t.name for t in build_tasks(["line"], budget="default", work_dir=tmp_path)] == ["line"] and len(made) == 1
+    assert [t.build().name for t in build_tasks(["line"], budget="default", work_dir=tmp_path)] == ["line"]
+    assert len(made) == 1

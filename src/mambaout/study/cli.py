@@ -131,11 +131,6 @@ def run_study_command(args: argparse.Namespace) -> int:
     budget = "full" if cfg.full else cfg.budget
     seeds = cfg.seeds or (3 if cfg.full else 2)
     mixers = _split(cfg.mixers)
-    compiling = None
-    if cfg.device == "cpu" and (mixers is None or "ssm" in mixers):
-        from mambaout.study.schedule import compile_kernels_aside
-
-        compiling = compile_kernels_aside()  # while the tasks are set up, not before the first SSM run
     tasks = build_tasks(
         _split(cfg.tasks),
         data=cfg.data,
@@ -145,10 +140,6 @@ def run_study_command(args: argparse.Namespace) -> int:
         budget=budget,
         work_dir=cfg.output,
     )
-    if compiling is not None:
-        from mambaout.study.schedule import joined
-
-        _note("study", joined(compiling))
     results = run_study(
         tasks,
         seeds=list(range(seeds)),

@@ -10,6 +10,7 @@ the cost measurements of `measure.py`. Each run writes its resolved configuratio
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -189,8 +190,14 @@ class RunJob:
 
 
 def execute_job(tasks: list[Any], job: RunJob) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Run `job` (in a worker process or here); returns its result and its trained weights, on the CPU."""
-    result, model = run_one(tasks[job.task], job.mixer, job.seed, job.budget, torch.device(job.device), job.out_dir)
+    """Run `job` (in a worker process or here); returns its result and its trained weights, on the CPU. A task set up
+    aside (`schedule.SetUpAside`) is loaded on its first job in this process."""
+    from mambaout.study.schedule import SetUpAside
+
+    task = tasks[job.task]
+    if isinstance(task, SetUpAside):
+        task = tasks[job.task] = task.task()
+    result, model = run_one(task, job.mixer, job.seed, job.budget, torch.device(job.device), job.out_dir)
     return result, {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {}
 
 
@@ -198,7 +205,8 @@ def probe_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.d
     """Training seconds of one run of `budget`, timed on this machine: one update first (it compiles the SSM's
     kernels into numba's cache unless `mambaout study` already did aside, so the workers load them instead of each
     compiling them, and warms torch's kernels),
-    then `steps` timed updates, times the budget's steps. On one thread, as the workers train.
+    then `steps` timed updates, times the budget's steps. On one thread, as the workers train, and in this process's
+    CPU time: the probes may run while other work (the line's set-up aside, the first runs) shares the cores.
 
     It replaced per-step constants measured on one CPU: the mixers' relative costs change with the instruction set
     (the fused scan loses more than attention's matmuls on AVX2), so the study's ETA and its longest-first order come
@@ -209,10 +217,10 @@ def probe_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.d
     steps = max(1, min(steps, budget["steps"]))
     with one_thread():
         train(task, mixer, dict(budget, steps=1, warmup_steps=0), seed=0, device=device)
-        timed = train(
-            task, mixer, dict(budget, steps=steps, warmup_steps=min(budget["warmup_steps"], steps - 1)), 0, device
-        )
-    return timed[0]["train_seconds"] / steps * budget["steps"]
+        cpu = time.process_time()
+        train(task, mixer, dict(budget, steps=steps, warmup_steps=min(budget["warmup_steps"], steps - 1)), 0, device)
+        cpu = time.process_time() - cpu
+    return cpu / steps * budget["steps"]
 
 
 def estimate_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torch.device, seeds: int = 1) -> float:
@@ -231,6 +239,13 @@ def estimate_seconds(task: Any, mixer: str, budget: dict[str, Any], device: torc
         return 0.5
     steps = max(1, round(updates))
     return probe_seconds(task, mixer, dict(budget, steps=steps), device)
+
+
+def estimate_runs(
+    task: Any, mixers: list[str], budget: dict[str, Any], device: torch.device, seeds: int
+) -> dict[str, float]:
+    """`estimate_seconds` of each mixer's runs of `task` (a `SetUpAside` calls it where it set the task up)."""
+    return {m: estimate_seconds(task, m, budget, device, seeds) for m in mixers}
 
 
 STREAM_FRAMES = (100, 1000, 10000)
@@ -299,9 +314,12 @@ def build_tasks(
     """The study's tasks by name: "digits", "selective_copying", "line" (video anomaly detection: the built-in
     conveyor line, or `data` in a video layout) and "images" (`data`, an ImageFolder). With `data` and no names:
     "line" if `data` is a video dataset, else "images". `work_dir`: where the line task keeps its data and encoder.
-    With the "full" budget the built-in line comes twice: "line" (generator seed 0) and "line-g1" (seed 1)."""
+    With the "full" budget the built-in line comes twice: "line" (generator seed 0) and "line-g1" (seed 1). The line
+    comes as a `schedule.SetUpAside` (its set-up is a minute of one core): `run_study` makes it while other runs train,
+    or `.build()` makes it here."""
     from mambaout.errors import UserError
     from mambaout.study.image_tasks import DigitsTask, ImageFolderTask
+    from mambaout.study.schedule import SetUpAside
     from mambaout.study.selective_copying import SelectiveCopyingTask
 
     if names is None:
@@ -319,15 +337,16 @@ def build_tasks(
         elif name == "images":
             tasks.append(ImageFolderTask(data, image_size=image_size or 64, **image_kwargs))
         elif name == "line":
-            from mambaout.anomaly.study_task import LineTask
+            from mambaout.anomaly import study_task
 
             video = data if data and "images" not in names else None  # --data feeds the images task when both run
-            tasks.append(LineTask(video, work_dir=Path(work_dir or "study_out") / "line", budget=budget))
+            lines = [("line", dict(data=video))]
             if video is None and budget == "full":  # a second rendering: a result about the line, not one video
-                tasks.append(
-                    LineTask(work_dir=Path(work_dir or "study_out") / "line-g1", budget=budget, line=dict(seed=1))
-                )
-                tasks[-1].name = "line-g1"
+                lines.append(("line-g1", dict(line=dict(seed=1))))
+            for line, kwargs in lines:
+                work = Path(work_dir or "study_out") / line
+                kwargs.update(work_dir=work, budget=budget)
+                tasks.append(SetUpAside(study_task.LineTask, kwargs, work / "task.pt", name=line))
         else:
             tasks.append(SelectiveCopyingTask())
     return tasks
@@ -378,7 +397,15 @@ def run_study(
     from mambaout.study.analyze import LongSequenceTest
     from mambaout.study.progress import Progress
     from mambaout.study.render import format_table, write_report
-    from mambaout.study.schedule import busy_warning, machine_load, one_thread, run_jobs
+    from mambaout.study.schedule import (
+        SetUpAside,
+        busy_warning,
+        compile_kernels_aside,
+        joined,
+        machine_load,
+        one_thread,
+        run_jobs,
+    )
     from mambaout.study.stats import task_verdict
     from mambaout.study.sweep import latency_sweep
 
@@ -393,27 +420,41 @@ def run_study(
     # way OpenMP threads do, so every core a worker can get still shortens the study (measured: 5.0 min with 2
     # workers at load 2, 9.2 min with 1).
     workers = workers or (1 if device.type == "cuda" else machine_load()[0])
-    rows = [resolve_budget(task, budget) for task in tasks]
+    tasks = list(tasks)
+    # a task set up aside answers for its class until it is ready: its name, mixers and budgets
+    declared = [t.factory if isinstance(t, SetUpAside) else t for t in tasks]
+    rows = [resolve_budget(task, budget) for task in declared]
     # a task's own mixers (the line's `frame`: no temporal model) are valid for it; the rest are the model mixers
-    plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in tasks]
+    plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in declared]
+    aside = {t: task for t, task in enumerate(tasks) if isinstance(task, SetUpAside)}
+    for t in aside:
+        if workers > 1:  # set up while the other tasks' runs train; it times its own runs there
+            timing = functools.partial(estimate_runs, mixers=plan[t], budget=rows[t], device=device, seeds=len(seeds))
+            tasks[t].start(timing)
+        else:
+            tasks[t] = tasks[t].build()
+    if device.type == "cpu" and "ssm" in {m for ms in plan for m in ms}:
+        compiling = compile_kernels_aside()  # numba's cache, filled before the first SSM run here or in a worker
+        note = joined(compiling)
+        if note:
+            print(f"mambaout study: note: {note}", file=sys.stderr, flush=True)
     note = "timing a few training steps of every model for the ETA (compiling the SSM's kernels if not yet done)..."
     print(note, file=sys.stderr, flush=True)
-    estimates = {
-        (t, m): estimate_seconds(task, m, rows[t], device, len(seeds)) for t, task in enumerate(tasks) for m in plan[t]
-    }
+    pending = [t for t in aside if isinstance(tasks[t], SetUpAside)]
+
+    def runs_of(t: int, estimates: dict[str, float]) -> list[RunJob]:
+        out = output / "runs"
+        return [
+            RunJob(t, m, seed, rows[t], str(device), out / f"{tasks[t].name}-{m}-seed{seed}", weight=estimates[m])
+            for seed in seeds
+            for m in plan[t]
+        ]
+
     jobs = [
-        RunJob(
-            t,
-            mixer,
-            seed,
-            rows[t],
-            str(device),
-            output / "runs" / f"{task.name}-{mixer}-seed{seed}",
-            weight=estimates[t, mixer],
-        )
+        job
         for t, task in enumerate(tasks)
-        for seed in seeds
-        for mixer in plan[t]
+        if t not in pending
+        for job in runs_of(t, estimate_runs(task, plan[t], rows[t], device, len(seeds)))
     ]
     cores, load_start = machine_load()
     # what follows the runs, on one thread: each task's costs and the sweep (measured on 2 cores of an Intel Xeon:
@@ -421,11 +462,43 @@ def run_study(
     # slower machines: the ETA's speed factor scales it with the runs (it was counted twice, and the ETA read 19 %
     # over the study's real time)
     progress = Progress([j.weight for j in jobs], workers, tail_s=6.0 * len(tasks) + (4.0 if sweep else 0.0))
+    later_runs = sum(len(plan[t]) * len(seeds) for t in pending)
     progress.line(
-        f"mambaout study: {len(jobs)} runs in {workers} worker process{'es' if workers != 1 else ''}, one thread "
-        f"each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min (from the timed steps)"
+        f"mambaout study: {len(jobs) + later_runs} runs in {workers} worker process{'es' if workers != 1 else ''}, "
+        f"one thread each ({cores} cores, load {load_start:.1f}); estimated {progress.eta_s() / 60:.1f} min "
+        + (
+            f"for {len(jobs)} of them (from the timed steps); the {later_runs} runs of "
+            f"{' and '.join(tasks[t].name for t in pending)} are timed once it is set up, while these train"
+            if pending
+            else "(from the timed steps)"
+        )
     )
-    index = {id(j): i for i, j in enumerate(jobs)}
+
+    set_up_done = None if pending else 0.0  # when the last task set up aside was ready (perf_counter)
+
+    def later() -> list[RunJob] | None:
+        """The runs of the tasks set up aside that are ready now (None once none is left)."""
+        nonlocal set_up_done
+        if not pending:
+            return None
+        ready = []
+        for t in list(pending):
+            made = tasks[t].ready()
+            if made is None:
+                continue
+            pending.remove(t)
+            tasks[t], estimates = made  # this process's copy: the measurements and the report read it
+            more = runs_of(t, estimates)
+            progress.add([j.weight for j in more])
+            jobs.extend(more)
+            ready += more
+            progress.line(
+                f"{tasks[t].name}: set up; its {len(more)} runs join the queue · elapsed "
+                f"{progress.elapsed_s() / 60:.1f} min, ETA {progress.eta_s() / 60:.1f} min"
+            )
+        if ready and not pending:
+            set_up_done = time.perf_counter()
+        return ready
 
     def on_done(job: RunJob, out: tuple[dict[str, Any], dict]) -> None:
         r = out[0]
@@ -435,9 +508,21 @@ def run_study(
             text += f" (converged at step {r['converged_at']} of {job.budget['steps']})"
         # the ETA's speed compares time per step: a run the stop rule ended early is not a faster machine
         fraction = r["steps"] / job.budget["steps"] if r.get("converged_at") else 1.0
-        progress.done(index[id(job)], r["train_seconds"], text, fraction)
+        # a run that started before the set-up aside was done shared the cores with it
+        crowded = set_up_done is None or time.perf_counter() - r["train_seconds"] < set_up_done
+        progress.done(jobs.index(job), r["train_seconds"], text, fraction, crowded)
 
-    outcomes = run_jobs(execute_job, tasks, jobs, workers, on_done)
+    outcomes = run_jobs(
+        execute_job,
+        tasks,
+        list(jobs),
+        workers,
+        on_done,
+        later=later if pending else None,
+        on_start=lambda job: progress.started(jobs.index(job)),
+    )
+    for set_up in aside.values():  # every worker has loaded it: what stays is the task's own work folder
+        Path(set_up.path).unlink(missing_ok=True)
     load_trained = machine_load()[1]
     results: dict[str, Any] = dict(
         meta=dict(

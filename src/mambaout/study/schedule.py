@@ -13,8 +13,10 @@ this process (`workers=1`), which is tested.
 - `busy_cores()`: cores other work keeps busy now (measured over a fraction of a second, not the load average).
 - `busy_warning(threads)`: a one-line note when other work takes a core of those `threads` need.
 - `one_thread()`: pin this process's torch and numba to one thread for a block (the `workers=1` path, timings).
-- `run_jobs(fn, shared, jobs, workers, on_done)`: `fn(shared, job)` for every job, longest (`job.weight`) first.
+- `run_jobs(fn, shared, jobs, workers, on_done, later)`: `fn(shared, job)` for every job, longest (`job.weight`)
+  first, and for the jobs `later` brings as they come.
 - `compile_kernels_aside()`: the SSM's numba kernels compiled in another process while this one does other work.
+- `SetUpAside`: a task with a slow set-up (the line) made in another process while the other tasks' runs train.
 """
 
 from __future__ import annotations
@@ -117,6 +119,78 @@ def one_thread() -> Iterator[None]:
         numba.set_num_threads(numba_threads)
 
 
+class SetUpAside:
+    """A task whose set-up is slow (the built-in line: its video, encoder and patch bank, about a minute of one
+    core), made in a spawned one-thread process while other tasks' runs train, instead of before them.
+
+    `factory(**kwargs)` builds the task there; `after(task)`, a picklable callable, then measures what the caller
+    wants to know of it there (the study: its runs' estimated seconds); both go to `path` (`torch.save`, written whole
+    or not at all). This object is what the study's workers receive in place of the task: `task()` loads it, once per
+    process. `build()` makes it here instead (one thread: the same numbers as aside).
+
+    Example:
+        >>> line = SetUpAside(LineTask, dict(work_dir="out/line"), "out/line/task.pt").start()  # doctest: +SKIP
+        >>> line.ready()  # None while it is being set up, then (the task, None)  # doctest: +SKIP
+    """
+
+    def __init__(self, factory: Callable[..., Any], kwargs: dict[str, Any], path: str | os.PathLike, name: str = ""):
+        self.factory, self.kwargs, self.path = factory, dict(kwargs), os.fspath(path)
+        self.name = name or factory.name
+        self._process: Any = None
+        self._loaded: tuple[Any, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _process=None, _loaded=None)
+
+    def build(self) -> Any:
+        with one_thread():
+            task = self.factory(**self.kwargs)
+        task.name = self.name
+        return task
+
+    def start(self, after: Callable[[Any], Any] | None = None) -> SetUpAside:
+        import multiprocessing
+
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_set_up, args=(self, after), name=f"set up {self.name}", daemon=True
+        )
+        self._process.start()
+        return self
+
+    def ready(self) -> tuple[Any, Any] | None:
+        """(the task, what `after` returned) once the set-up is done, None while it runs; RuntimeError if it failed."""
+        if self._loaded is None:
+            if self._process is not None:
+                if self._process.is_alive():
+                    return None
+                if self._process.exitcode != 0:
+                    raise RuntimeError(
+                        f"setting up the {self.name} task failed (exit code {self._process.exitcode}; its error is "
+                        "printed above)"
+                    )
+            import torch
+
+            saved = torch.load(self.path, weights_only=False)  # our own file, written by `_set_up`
+            self._loaded = (saved["task"], saved["after"])
+        return self._loaded
+
+    def task(self) -> Any:
+        ready = self.ready()
+        if ready is None:
+            raise RuntimeError(f"the {self.name} task is still being set up")
+        return ready[0]
+
+
+def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
+    _one_thread_env()
+    import torch
+
+    task = aside.build()
+    tmp = aside.path + ".tmp"
+    torch.save(dict(task=task, after=after(task) if after else None), tmp)
+    os.replace(tmp, aside.path)
+
+
 _worker_state: dict[str, Any] = {}
 
 
@@ -178,40 +252,82 @@ def run_jobs(
     jobs: Sequence[Any],
     workers: int,
     on_done: Callable[[Any, Any], None] | None = None,
+    later: Callable[[], list[Any] | None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
 ) -> list[Any]:
     """`fn(shared, job)` for every job: here on one thread if `workers == 1`, else in `workers` spawned processes.
 
-    `fn` must be a module-level function and `shared` picklable (it is sent to each worker once); jobs start
-    longest first (their `weight`) so the last one to finish is a short one. `on_done(job, result)` is called in
-    this process as each job finishes. Returns the results in the order of `jobs`.
+    `fn` must be a module-level function and `shared` picklable (it is sent to each worker once); of the jobs waiting,
+    the longest (their `weight`) starts first, so the last one to finish is a short one. `later`, if given, is asked
+    (about twice a second, and whenever a job ends) for jobs that could not be made at the start (those of a task still
+    being set up aside): it returns the ones it has now (a list, maybe empty), or None once no more will come.
+    `on_start(job)` and `on_done(job, result)` are called in this process as each job starts and finishes. Returns the
+    results in the order of `jobs`, then of the jobs `later` gave.
 
     Example:
         >>> run_jobs(pow, 2, [3, 4], workers=1)  # doctest: +SKIP
         [8, 16]
     """
-    order = sorted(range(len(jobs)), key=lambda i: -getattr(jobs[i], "weight", 0))
-    results: list[Any] = [None] * len(jobs)
-    if workers <= 1 or len(jobs) <= 1:
+    jobs = list(jobs)
+    waiting = list(range(len(jobs)))
+    results: dict[int, Any] = {}
+
+    def arrived(block: bool) -> bool:
+        """Take the jobs `later` has now into the waiting list (if `block`, wait until it has some); True once no
+        more will come."""
+        nonlocal later
+        while later is not None:
+            more = later()
+            if more is None:
+                later = None
+            elif more:
+                waiting.extend(range(len(jobs), len(jobs) + len(more)))
+                jobs.extend(more)
+                return False
+            elif not block:
+                return False
+            else:
+                time.sleep(0.5)
+        return True
+
+    def next_job() -> int:
+        i = max(waiting, key=lambda k: (getattr(jobs[k], "weight", 0), -k))
+        waiting.remove(i)
+        if on_start:
+            on_start(jobs[i])
+        return i
+
+    if workers <= 1:
         with one_thread():
-            for i in order:
+            while True:
+                arrived(block=not waiting)
+                if not waiting:
+                    break
+                i = next_job()
                 results[i] = fn(shared, jobs[i])
                 if on_done:
                     on_done(jobs[i], results[i])
-        return results
+        return [results[i] for i in range(len(jobs))]
     import concurrent.futures as cf
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(fn, shared)
-    )
-    futures = {pool.submit(_call_in_worker, jobs[i]): i for i in order}
+    pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(fn, shared))
+    running: dict[cf.Future, int] = {}
     try:
-        for future in cf.as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            if on_done:
-                on_done(jobs[i], results[i])
+        while True:
+            done = arrived(block=not waiting and not running)
+            while waiting and len(running) < workers:
+                i = next_job()
+                running[pool.submit(_call_in_worker, jobs[i])] = i
+            if not running:
+                break
+            finished, _ = cf.wait(running, timeout=None if done else 0.5, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                results[i] = future.result()
+                if on_done:
+                    on_done(jobs[i], results[i])
     except BaseException:
         # Ctrl-C or a failed run: stop the workers now instead of waiting for their runs to finish
         # (the executor has no public way to; its `_processes` maps pid -> Process).
@@ -221,4 +337,4 @@ def run_jobs(
             process.terminate()
         raise
     pool.shutdown()
-    return results
+    return [results[i] for i in range(len(jobs))]
