@@ -427,20 +427,23 @@ def run_study(
     # a task's own mixers (the line's `frame`: no temporal model) are valid for it; the rest are the model mixers
     plan = [[m if m in task.mixers else check_mixer(m) for m in (mixers or task.mixers)] for task in declared]
     aside = {t: task for t, task in enumerate(tasks) if isinstance(task, SetUpAside)}
+    # with several workers, set up while the other tasks' runs train (timing its own runs there); with one, here
+    pending = list(aside) if workers > 1 else []
+    compiling = None
+    if device.type == "cpu" and "ssm" in {m for ms in plan for m in ms}:
+        # numba's cache, filled before the first SSM run here or in a worker, beside a set-up made here
+        compiling = compile_kernels_aside()
     for t in aside:
-        if workers > 1:  # set up while the other tasks' runs train; it times its own runs there
+        if t in pending:
             timing = functools.partial(estimate_runs, mixers=plan[t], budget=rows[t], device=device, seeds=len(seeds))
             tasks[t].start(timing)
         else:
             tasks[t] = tasks[t].build()
-    if device.type == "cpu" and "ssm" in {m for ms in plan for m in ms}:
-        compiling = compile_kernels_aside()  # numba's cache, filled before the first SSM run here or in a worker
-        note = joined(compiling)
-        if note:
-            print(f"mambaout study: note: {note}", file=sys.stderr, flush=True)
+    note = compiling and joined(compiling)
+    if note:
+        print(f"mambaout study: note: {note}", file=sys.stderr, flush=True)
     note = "timing a few training steps of every model for the ETA (compiling the SSM's kernels if not yet done)..."
     print(note, file=sys.stderr, flush=True)
-    pending = [t for t in aside if isinstance(tasks[t], SetUpAside)]
 
     def runs_of(t: int, estimates: dict[str, float]) -> list[RunJob]:
         out = output / "runs"
@@ -518,7 +521,7 @@ def run_study(
         list(jobs),
         workers,
         on_done,
-        later=later if pending else None,
+        later=later,
         on_start=lambda job: progress.started(jobs.index(job)),
     )
     for set_up in aside.values():  # every worker has loaded it: what stays is the task's own work folder
