@@ -1,6 +1,7 @@
 """The detector: matched causal temporal models, an encoder that does not collapse, a predictor better than
 repeating the last frame, calibration on normal video, and runs that resume to the same detector."""
 
+import copy
 import dataclasses
 import json
 
@@ -12,7 +13,13 @@ from mambaout.anomaly.config import AnomalyConfig
 from mambaout.anomaly.detector import load_detector
 from mambaout.anomaly.encoder import embed_frames
 from mambaout.anomaly.line import ITEM_KINDS, Line, LineConfig, VideoPlan, generate_line
-from mambaout.anomaly.temporal import TemporalModel, matched_widths, state_bytes, temporal_params
+from mambaout.anomaly.temporal import (
+    TemporalModel,
+    matched_widths,
+    state_bytes,
+    stream_checkpoints,
+    temporal_params,
+)
 from mambaout.anomaly.train import split_point, train_detector
 from mambaout.cli import main
 from mambaout.errors import UserError
@@ -110,6 +117,37 @@ def test_chunks_with_the_state_carried_give_the_whole_stream_and_their_gradients
     # the last frame's prediction depends on the first chunk through the state for the mixers whose memory reaches it
     long_memory = mixer == "ssm" or (mixer == "attn_causal" and window is None)
     assert bool(g_offline[:, :16].abs().max() > 0) == long_memory
+
+
+@pytest.mark.parametrize("mixer,window", [("conv", None), ("ssm", None), ("attn_causal", None), ("attn_causal", 5)])
+def test_a_stream_reaches_its_checkpoints_in_chunks_with_the_state_of_stepping_every_frame(mixer, window):
+    torch.manual_seed(0)
+    model = TemporalModel(16, 32, depth=2, mixer=mixer, horizons=HORIZONS, window=window, codes=12).eval()
+    x = torch.randn(130, 1, 16)
+    stepped, state = {}, model.init_state(1)
+    with torch.no_grad():
+        for t in range(130):
+            _, state = model.step(x[t], state)
+            if t + 1 in (7, 60, 130):
+                stepped[t + 1] = copy.deepcopy(state)  # a step writes attention's cache in place
+    seen = [(n, len(times)) for n, _, times in stream_checkpoints(model, x, (7, 60, 130), stepped=20)]
+    assert seen == [(7, 7), (60, 20), (130, 20)]  # 7 steps, then a chunk of 33 and 20 steps, a chunk of 50 and 20
+
+    def live(s):  # every tensor of a state; an unwindowed cache up to the frames seen (its capacity is sized apart)
+        if isinstance(s, dict):
+            kv = s.get("kv")
+            if kv is not None and s["window"] is None:
+                s = dict(s, kv=kv[:, :, :, : s["length"]])
+            s = list(s.values())
+        if isinstance(s, (list, tuple)):
+            return [t for v in s for t in live(v)]
+        return [s] if isinstance(s, torch.Tensor) else []
+
+    for n, state, _ in stream_checkpoints(model, x, (7, 60, 130), stepped=20):
+        for a, b in zip(live(state), live(stepped[n]), strict=True):
+            assert a.shape == b.shape and (a - b).abs().max() < 1e-5, (mixer, n)
+        if mixer != "attn_causal" or window:
+            assert state_bytes(state) == state_bytes(stepped[n])
 
 
 def test_attention_with_a_window_sees_exactly_the_last_w_frames():

@@ -24,6 +24,8 @@ a sequence gives `forward`'s output to float32 rounding.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -163,6 +165,31 @@ def state_bytes(state: Any) -> int:
     if isinstance(state, (list, tuple)):
         return sum(state_bytes(v) for v in state)
     return 0
+
+
+def stream_checkpoints(
+    model: TemporalModel, embeddings: torch.Tensor, counts: tuple[int, ...], stepped: int = 50
+) -> Iterator[tuple[int, list[Any], list[float]]]:
+    """Stream `embeddings` (T, B, D) through `model` and yield, for each n of `counts` (ascending), (n, the state after
+    n frames, the seconds of each of the last `stepped` frames before n, run one at a time with `step`).
+
+    The frames before those go through as one chunk (`model(x, state)`), which leaves the state frame-by-frame steps
+    leave (to float32 rounding; unwindowed attention's cache holds the same keys but is sized to the chunk rather
+    than doubled step by step), so reaching frame 10,000 costs a fraction of 10,000 steps.
+    """
+    state, done = model.init_state(embeddings.shape[1], embeddings.device), 0
+    with torch.no_grad():
+        for n in sorted(counts):
+            start = max(done, n - stepped)
+            if start > done:
+                _, state = model(embeddings[done:start].transpose(0, 1), state)
+            times = []
+            for t in range(start, n):
+                t0 = time.perf_counter()
+                _, state = model.step(embeddings[t], state)
+                times.append(time.perf_counter() - t0)
+            done = n
+            yield n, state, times
 
 
 def temporal_params(embed_dim: int, width: int, mixer: str, **kwargs: Any) -> int:

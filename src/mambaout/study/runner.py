@@ -461,10 +461,9 @@ def run_study(
     ]
     cores, load_start = machine_load()
     # what follows the runs, on one thread: each task's costs and the sweep (measured on 2 cores of an Intel Xeon:
-    # 18-21 s for all of the default study, 3-5 s of it the sweep, AVX-512 and capped at AVX2 alike). Not padded for
-    # slower machines: the ETA's speed factor scales it with the runs (it was counted twice, and the ETA read 19 %
-    # over the study's real time)
-    progress = Progress([j.weight for j in jobs], workers, tail_s=6.0 * len(tasks) + (4.0 if sweep else 0.0))
+    # 7.7 s for all of the default study, 2.6 s of it the sweep). Not padded for slower machines: the ETA's speed
+    # factor scales it with the runs (it was counted twice, and the ETA read 19 % over the study's real time)
+    progress = Progress([j.weight for j in jobs], workers, tail_s=2.0 * len(tasks) + (3.0 if sweep else 0.0))
     later_runs = sum(len(plan[t]) * len(seeds) for t in pending)
     progress.line(
         f"mambaout study: {len(jobs) + later_runs} runs in {workers} worker process{'es' if workers != 1 else ''}, "
