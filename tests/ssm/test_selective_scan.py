@@ -237,6 +237,50 @@ def test_traced_or_exported_ssm_is_plain_tensor_ops_and_matches_eager(tracer):
     assert "selective_scan_fwd" in graph_of(ssm)[1]
 
 
+HOST_FEATURES = "+64bit,+avx,+avx2,+fma,+avx512f,+avx512vl"
+
+
+@pytest.mark.parametrize(
+    "environ, host, features",
+    [
+        ({}, HOST_FEATURES, HOST_FEATURES + ",-prefer-256-bit"),  # AVX-512: 512-bit vectors where LLVM would not
+        ({}, "+64bit,+avx,+avx2,+fma,-avx512f", None),  # AVX2: the host's own
+        ({"NUMBA_CPU_NAME": "haswell"}, HOST_FEATURES, ""),  # the named CPU's instructions, not the host's
+        ({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx2"}, HOST_FEATURES, None),  # the user's choice
+    ],
+    ids=["avx512-host", "avx2-host", "cpu-named", "features-given"],
+)
+def test_kernels_compile_for_the_cpu_named_in_the_environment_else_the_host_with_its_widest_vectors(
+    environ, host, features
+):
+    from mambaout.ssm.fused import _target_features
+
+    assert _target_features(environ, host) == features
+
+
+def _vector_registers(environ: dict[str, str]) -> set[str]:
+    """The vector register kinds (xmm, ymm, zmm) of a loop numba compiles after importing the kernels' module."""
+    code = (
+        "import re, numpy as np, numba, mambaout.ssm.fused\n"
+        "@numba.njit\n"
+        "def axpy(a, x, y):\n"
+        "    for i in range(x.shape[0]):\n"
+        "        y[i] += a * x[i]\n"
+        "axpy(np.float32(2), np.ones(64, np.float32), np.ones(64, np.float32))\n"
+        "print(' '.join(sorted(set(re.findall(r'%([xyz]mm)\\d', axpy.inspect_asm(axpy.signatures[0]))))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")} | environ
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_a_haswell_named_in_the_environment_gets_no_avx512_code_and_an_avx512_host_gets_its_zmm_registers():
+    assert "zmm" not in _vector_registers({"NUMBA_CPU_NAME": "haswell"})  # what an AVX2 CPU can run
+    if "+avx512f" in numba.core.codegen.get_host_cpu_features().split(","):
+        assert "zmm" in _vector_registers({})
+
+
 @pytest.mark.parametrize("length", [3, 4096], ids=["serial-build", "parallel-build"])
 def test_after_compile_kernels_no_scan_compiles_anything_with_or_without_d_z_groups_or_a_carried_state(length):
     from mambaout.ssm import fused
