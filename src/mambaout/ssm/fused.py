@@ -25,6 +25,7 @@ machine (``cache=True``).
 
 import os
 import types as pytypes
+from collections.abc import Mapping
 
 import numba
 import numpy as np
@@ -41,7 +42,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 
-def _target_features(environ: dict[str, str], host_features: str) -> str | None:
+def _target_features(environ: Mapping[str, str], host_features: str) -> str | None:
     """The instruction set numba compiles the kernels for (``numba.config.CPU_FEATURES``; None: numba's default).
 
     - ``NUMBA_CPU_FEATURES`` set: that, as numba reads it (None here).
@@ -62,9 +63,8 @@ def _target_features(environ: dict[str, str], host_features: str) -> str | None:
     return None
 
 
-_FEATURES = _target_features(dict(os.environ), get_host_cpu_features())
-if _FEATURES is not None:
-    numba.config.CPU_FEATURES = _FEATURES
+if (_features := _target_features(os.environ, get_host_cpu_features())) is not None:
+    numba.config.CPU_FEATURES = _features
 
 _F = np.float32
 # Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
