@@ -281,6 +281,24 @@ def test_a_haswell_named_in_the_environment_gets_no_avx512_code_and_an_avx512_ho
         assert "zmm" in _vector_registers({})
 
 
+def test_one_thread_runs_the_serial_build_below_2_to_24_updates_and_two_threads_the_parallel_one_from_2_to_20():
+    from mambaout.ssm import fused
+
+    parallel, serial = object(), object()
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert fused._choose(parallel, serial, (1 << 24) - 1) is serial
+        assert fused._choose(parallel, serial, 1 << 24) is parallel and numba.get_num_threads() == 1
+        if numba.config.NUMBA_NUM_THREADS >= 2:
+            torch.set_num_threads(2)
+            assert fused._choose(parallel, serial, (1 << 20) - 1) is serial
+            assert fused._choose(parallel, serial, 1 << 20) is parallel and numba.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+
 @pytest.mark.parametrize("length", [3, 4096], ids=["serial-build", "parallel-build"])
 def test_after_compile_kernels_no_scan_compiles_anything_with_or_without_d_z_groups_or_a_carried_state(length):
     from mambaout.ssm import fused

@@ -12,7 +12,8 @@ Bitwise the same at any thread count: the tiling depends on the shapes only (``t
 its outputs alone in a fixed order, and the partial sums (per tile, per batch element) are added in index order.
 Which thread runs a task changes nothing. Each kernel is compiled twice from the same source: with ``prange`` over
 threads, and serially (``*_serial``) for short scans, since starting numba's thread pool costs ~0.13 ms a call, more
-than a whole scan of the study's smallest sizes (``_PARALLEL_MIN``); both give the same bits.
+than a whole scan of the study's smallest sizes (``_PARALLEL_MIN``; on one thread ``_SERIAL_ONE_THREAD``); both give
+the same bits.
 
 Kernels take float32, C-contiguous arrays (``scan.py`` builds them): u, delta, z, out: (batch, L, D); delta_bias:
 (D,); A_T: (N, D); B, C: (batch, G, L, N); D: (D,); h0, the state before the first step: (batch, D, N). The kernels
@@ -70,6 +71,10 @@ _F = np.float32
 # Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
 # inf/nan semantics or swaps in approximate functions: the exp below is our own and accurate to 1.5 ulp.
 _FASTMATH = {"reassoc", "contract"}
+# NumPy's error model for every kernel: Python's checks each float division for zero and raises, and that branch kept
+# LLVM from vectorising the loops that divide (the gate's sigmoid: in the serial build the forward's gate loop ran
+# scalar, 35 % of its time at selective copying's size). Nothing here divides by zero; the bits are the same.
+_ERRORS = "numpy"
 # Steps between saved states: the backward's scratch is BLOCK x N x W floats (L2-sized), the checkpoints cost
 # N / BLOCK floats per input element.
 BLOCK = 64
@@ -79,10 +84,12 @@ _MAX_TILE = 64
 # channels, and the results must not change with the number of threads.
 _MIN_TASKS = 4
 # Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
-# pool costs ~0.13 ms a call. Above it the parallel build, even on one thread: LLVM makes faster code of its outlined
-# loop body (measured on a 2-core Xeon, one thread: L 1-16 scans 1.2-1.5x faster serial, equal at 1M updates, L 36
-# at 2.4M updates 1.15x faster parallel).
+# pool costs ~0.13 ms a call. On one thread, scans below _SERIAL_ONE_THREAD run it too: measured on a 2-core Xeon, one
+# thread, the serial forward took 0.85-0.93x the parallel build's time at selective copying's size (batch 64, D 64,
+# L 36) and 0.82-0.90x at digits' (64, 16, 64); from batch 8, D 192, L 1024 up the two builds were within the host's
+# noise (0.9-1.1x either way), so larger scans keep the parallel build.
 _PARALLEL_MIN = 1 << 20
+_SERIAL_ONE_THREAD = 1 << 24
 
 
 @intrinsic
@@ -179,7 +186,7 @@ def _log1pf(y):
 # different bits in the serial and the parallel build (1.9e-6 apart), which must agree bit for bit. NumPy's error
 # model: Python's checks every float division for zero, and that branch kept LLVM from vectorising the loop (6.6
 # against 0.5 ns an element).
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model=_ERRORS)
 def _step_sizes(dt, dsp, delta_t, bias, softplus, slope=True):
     """dt[w] = Δ = softplus(delta_t[w] + bias[w]) as PyTorch's (threshold 20: x itself above it), or the sum alone;
     with ``slope`` also dsp[w] = dΔ / d delta (sigmoid, or 1), which only the backward needs."""
@@ -220,7 +227,7 @@ def _scatter(state, d0, src):
             state[d0 + w, n] = src[n, w]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model=_ERRORS)
 def scan_fwd_kernel(u, delta, delta_bias, softplus, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
     """out = (sum_n C h + D u) * silu(z), h starting from h0, Δ = softplus(delta + delta_bias) if softplus else
     delta + delta_bias; last_state[b, d, n] = h at the last step; checkpoints[b, k] = h before step k * BLOCK (N, D)."""
@@ -267,7 +274,7 @@ def scan_fwd_kernel(u, delta, delta_bias, softplus, A_T, B, C, D, z, has_z, h0, 
         _scatter(last_state[b], d0, h)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model=_ERRORS)
 def scan_bwd_kernel(
     u,
     delta,
@@ -430,7 +437,7 @@ def _serial_twin(kernel, name: str):
         return kernel
     twin = pytypes.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
     twin.__qualname__ = name  # own cache files: numba's cache index does not tell a parallel build from a serial one
-    return njit(cache=True, fastmath=_FASTMATH)(twin)
+    return njit(cache=True, fastmath=_FASTMATH, error_model=_ERRORS)(twin)
 
 
 scan_fwd_serial = _serial_twin(scan_fwd_kernel, "scan_fwd_serial")
@@ -476,12 +483,14 @@ def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
 
 
 def _choose(parallel, serial, updates: int):
-    """The parallel kernel when there is work enough to pay for starting the pool, else its serial twin.
+    """The parallel kernel when there is work enough to pay for starting the pool (more on one thread), else its
+    serial twin (the same bits either way).
 
     One knob for both pools: torch.set_num_threads also bounds the scan's threads."""
-    if updates < _PARALLEL_MIN:
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if updates < _PARALLEL_MIN or (threads == 1 and updates < _SERIAL_ONE_THREAD):
         return serial
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(threads)
     return parallel
 
 
@@ -648,23 +657,25 @@ def _backward(ctx, dout, dlast_state, dcheckpoints):
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def compile_kernels() -> None:
-    """Compile every kernel now, or load it from numba's cache: both builds of the forward and the backward and the
-    ordered sums, through the ops, at one size below and one at `_PARALLEL_MIN` state updates.
+def compile_kernels(parallel: bool = True) -> None:
+    """Compile every kernel now, or load it from numba's cache: the serial builds of the forward and the backward and
+    the ordered sums (a small scan through the ops), and with ``parallel`` the threaded builds for the same types.
 
     The kernels' argument types never change (`_numpy`), so a process that scans afterwards compiles nothing. A
-    cold compile takes ~15 s of one core; `mambaout study` runs this in a background process while it sets up its
-    tasks, so that the first SSM run finds the kernels in the cache.
+    cold compile takes ~15 s of one core, ~5 s of it the serial builds (2-core Intel Xeon); `mambaout study`, whose
+    runs and measurements are all on one thread, compiles those in a background process while it sets up its tasks,
+    so that the first SSM run finds them in the cache.
 
     Example:
         >>> compile_kernels()  # doctest: +SKIP
     """
     generator = torch.Generator().manual_seed(0)
-    for batch, seqlen, dim in ((1, 2, 8), (1, 64, _PARALLEL_MIN // (64 * 16))):
-        u, delta, z, dout = (torch.rand(batch, seqlen, dim, generator=generator) for _ in range(4))
-        A_T = -torch.rand(16, dim, generator=generator)
-        B, C = (torch.rand(batch, 1, seqlen, 16, generator=generator) for _ in range(2))
-        D, bias = (torch.rand(dim, generator=generator) for _ in range(2))
-        _, last_state, checkpoints = selective_scan_fwd(u, delta, A_T, B, C, D, z, None, bias, True)
-        dlast = torch.zeros_like(last_state)
-        selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, dlast, bias, True)
+    u, delta, z, dout = (torch.rand(1, 2, 8, generator=generator) for _ in range(4))
+    A_T = -torch.rand(16, 8, generator=generator)
+    B, C = (torch.rand(1, 1, 2, 16, generator=generator) for _ in range(2))
+    D, bias = (torch.rand(8, generator=generator) for _ in range(2))
+    _, last_state, checkpoints = selective_scan_fwd(u, delta, A_T, B, C, D, z, None, bias, True)
+    selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, torch.zeros_like(last_state), bias, True)
+    for threaded, serial in ((scan_fwd_kernel, scan_fwd_serial), (scan_bwd_kernel, scan_bwd_serial)):
+        if parallel and hasattr(threaded, "compile"):  # not under NUMBA_DISABLE_JIT
+            threaded.compile(serial.signatures[0])

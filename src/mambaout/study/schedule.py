@@ -204,14 +204,14 @@ def _compile_kernels() -> None:
     _one_thread_env()
     from mambaout.ssm.fused import compile_kernels
 
-    compile_kernels()
+    compile_kernels(parallel=False)
 
 
 def compile_kernels_aside() -> Any:
     """Start compiling the SSM's numba kernels into numba's cache in a spawned process; `joined(process)` before the
-    first scan. On a fresh machine that compile takes ~15-20 s of one core, which this overlaps with the tasks'
-    set-up (the line's video and encoder, which leave part of a core free); with the cache filled it only loads them
-    (~4 s)."""
+    first scan. The study scans on one thread and below 2^24 state updates only, so the serial builds suffice: on a
+    fresh machine ~5 s of one core, which this overlaps with the tasks' set-up (the line's video and encoder, which
+    leave part of a core free); with the cache filled it only loads them (~4 s, the imports included)."""
     import multiprocessing
 
     process = multiprocessing.get_context("spawn").Process(
