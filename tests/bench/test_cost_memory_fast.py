@@ -80,6 +80,27 @@ def test_fast_path_on_this_cpu_agrees_with_the_reference_to_fp32_rounding():
     assert torch.equal(fast.argmax(-1), ref.argmax(-1))
 
 
+@pytest.mark.parametrize(
+    "onednn, dnnl, dtype",
+    [
+        (None, None, torch.bfloat16),
+        ("AVX2", None, torch.float32),  # what .ci/run's second pass sets
+        ("avx512_core_vnni", None, torch.float32),  # oneDNN reads either case
+        (None, "AVX2", torch.float32),
+        ("AVX512_CORE_BF16", None, torch.bfloat16),
+        ("AVX512_CORE_AMX", "AVX2", torch.bfloat16),  # ONEDNN_ wins over DNNL_, as in oneDNN
+    ],
+)
+def test_on_a_bf16_cpu_the_fast_path_is_float32_under_a_onednn_cap_below_avx512_bf16(monkeypatch, onednn, dnnl, dtype):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # CPUID says bf16, whatever this CPU is
+    for name, value in (("ONEDNN_MAX_CPU_ISA", onednn), ("DNNL_MAX_CPU_ISA", dnnl)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert fast_dtype("cpu") == dtype
+
+
 @pytest.mark.usefixtures("fused_at_every_size")
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_fused_path_is_only_taken_without_autograd(requires_grad):
