@@ -192,6 +192,22 @@ def test_an_export_of_another_detector_is_refused(runs, tmp_path, capsys):
     assert "exported from another detector" in err and len(err.splitlines()) == 1
 
 
+def test_onnx_runtime_threads_sleep_between_the_frames_of_a_stream(runs, tmp_path, monkeypatch):
+    """Between two frames watch decodes and scores motion on PyTorch's threads, and ORT's must not spin against them
+    (`benchmarks/bench_watch.py`, femto at 224² on 2 cores: 20.0 frames/s with ORT's threads spinning, 47.3 without)."""
+    import onnxruntime as ort
+
+    data, run = runs
+    out = tmp_path / "graph"
+    assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(out)]) == 0
+    options, session = [], ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, o, **kw: options.append(o) or session(path, o, **kw))
+    engine = load_step_engine("onnxruntime", out)
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0"]
+    score, _, _ = engine(np.zeros((32, 32, 3), np.uint8), engine.initial_state())
+    assert np.isfinite(score)
+
+
 def test_unwindowed_attention_is_refused_in_one_sentence_that_suggests_a_window(runs, tmp_path, capsys):
     data, run = runs
     args = ["export", "--run", str(run["attn_causal"]), "--format", "onnx", "--output", str(tmp_path / "a")]

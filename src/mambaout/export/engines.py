@@ -70,16 +70,31 @@ def _torch_engine(model: nn.Module, features: bool) -> Engine:
     return Engine("torch", type(model).__name__, run)
 
 
-def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
+def onnxruntime_session(path: Path, threads: int | None, spinning: bool = True) -> Any:
+    """An ONNX Runtime CPU session of the graph at `path`: `threads` intra-op threads and one inter-op thread (ORT's
+    own defaults without `threads`); one sentence if ORT cannot load it.
+
+    `spinning` False: ORT's threads sleep as soon as a run ends instead of spinning for the next one, for callers
+    that do other work between runs. `mambaout watch` does (decoding, the motion score in PyTorch, on PyTorch's own
+    threads): femto at 224² on 2 cores (Intel Xeon, 2026-12-06, `benchmarks/bench_watch.py`) streamed 20.0 frames/s
+    with ORT's threads spinning against PyTorch's and 47.3 without. Back-to-back runs lose a little without it
+    (femto at 224², 2 threads, median of 7 interleaved rounds: 92.3 against 94.8 ms at batch 8, 12.1 against 13.4 at
+    batch 1), so `load_engine` keeps ORT's default."""
     ort = require("onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for every unreadable or invalid graph
         raise cannot_load("onnxruntime", path, e) from e
+
+
+def _onnxruntime_engine(path: Path, threads: int | None) -> Engine:
+    session = onnxruntime_session(path, threads)
     input_name = session.get_inputs()[0].name
     return Engine("onnxruntime", str(path), lambda images: session.run(None, {input_name: images}))
 

@@ -19,7 +19,7 @@ from mambaout.anomaly.detector import Detector
 from mambaout.anomaly.stream import MotionStep
 from mambaout.errors import UserError
 from mambaout.export.availability import require
-from mambaout.export.engines import cannot_load, check_engine, compile_openvino
+from mambaout.export.engines import check_engine, compile_openvino, onnxruntime_session
 from mambaout.export.step_graph import ALARM, FRAME, SCORE, StepLayout, export_step_graph, file_sha256
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}  # engine -> the format it runs
@@ -44,14 +44,8 @@ class StepEngine:
 
 
 def _onnxruntime(path: Path, outputs: list[str], threads: int | None) -> Callable:
-    ort = require("onnxruntime")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types for every unreadable or invalid graph
-        raise cannot_load("onnxruntime", path, e) from e
+    # between two frames watch decodes and scores motion on PyTorch's threads: ORT's must not spin against them
+    session = onnxruntime_session(path, threads, spinning=False)
     return lambda feed: session.run(outputs, feed)
 
 
