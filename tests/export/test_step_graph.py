@@ -200,8 +200,8 @@ def test_onnx_runtime_threads_sleep_between_the_frames_of_a_stream(runs, tmp_pat
     data, run = runs
     out = tmp_path / "graph"
     assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(out)]) == 0
-    options, session = [], ort.InferenceSession
-    monkeypatch.setattr(ort, "InferenceSession", lambda path, o, **kw: options.append(o) or session(path, o, **kw))
+    options, real = [], ort.InferenceSession  # the options of every session made while the engine loads
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, o, **kw: options.append(o) or real(path, o, **kw))
     engine = load_step_engine("onnxruntime", out)
     assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0"]
     score, _, _ = engine(np.zeros((32, 32, 3), np.uint8), engine.initial_state())
