@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from mambaout.engine.allocator import keep_freed_memory
 from mambaout.errors import UserError
 
 # command -> (module that registers it, its line in `mambaout --help`), in the order the help lists them.
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    keep_freed_memory()  # a step's activations stay mapped for the next step (engine/allocator.py)
     try:
         result = args.func(args)
     except UserError as e:

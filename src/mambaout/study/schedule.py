@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from mambaout.engine.allocator import keep_freed_memory
+
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -183,6 +185,7 @@ class SetUpAside:
 
 def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
     _one_thread_env()
+    keep_freed_memory()
     import torch
 
     task = aside.build()
@@ -230,8 +233,10 @@ def joined(process: Any) -> str | None:
 
 
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
-    """Worker start-up: one thread for every library that has a pool, then keep what each job needs."""
+    """Worker start-up: one thread for every library that has a pool, freed memory kept for the next step
+    (`engine/allocator.py`), then keep what each job needs."""
     _one_thread_env()
+    keep_freed_memory()
     import numba
     import torch
 
