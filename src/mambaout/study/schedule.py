@@ -184,8 +184,7 @@ class SetUpAside:
 
 
 def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
-    _one_thread_env()
-    keep_freed_memory()
+    _spawned_start()
     import torch
 
     task = aside.build()
@@ -197,14 +196,16 @@ def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
 _worker_state: dict[str, Any] = {}
 
 
-def _one_thread_env() -> None:
-    """Every library with a thread pool to one thread, before it is imported (a spawned process's start)."""
+def _spawned_start() -> None:
+    """A spawned process's start: every library with a thread pool to one thread, before it is imported, and freed
+    memory kept for the next step (`engine/allocator.py`)."""
     for name in THREAD_ENV:
         os.environ[name] = "1"
+    keep_freed_memory()
 
 
 def _compile_kernels() -> None:
-    _one_thread_env()
+    _spawned_start()
     from mambaout.ssm.fused import compile_kernels
 
     compile_kernels(parallel=False)
@@ -233,10 +234,8 @@ def joined(process: Any) -> str | None:
 
 
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
-    """Worker start-up: one thread for every library that has a pool, freed memory kept for the next step
-    (`engine/allocator.py`), then keep what each job needs."""
-    _one_thread_env()
-    keep_freed_memory()
+    """Worker start-up (`_spawned_start`), then keep what each job needs."""
+    _spawned_start()
     import numba
     import torch
 
