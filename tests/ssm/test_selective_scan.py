@@ -1,5 +1,6 @@
 """The selective scan's contract: every backend matches the sequential reference in value and in every gradient."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
 from mambaout.ssm import SelectiveSSM, scan_flops, selective_scan, selective_scan_ref
-from mambaout.ssm.fused import _expf
+from mambaout.ssm.fused import _exp2, _expf
 from mambaout.ssm.scan import _resolve_backend
 
 CONFIGS = {
@@ -331,20 +332,34 @@ def test_kernel_softplus_is_within_2_ulp_of_softplus_and_its_slope_within_3_ulp_
     assert np.array_equal(dt, x + np.float32(1.0)) and np.all(slope == 1.0)
 
 
-def test_kernel_exp_is_within_1e_7_of_exp_and_keeps_its_limits():
-    @numba.njit
-    def kernel_exp(x):
-        out = np.empty_like(x)
-        for i in range(x.size):
-            out[i] = _expf(x[i])
-        return out
+@numba.njit
+def _elementwise(f, x):
+    """f, one of the kernels' scalar functions, over an array."""
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = f(x[i])
+    return out
 
+
+def test_kernel_exp_is_within_1e_7_of_exp_and_keeps_its_limits():
+    kernel_exp = functools.partial(_elementwise, _expf)
     x = np.linspace(-87.0, 88.0, 1_000_001, dtype=np.float32)
     exact = np.exp(x.astype(np.float64))
     assert np.max(np.abs(kernel_exp(x) - exact) / exact) <= 1e-7  # measured 8.8e-8, 1.5 ulp
     limits = kernel_exp(np.array([-np.inf, -200.0, -100.0, 100.0, np.inf, np.nan], dtype=np.float32))
     assert limits[0] == limits[1] == 0.0 and abs(limits[2] - np.exp(-100.0)) <= 2.0**-149  # denormal, not flushed
     assert np.isinf(limits[3]) and np.isinf(limits[4]) and np.isnan(limits[5])
+
+
+def test_scan_decay_power_of_two_is_within_1_2_ulp_and_clamped_to_normal_finite_floats():
+    kernel_exp2 = functools.partial(_elementwise, _exp2)
+    t = np.linspace(-126.0, 127.0, 2_000_001, dtype=np.float32)
+    exact = np.exp2(t.astype(np.float64))
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(kernel_exp2(t) - exact) / ulp) <= 1.5  # measured 1.2
+    limits = kernel_exp2(np.array([-np.inf, -1000.0, -126.5, 127.5, 1000.0, np.inf, np.nan], dtype=np.float32))
+    assert np.all(limits[:3] == np.float32(2.0**-126)) and np.all(limits[3:6] == np.float32(2.0**127))
+    assert np.isnan(limits[6])
 
 
 def test_auto_backend_is_the_fused_kernel_on_cpu_and_torch_elsewhere():
