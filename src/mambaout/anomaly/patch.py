@@ -36,6 +36,11 @@ from torch import nn
 # the map's maximum off it (on the built-in line, seeds 0-3: maximum on the defect in 87-92 % of defect frames with
 # sigma 4, 94-98 % with sigma 2; pixel AUROC 0.993-0.998 and 0.997-0.998).
 BLUR_SIGMA = 2.0
+# Patches matched against the bank per matrix product: their distances (1024 x 512 floats for the default bank) are
+# reduced while still in cache. Measured on 2 AVX2 cores (AMD EPYC), one 224 x 224 frame's 12,544 patches: 3.8 ms in
+# chunks of 1024 against 4.8 in chunks of 256 (49 products, each too small to keep both threads busy) and 6.4 in one
+# product; a batch of 64 frames at 64 x 64: 14 against 18 ms.
+_CHUNK = 1024
 
 
 def aggregate(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -188,9 +193,8 @@ class PatchBranch(nn.Module):
         """Patch features (B, C, h, w) -> (B, h, w) Euclidean distance of each to its nearest bank feature."""
         b, _, h, w = features.shape
         q = flatten_patches(features)
-        # |q - m|² = |q|² - 2 q·m + |m|²: a matrix product against the bank, 256 patches at a time (their distances
-        # stay in cache until reduced: twice as fast as one product for a batch of frames)
-        nearest = [torch.addmm(self.bank_squares[None], c, self.bank.T, alpha=-2).amin(1) for c in q.split(256)]
+        # |q - m|² = |q|² - 2 q·m + |m|²: a matrix product against the bank, _CHUNK patches at a time
+        nearest = [torch.addmm(self.bank_squares[None], c, self.bank.T, alpha=-2).amin(1) for c in q.split(_CHUNK)]
         d = torch.cat(nearest) + q.pow(2).sum(1)
         return d.clamp_min(0).sqrt().view(b, h, w)
 
