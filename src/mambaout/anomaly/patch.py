@@ -36,10 +36,11 @@ from torch import nn
 # the map's maximum off it (on the built-in line, seeds 0-3: maximum on the defect in 87-92 % of defect frames with
 # sigma 4, 94-98 % with sigma 2; pixel AUROC 0.993-0.998 and 0.997-0.998).
 BLUR_SIGMA = 2.0
-# Patches matched against the bank per matrix product: their distances (1024 x 512 floats for the default bank) are
-# reduced while still in cache. Measured on 2 AVX2 cores (AMD EPYC, Zen 3; medians of 25, 2 threads), one 224 x 224
-# frame's 12,544 patches: 3.8 ms in chunks of 1024 against 4.8 in chunks of 256 and 6.4 in one product; a batch of 64
-# frames at 64 x 64: 14 against 18 ms. Inside `watch` at 224 x 224 the two streamed alike (27.6 and 27.9 frames/s).
+# Patches matched against the bank per matrix product: their distances (1024 x 512 floats, 2 MiB, for the default
+# bank) are reduced to the nearest right after the product. Measured on 2 AVX2 cores (AMD EPYC, Zen 3; medians of 25,
+# 2 threads), one 224 x 224 frame's 12,544 patches: 3.8 ms in chunks of 1024 against 4.8 in chunks of 256 and 6.4 in
+# one product; a batch of 64 frames at 64 x 64: 14 against 18 ms. Inside `watch` at 224 x 224 the two streamed alike
+# (27.6 and 27.9 frames/s).
 _CHUNK = 1024
 
 

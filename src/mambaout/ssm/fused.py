@@ -69,7 +69,7 @@ if (_features := _target_features(os.environ, get_host_cpu_features())) is not N
 
 _F = np.float32
 # Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
-# inf/nan semantics or swaps in approximate functions: the exp below is our own and accurate to 1.5 ulp.
+# inf/nan semantics or swaps in approximate functions: the exps below are our own (_expf 1.5 ulp, _exp2 1.2 ulp).
 _FASTMATH = {"reassoc", "contract"}
 # NumPy's error model for every kernel: Python's checks each float division for zero and raises, and that branch kept
 # LLVM from vectorising the loops that divide (the gate's sigmoid: in the serial build the forward's gate loop ran
@@ -159,7 +159,9 @@ def _exp2(t):
     exp(Δ A) as 2^(Δ A log2 e), with A log2 e computed once per tile: a power of two needs no range reduction by
     ln 2, and k = rint(t) fits the exponent field whole, so 2^k is one integer add to the polynomial's bits. About 13
     vector instructions against _expf's 23, at the core of every state update; the price is the clamp: a decay is
-    never exactly 0 (2^-126 = 1.2e-38 at most where exp would underflow) and never inf.
+    never exactly 0 (at least 2^-126 = 1.2e-38 where exp would underflow) and never inf. NaN stays NaN: the
+    polynomial is NaN, and the float-to-int conversion of a NaN gives 0 after the shift on x86 (cvttps2dq's integer
+    indefinite, 0x80000000) and on ARM (0).
     """
     tc = min(max(t, _F(-126.0)), _F(127.0))
     k = np.rint(tc)
