@@ -84,11 +84,11 @@ _MAX_TILE = 64
 # channels, and the results must not change with the number of threads.
 _MIN_TASKS = 4
 # The backward's reverse loop (channels innermost, four arrays written) is guarded by runtime overlap checks, and with
-# 8-lane (AVX2) vectors LLVM runs it scalar below 32 iterations. Narrower tiles run it on this many lanes, the extra
-# ones zeros (which stay zeros). Measured on a 2-core Xeon, one thread, serial builds interleaved in one process: under
-# the AVX2 settings the backward took 0.72-0.79x the time at 16 channels a tile (digits' first stage) and 0.61-0.67x
-# at 24, the same at 64; compiled for its AVX-512 (16 lanes) the loop vectorises from 16 on, and padding to 32 took
-# 1.1-1.4x the time, so there tiles keep their width.
+# 8-lane (AVX2) vectors LLVM (numba 0.68) runs it scalar below 32 iterations. Narrower tiles run it on this many
+# lanes, the extra ones zeros (which stay zeros). Measured on a 2-core Xeon, one thread, serial builds interleaved in
+# one process: under the AVX2 settings the backward took 0.72-0.79x the time at 16 channels a tile (digits' first
+# stage) and 0.61-0.67x at 24, the same at 64; compiled for its AVX-512 (16 lanes) the loop vectorises from 16 on, and
+# padding to 32 took 1.1-1.4x the time, so there tiles keep their width.
 _VEC_MIN = 8 if _features is not None and "+avx512f" in _features.split(",") else 32
 # Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
 # pool costs ~0.13 ms a call. On one thread, scans below _SERIAL_ONE_THREAD run it too: measured on a 2-core Xeon, one
