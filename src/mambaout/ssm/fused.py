@@ -88,7 +88,8 @@ _MIN_TASKS = 4
 # lanes, the extra ones zeros (which stay zeros). Measured on a 2-core Xeon, one thread, serial builds interleaved in
 # one process: under the AVX2 settings the backward took 0.72-0.79x the time at 16 channels a tile (digits' first
 # stage) and 0.61-0.67x at 24, the same at 64; compiled for its AVX-512 (16 lanes) the loop vectorises from 16 on, and
-# padding to 32 took 1.1-1.4x the time, so there tiles keep their width.
+# padding to 32 took 1.1-1.4x the time, so there the minimum is 8 (the narrowest tile tile_width makes unless a group
+# has fewer channels).
 _VEC_MIN = 8 if _features is not None and "+avx512f" in _features.split(",") else 32
 # Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
 # pool costs ~0.13 ms a call. On one thread, scans below _SERIAL_ONE_THREAD run it too: measured on a 2-core Xeon, one
