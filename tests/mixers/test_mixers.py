@@ -3,12 +3,13 @@
 import pytest
 import torch
 from timm.optim import create_optimizer_v2
+from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
 from mambaout import UserError
 from mambaout.measure.cost import count_macs, count_params
 from mambaout.mixers import MIXERS, build_mixer, is_causal
-from mambaout.mixers.local_conv import raster_causal_mask
+from mambaout.mixers.local_conv import depthwise_conv2d, raster_causal_mask
 from mambaout.ssm import scan_flops
 
 C, H, W, L = 32, 6, 5, 30  # 32 channels -> 1 attention head, dt_rank 2
@@ -110,6 +111,32 @@ def test_fully_visible_mixers_do_look_ahead(name, layout, kw):
 
 def test_raster_causal_mask_keeps_rows_above_and_the_left_half_of_the_centre_row():
     assert raster_causal_mask(3).tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 2), (3, 3), (2, 5), (4, 4), (8, 8)])
+def test_a_depthwise_conv_on_a_small_map_runs_only_the_taps_that_meet_it(rows, cols):
+    torch.manual_seed(0)
+    x0, w0, b0, grad = (
+        torch.randn(4, 8, rows, cols),
+        torch.randn(8, 1, 7, 7),
+        torch.randn(8),
+        torch.randn(4, 8, rows, cols),
+    )
+    runs = []
+    for conv in (depthwise_conv2d, lambda x, w, b: torch.nn.functional.conv2d(x, w, b, padding=3, groups=8)):
+        x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
+        y = conv(x, w, b)
+        (y * grad).sum().backward()
+        runs.append((y, x.grad, w.grad, b.grad))
+    for cropped, full in zip(*runs):  # outputs and every gradient as with the whole 7 x 7 kernel
+        torch.testing.assert_close(cropped, full, rtol=1e-6, atol=1e-6)
+    reach_r, reach_c = min(3, max(rows - 1, 1)), min(3, max(cols - 1, 1))
+    kept = torch.zeros(7, 7, dtype=torch.bool)
+    kept[3 - reach_r : 4 + reach_r, 3 - reach_c : 4 + reach_c] = True
+    assert torch.all(runs[0][2][:, 0][:, ~kept] == 0)  # the taps left out only ever met padding
+    with FlopCounterMode(display=False) as counter:  # what runs is what is counted
+        depthwise_conv2d(x0, w0, b0)
+    assert counter.get_total_flops() == 2 * 4 * 8 * rows * cols * kept.sum().item()
 
 
 def test_cross_scan_is_the_sum_of_the_four_directional_scans():

@@ -22,6 +22,10 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
+from mambaout.mixers.local_conv import depthwise_conv2d
+
+torch.fx.wrap("depthwise_conv2d")  # torch.fx patches a wrapped name per module: a leaf in this module too
+
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
 
 
@@ -74,7 +78,9 @@ class GatedCNNBlock(nn.Module):
     """Y = fc2(act(g) * cat(i, mixer(c))) + X, with (g, i, c) = split(fc1(LN(X))). NHWC in and out.
 
     hidden = int(expansion_ratio * dim); c has int(conv_ratio * dim) channels and is the only part that is mixed
-    across tokens; i passes through untouched. mixer="conv" is a depthwise kxk conv with bias and no activation.
+    across tokens; i passes through untouched. mixer="conv" is a depthwise kxk conv with bias and no activation,
+    `self.conv`'s weights run through `depthwise_conv2d` (on maps smaller than the kernel's reach, as late stages of
+    small images are, it leaves out the taps that only meet padding), so hooks on `conv` itself do not run.
     """
 
     def __init__(
@@ -118,7 +124,10 @@ class GatedCNNBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         g, i, c = torch.split(self.fc1(self.norm(x)), self.split_indices, dim=-1)
-        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) if hasattr(self, "conv") else self.mixer(c)
+        if hasattr(self, "conv"):
+            c = depthwise_conv2d(c.permute(0, 3, 1, 2), self.conv.weight, self.conv.bias).permute(0, 2, 3, 1)
+        else:
+            c = self.mixer(c)
         x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
         return self.drop_path(self.ls(x)) + shortcut
 
