@@ -60,9 +60,10 @@ def test_bench_reports_all_numbers_and_the_timm_ratio(capsys):
     for r in impls.values():
         assert r["params_m"] == pytest.approx(7.30, abs=0.01) and r["throughput"] > 0 and r["latency_ms"] > 0
         assert r["peak_memory_mb"] > 0
-    assert (
-        impls["mambaout"]["gmacs"] == impls["timm"]["gmacs"] == pytest.approx(0.0958, abs=0.0005)
-    )  # head cost does not scale
+    assert impls["timm"]["gmacs"] == pytest.approx(0.0958, abs=0.0005)  # head cost does not scale
+    # at 64 x 64 the last stage's maps are 2 x 2: its three blocks' 7 x 7 convs (288 channels) run their 3 x 3 centre
+    cut = 3 * 288 * 2 * 2 * (49 - 9) / 1e9
+    assert impls["mambaout"]["gmacs"] == pytest.approx(impls["timm"]["gmacs"] - cut, abs=1e-9)
     assert out["ratio_throughput"] > 0 and out["max_abs_logit_diff"] < 1e-4
     assert out["config"]["batch_size"] == 2 and "cores" in out["machine"]
 
