@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mambaout.engine.allocator import keep_freed_memory
 from mambaout.measure.machine import cpu_name
 from mambaout.mixers.local_conv import LocalConv
 from mambaout.models.mambaout import GatedCNNBlock
@@ -108,7 +109,8 @@ def main() -> None:
     parser.add_argument("--mixers", default=None, help="comma-separated; default: each task's study mixers")
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # as the study's runs
+    torch.set_num_threads(1)  # as the study's runs, which also keep freed memory mapped
+    keep_freed_memory()
     print(f"{cpu_name()}; one thread; median of {args.rounds} rounds")
     for task_name in args.tasks.split(","):
         for mixer in args.mixers.split(",") if args.mixers else TASKS[task_name]:

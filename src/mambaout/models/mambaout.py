@@ -135,7 +135,7 @@ class GatedCNNBlock(nn.Module):
         """fc2(act(g) * cat(i, c)). g is a strided view of fc1's output; made contiguous first, the activation and its
         backward run oneDNN's kernels instead of ATen's strided loop, which took 2-5x longer (GELU, one thread, the
         study's widths and femto's first stage): a training step of the line's and selective copying's models took
-        0.92-0.98x the time, AVX2 settings and AVX-512 alike (2-core Xeon, `benchmarks/bench_study_steps.py`), for one
+        0.92-0.99x the time, AVX2 settings and AVX-512 alike (2-core Xeon, `benchmarks/bench_study_steps.py`), for one
         copy of g."""
         return self.fc2(self.act(g.contiguous()) * torch.cat((i, c), dim=-1))
 
