@@ -27,8 +27,11 @@ from mambaout.measure.machine import cpu_name
 from mambaout.mixers.local_conv import LocalConv
 from mambaout.models.mambaout import GatedCNNBlock
 
-TASKS = {"digits": ("conv", "ssm", "attn"), "selective_copying": ("conv", "ssm", "attn_causal")}
-TASKS["line"] = ("conv", "ssm", "attn_causal")
+TASKS = {
+    "digits": ("conv", "ssm", "attn"),
+    "selective_copying": ("conv", "ssm", "attn_causal"),
+    "line": ("conv", "ssm", "attn_causal"),
+}
 
 
 def _plain_block(self: GatedCNNBlock, x: torch.Tensor) -> torch.Tensor:
@@ -63,12 +66,11 @@ def _setup(task_name: str, mixer: str, steps: int):
     torch.manual_seed(0)
     if task_name == "line":
         from mambaout.anomaly.config import AnomalyConfig
-        from mambaout.anomaly.temporal import TemporalModel, code_loss, matched_widths
+        from mambaout.anomaly.temporal import TemporalModel, code_loss
+        from mambaout.anomaly.train import temporal_args
 
-        cfg = AnomalyConfig()
-        common = dict(depth=cfg.depth, kernel_size=cfg.kernel_size, horizons=tuple(cfg.horizons), codes=cfg.codes)
-        width = matched_widths(64, cfg.width, (mixer,), **common)[mixer]
-        model = TemporalModel(embed_dim=64, width=width, mixer=mixer, **common)
+        cfg = AnomalyConfig(mixer=mixer)
+        model = TemporalModel(**temporal_args(cfg, embed_dim=64))  # the detector's own model for these settings
         frames = cfg.burn_in + cfg.seq_len
         x, codes = torch.randn(cfg.batch_size, frames, 64), torch.randint(0, cfg.codes, (cfg.batch_size, frames))
         return model, [(x, codes)] * steps, lambda m, x, y: code_loss(m(x), y, m.horizons, cfg.burn_in)

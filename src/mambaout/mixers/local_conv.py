@@ -67,11 +67,10 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         >>> torch.allclose(depthwise_conv2d(x, w, None), F.conv2d(x, w, padding=3, groups=8))
         True
     """
-    radius = weight.shape[-1] // 2
-    rows = min(radius, max(x.shape[-2] - 1, 1))
-    cols = min(radius, max(x.shape[-1] - 1, 1))
-    if _recording():
-        rows = cols = radius
+    radius = rows = cols = weight.shape[-1] // 2
+    if not _recording():
+        rows = min(radius, max(x.shape[-2] - 1, 1))
+        cols = min(radius, max(x.shape[-1] - 1, 1))
     if rows != radius or cols != radius:
         weight = weight[:, :, radius - rows : radius + rows + 1, radius - cols : radius + cols + 1]
     return F.conv2d(x, weight, bias, padding=(rows, cols), groups=weight.shape[0])
