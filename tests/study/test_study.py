@@ -401,6 +401,7 @@ def test_every_markdown_table_of_the_report_is_a_table_in_its_html(tmp_path):
         )
     line = dict(prediction=CAUSAL, mixers=mixers, budget=dict(steps=1, batch_size=2))
     line["config"] = dict(task="line", context_frames=144, cycle_frames=48, conv_reach=9)
+    line["config"]["set_up_cpu_seconds"] = dict(video=9.6, encoder=31.5, patch_bank=7.2, test_frames=52.4)
     line["verdict"] = task_verdict(line)
     env = dict(device="cpu", cpu="AMD EPYC, 2 cores, AVX512", torch="2", threads=1)
     meta = dict(command="mambaout study", budget="default", seeds=[0, 1], environment=env, wall_seconds=60.0)
@@ -412,6 +413,11 @@ def test_every_markdown_table_of_the_report_is_a_table_in_its_html(tmp_path):
     assert html.count("<table>") == len(tables) and "| mixer |" not in html
     assert "<th>AUROC contextual</th>" in html and "<td>90.0 (90 / 90)</td>" in html
     assert html.count("data:image/png;base64,") == 2 and "<strong>line:</strong>" in html
+    # the set-up every line run shares is reported beside the runs' own training seconds
+    assert (
+        "set-up, which its train s leaves out: 101 CPU seconds (video 10, encoder 32, patch bank 7, test frames 52)"
+        in markdown_text
+    )
 
 
 def busy(seconds: float) -> None:

@@ -79,6 +79,13 @@ def line_paragraphs(task: dict[str, Any]) -> list[str]:
         f"anomalies need {context} frames of memory (a cycle is {cfg.get('cycle_frames')} frames); the causal conv "
         f"reaches {cfg.get('conv_reach')} frames back: the paper's case for an SSM (long and causal)."
     )
+    set_up = cfg.get("set_up_cpu_seconds")
+    if set_up:
+        parts = ", ".join(f"{part.replace('_', ' ')} {s:.0f}" for part, s in set_up.items())
+        note += (
+            f" Every run shares the task's set-up, which its train s leaves out: {sum(set_up.values()):.0f} CPU "
+            f"seconds ({parts})."
+        )
     from mambaout.anomaly.verdict import verdict_paragraphs
 
     # the verdict on memory (intervals over events, ceilings, probe) is the line's own: anomaly/verdict.py

@@ -122,7 +122,7 @@ def one_thread() -> Iterator[None]:
 
 
 class SetUpAside:
-    """A task whose set-up is slow (the built-in line: its video, encoder and patch bank, about a minute of one
+    """A task whose set-up is slow (the built-in line: its video, encoder and patch bank, one to two minutes of one
     core), made in a spawned one-thread process while other tasks' runs train, instead of before them.
 
     `factory(**kwargs)` builds the task there; `after(task)`, a picklable callable, then measures what the caller
