@@ -33,7 +33,10 @@ AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 def exporting() -> bool:
     """True while torch.jit.trace, torch.onnx.export or torch.export records the call: code with a fast path of its
-    own (a custom op, oneDNN's fused kernels) then runs the plain tensor ops any runtime can execute."""
+    own (a custom op, oneDNN's fused kernels) then runs the plain tensor ops any runtime can execute. False in
+    TorchScript (a scripted function may call it: a scripted graph is not a trace)."""
+    if torch.jit.is_scripting():
+        return False
     # torch.onnx is imported lazily (0.1 s): when nothing has imported it, nothing is exporting to ONNX
     onnx = "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6

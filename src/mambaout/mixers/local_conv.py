@@ -41,14 +41,6 @@ def raster_causal_mask(kernel_size: int) -> torch.Tensor:
     return mask
 
 
-def _recording() -> bool:
-    """While an exporter records the call (a graph may be run at other sizes; TorchScript's ONNX exporter cannot give
-    a sliced kernel a shape): the whole kernel."""
-    if torch.jit.is_scripting():
-        return False
-    return exporting()
-
-
 @torch.fx.wrap  # a leaf for torch.fx: the crop reads the input's shape
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Depthwise conv of x (B, C, H, W) with an odd kxk kernel and zero padding k // 2, the taps that can only ever meet
@@ -68,7 +60,9 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         True
     """
     radius = rows = cols = weight.shape[-1] // 2
-    if not _recording():
+    # while an exporter records the call, the whole kernel: the graph may run at other sizes, and TorchScript's ONNX
+    # exporter cannot give a sliced kernel a shape
+    if not exporting():
         rows = min(radius, max(x.shape[-2] - 1, 1))
         cols = min(radius, max(x.shape[-1] - 1, 1))
     if rows != radius or cols != radius:
