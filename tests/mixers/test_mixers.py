@@ -128,8 +128,9 @@ def test_a_depthwise_conv_on_a_small_map_runs_only_the_taps_that_meet_it(rows, c
         y = conv(x, w, b)
         (y * grad).sum().backward()
         runs.append((y, x.grad, w.grad, b.grad))
-    for cropped, full in zip(*runs):  # outputs and every gradient as with the whole 7 x 7 kernel
-        torch.testing.assert_close(cropped, full, rtol=1e-6, atol=1e-6)
+    for cropped, full in zip(*runs):  # outputs and every gradient as with the whole 7 x 7 kernel (within the float32
+        # rounding of the weight gradient's kernel, `depthwise_grad.py`, which sums in another order than oneDNN)
+        torch.testing.assert_close(cropped, full, rtol=1e-5, atol=1e-5 * full.abs().max().item())
     reach_r, reach_c = min(3, max(rows - 1, 1)), min(3, max(cols - 1, 1))
     kept = torch.zeros(7, 7, dtype=torch.bool)
     kept[3 - reach_r : 4 + reach_r, 3 - reach_c : 4 + reach_c] = True

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mambaout
 from mambaout.ssm import SelectiveSSM, scan_flops, selective_scan, selective_scan_ref
-from mambaout.ssm.fused import _FASTMATH, _exp2, _expf
+from mambaout.ssm.fused import FASTMATH, _exp2, _expf
 from mambaout.ssm.scan import _resolve_backend
 
 CONFIGS = {
@@ -289,12 +289,12 @@ def test_one_thread_runs_the_serial_build_below_2_to_24_updates_and_two_threads_
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert fused._choose(parallel, serial, (1 << 24) - 1) is serial
-        assert fused._choose(parallel, serial, 1 << 24) is parallel and numba.get_num_threads() == 1
+        assert fused.choose_build(parallel, serial, (1 << 24) - 1) is serial
+        assert fused.choose_build(parallel, serial, 1 << 24) is parallel and numba.get_num_threads() == 1
         if numba.config.NUMBA_NUM_THREADS >= 2:
             torch.set_num_threads(2)
-            assert fused._choose(parallel, serial, (1 << 20) - 1) is serial
-            assert fused._choose(parallel, serial, 1 << 20) is parallel and numba.get_num_threads() == 2
+            assert fused.choose_build(parallel, serial, (1 << 20) - 1) is serial
+            assert fused.choose_build(parallel, serial, 1 << 20) is parallel and numba.get_num_threads() == 2
     finally:
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)
@@ -332,7 +332,7 @@ def test_kernel_softplus_is_within_2_ulp_of_softplus_and_its_slope_within_3_ulp_
     assert np.array_equal(dt, x + np.float32(1.0)) and np.all(slope == 1.0)
 
 
-@numba.njit(fastmath=_FASTMATH)
+@numba.njit(fastmath=FASTMATH)
 def _elementwise(f, x):
     """f, one of the kernels' scalar functions, over an array, compiled with the kernels' floating-point flags."""
     out = np.empty_like(x)

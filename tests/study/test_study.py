@@ -463,6 +463,29 @@ def test_a_task_that_trains_itself_is_timed_for_the_updates_it_says_a_run_makes(
     assert estimate_seconds(task, "frame", budget, torch.device("cpu")) == 0.5
 
 
+def test_a_task_set_up_aside_sweeps_each_mixers_learning_rate_before_its_runs_join(monkeypatch):
+    # two seeds of one mixer start side by side in two workers: the sweep they share must exist before either starts,
+    # or each sweeps into the same folder (and the second's checkpoint rename finds the first's gone)
+    import mambaout.study.runner as runner
+
+    swept = []
+
+    class Swept:  # stands in for the line: a learning-rate sweep per mixer
+        def learning_rate(self, mixer, budget):
+            swept.append(mixer)
+            return budget["lrs"][0], {}
+
+    def estimate(task, mixers, budget, device, seeds):
+        assert swept == ["conv", "ssm"]  # every sweep made before any run is estimated
+        return {m: budget["lrs"] for m in mixers}
+
+    monkeypatch.setattr(runner, "estimate_runs", estimate)
+    budget = dict(steps=400, lrs=(3e-3, 1e-2), sweep_steps=50)
+    estimates = runner.set_up_runs(Swept(), ["conv", "ssm"], budget, torch.device("cpu"), seeds=2)
+    assert estimates == {"conv": (), "ssm": ()}  # the runs are timed for their own updates: the sweep is done
+    assert budget["lrs"] == (3e-3, 1e-2)  # the runs' budget keeps its sweep, which they read back
+
+
 def test_the_full_budget_runs_the_built_in_line_in_two_renderings(monkeypatch, tmp_path):
     import mambaout.anomaly.study_task as study_task
 

@@ -343,7 +343,9 @@ class LineTask:
 
     def learning_rate(self, mixer: str, budget: dict[str, Any]) -> tuple[float, dict[str, float]]:
         """The learning rate of `budget["lrs"]` with the lowest normal validation loss after `sweep_steps` updates
-        (seed 0), chosen once per mixer and kept in the work folder; without `lrs`, budget["lr"]."""
+        (seed 0), chosen once per mixer and kept in the work folder; without `lrs`, budget["lr"]. Part of the set-up
+        every run of the mixer shares: its CPU seconds add to `set_up_cpu_seconds["lr_sweep"]`, and the study makes
+        it where it sets the task up, before the runs (`runner.set_up_runs`)."""
         import json
 
         if mixer == "frame" or not budget.get("lrs"):
@@ -352,7 +354,7 @@ class LineTask:
         if path.is_file():
             saved = json.loads(path.read_text())
             return saved["lr"], saved["losses"]
-        losses = {}
+        clock, losses = time.process_time(), {}
         for lr in budget["lrs"]:
             sweep = dict(budget, steps=budget["sweep_steps"], lr=lr)
             sweep["warmup_steps"] = min(budget.get("warmup_steps", 0), sweep["steps"] // 4)
@@ -362,6 +364,8 @@ class LineTask:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dict(lr=best, losses=losses)))
         tmp.replace(path)
+        cpu = time.process_time() - clock
+        self.set_up_cpu_seconds["lr_sweep"] = self.set_up_cpu_seconds.get("lr_sweep", 0.0) + cpu
         return best, losses
 
     def _train(self, mixer: str, seed: int, budget: dict[str, Any], out: Path) -> tuple[nn.Module, dict]:
@@ -410,8 +414,8 @@ class LineTask:
         """Train (through the engine) and measure one (mixer, seed): AUROC overall and per kind, params, and the
         streaming cost after `stream_frames` frames (empty: not measured; once per mixer is enough)."""
         out = Path(out_dir or self.work / f"{mixer}-seed{seed}")
+        lr, sweep = self.learning_rate(mixer, budget)  # set-up the mixer's runs share: not in train_seconds
         start = time.perf_counter()
-        lr, sweep = self.learning_rate(mixer, budget)
         model, args = self._train(mixer, seed, dict(budget, lr=lr), out)
         seconds = time.perf_counter() - start
         metrics = self.metrics(model)

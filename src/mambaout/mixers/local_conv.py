@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambaout.engine.runtime import exporting
+from mambaout.mixers.depthwise_grad import depthwise_conv
 
 LAYOUTS = ("2d", "1d")
 
@@ -67,7 +68,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         cols = min(radius, max(x.shape[-1] - 1, 1))
     if rows != radius or cols != radius:
         weight = weight[:, :, radius - rows : radius + rows + 1, radius - cols : radius + cols + 1]
-    return F.conv2d(x, weight, bias, padding=(rows, cols), groups=weight.shape[0])
+    return depthwise_conv(x, weight, bias, (rows, cols))
 
 
 class LocalConv(nn.Module):

@@ -70,11 +70,11 @@ if (_features := _target_features(os.environ, get_host_cpu_features())) is not N
 _F = np.float32
 # Reassociation lets LLVM vectorise the sums over channels, contraction lets it use FMA. Nothing that changes
 # inf/nan semantics or swaps in approximate functions: the exps below are our own (_expf 1.5 ulp, _exp2 1.2 ulp).
-_FASTMATH = {"reassoc", "contract"}
+FASTMATH = {"reassoc", "contract"}
 # NumPy's error model for every kernel: Python's checks each float division for zero and raises, and that branch kept
 # LLVM from vectorising the loops that divide (the gate's sigmoid: in the serial build the forward's gate loop ran
 # scalar, 35 % of its time at selective copying's size). Nothing here divides by zero; the bits are the same.
-_ERRORS = "numpy"
+ERROR_MODEL = "numpy"
 # Steps between saved states: the backward's scratch is BLOCK x N x W floats (L2-sized), the checkpoints cost
 # N / BLOCK floats per input element.
 BLOCK = 64
@@ -129,7 +129,7 @@ _P0, _P1, _P2 = _F(1.3933643523720638e-3), _F(8.363175565467498e-3), _F(4.166646
 _P3, _P4 = _F(1.6666577003160285e-1), _F(5.000000013462222e-1)
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _expf(x):
     """float32 exp that LLVM can vectorise (libm's expf is a call it cannot), max error 1.5 ulp.
 
@@ -160,7 +160,7 @@ _E = (
 )
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _exp2(t):
     """2^t within 1.2 ulp for -126 <= t <= 127, and t clamped to that range (2^-126 to 2^127): the scan's decays.
 
@@ -181,7 +181,7 @@ def _exp2(t):
     return _bits_as_float32(_float32_bits(p) + (np.int32(k) << np.int32(23)))
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _sigmoid(x):
     return _F(1.0) / (_F(1.0) + _expf(-x))
 
@@ -201,7 +201,7 @@ _Q = (
 )
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _log1pf(y):
     """log(1 + y) in float32 for 0 <= y < 2^127 that LLVM can vectorise, within 2 ulp: log of v = 1 + y (Cephes'
     logf: v = 2^k m, sqrt(1/2) <= m < sqrt(2), polynomial in m - 1) plus the rounding of 1 + y, (y - (v - 1)) / v."""
@@ -225,8 +225,8 @@ def _log1pf(y):
 
 # Its own function, contraction alone: inlined into the kernels with their reassociation, the log1p came out in
 # different bits in the serial and the parallel build (1.9e-6 apart), which must agree bit for bit. NumPy's error
-# model (_ERRORS): with Python's this loop took 6.6 against 0.5 ns an element.
-@njit(cache=True, fastmath={"contract"}, error_model=_ERRORS)
+# model (ERROR_MODEL): with Python's this loop took 6.6 against 0.5 ns an element.
+@njit(cache=True, fastmath={"contract"}, error_model=ERROR_MODEL)
 def _step_sizes(dt, dsp, delta_t, bias, softplus, slope=True):
     """dt[w] = Δ = softplus(delta_t[w] + bias[w]) as PyTorch's (threshold 20: x itself above it), or the sum alone;
     with ``slope`` also dsp[w] = dΔ / d delta (sigmoid, or 1), which only the backward needs."""
@@ -283,7 +283,7 @@ def _scatter(state, d0, src):
             state[d0 + w, n] = src[n, w]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model=_ERRORS)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def scan_fwd_kernel(u, delta, delta_bias, softplus, A_T, B, C, D, z, has_z, h0, width, out, last_state, checkpoints):
     """out = (sum_n C h + D u) * silu(z), h starting from h0, Δ = softplus(delta + delta_bias) if softplus else
     delta + delta_bias; last_state[b, d, n] = h at the last step; checkpoints[b, k] = h before step k * BLOCK (N, D)."""
@@ -331,7 +331,7 @@ def scan_fwd_kernel(u, delta, delta_bias, softplus, A_T, B, C, D, z, has_z, h0, 
         _scatter(last_state[b], d0, h)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model=_ERRORS)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def scan_bwd_kernel(
     u,
     delta,
@@ -492,18 +492,18 @@ def scan_bwd_kernel(
             dbias[b, d0 + w] = dbias_sum[w]
 
 
-def _serial_twin(kernel, name: str):
+def serial_twin(kernel, name: str):
     """`kernel` compiled without threads (prange runs as range): the same tasks in index order, the same results."""
     f = getattr(kernel, "py_func", None)
     if f is None:  # NUMBA_DISABLE_JIT: njit returned the Python function itself
         return kernel
     twin = pytypes.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
     twin.__qualname__ = name  # own cache files: numba's cache index does not tell a parallel build from a serial one
-    return njit(cache=True, fastmath=_FASTMATH, error_model=_ERRORS)(twin)
+    return njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(twin)
 
 
-scan_fwd_serial = _serial_twin(scan_fwd_kernel, "scan_fwd_serial")
-scan_bwd_serial = _serial_twin(scan_bwd_kernel, "scan_bwd_serial")
+scan_fwd_serial = serial_twin(scan_fwd_kernel, "scan_fwd_serial")
+scan_bwd_serial = serial_twin(scan_bwd_kernel, "scan_bwd_serial")
 
 
 def tile_width(batch: int, dim: int, n_groups: int) -> int:
@@ -544,7 +544,7 @@ def _numpy(t: torch.Tensor | None, shape: tuple[int, ...] = ()) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
-def _choose(parallel, serial, updates: int):
+def choose_build(parallel, serial, updates: int):
     """The parallel kernel when there is work enough to pay for starting the pool (more on one thread), else its
     serial twin (the same bits either way).
 
@@ -584,7 +584,7 @@ def selective_scan_fwd(
     out = torch.empty_like(u)
     last_state = u.new_empty(batch, dim, n_state)
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
-    kernel = _choose(scan_fwd_kernel, scan_fwd_serial, batch * seqlen * dim * n_state)
+    kernel = choose_build(scan_fwd_kernel, scan_fwd_serial, batch * seqlen * dim * n_state)
     kernel(
         _numpy(u),
         _numpy(delta),
@@ -637,7 +637,7 @@ def selective_scan_bwd(
     n_groups, n_state = B.shape[1], A_T.shape[0]
     width = tile_width(batch, dim, n_groups)
     tiles = -(-(dim // n_groups) // width)
-    kernel = _choose(scan_bwd_kernel, scan_bwd_serial, batch * seqlen * dim * n_state)
+    kernel = choose_build(scan_bwd_kernel, scan_bwd_serial, batch * seqlen * dim * n_state)
     du, ddelta = torch.empty_like(u), torch.empty_like(u)
     dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
     dA = u.new_empty(batch, n_state, dim, dtype=torch.float64)

@@ -248,6 +248,19 @@ def estimate_runs(
     return {m: estimate_seconds(task, m, budget, device, seeds) for m in mixers}
 
 
+def set_up_runs(
+    task: Any, mixers: list[str], budget: dict[str, Any], device: torch.device, seeds: int
+) -> dict[str, float]:
+    """What a task set up aside does before its runs join the queue: each mixer's learning-rate sweep, where the task
+    has one (the line: once per mixer, shared by its seeds, whose runs may start side by side and would otherwise
+    each sweep, into the same folder), then `estimate_runs` for the runs alone."""
+    if hasattr(task, "learning_rate"):
+        for mixer in mixers:
+            task.learning_rate(mixer, budget)
+        budget = dict(budget, lrs=())  # swept: a run's updates are its own steps
+    return estimate_runs(task, mixers, budget, device, seeds)
+
+
 STREAM_FRAMES = (100, 1000, 10000)
 
 
@@ -435,7 +448,7 @@ def run_study(
         compiling = compile_kernels_aside()
     for t in aside:
         if t in pending:
-            timing = functools.partial(estimate_runs, mixers=plan[t], budget=rows[t], device=device, seeds=len(seeds))
+            timing = functools.partial(set_up_runs, mixers=plan[t], budget=rows[t], device=device, seeds=len(seeds))
             tasks[t].start(timing)
         else:
             tasks[t] = tasks[t].build()

@@ -188,8 +188,12 @@ def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
     import torch
 
     task = aside.build()
+    # `after` on one thread too: torch may have been imported (unpickling `after`) before `_spawned_start` set the
+    # environment, and a second OpenMP thread here spins against both workers (a line sweep ran 14x slower)
+    with one_thread():
+        measured = after(task) if after else None
     tmp = aside.path + ".tmp"
-    torch.save(dict(task=task, after=after(task) if after else None), tmp)
+    torch.save(dict(task=task, after=measured), tmp)
     os.replace(tmp, aside.path)
 
 
@@ -206,15 +210,18 @@ def _spawned_start() -> None:
 
 def _compile_kernels() -> None:
     _spawned_start()
+    from mambaout.mixers.depthwise_grad import compile_kernels as compile_depthwise
     from mambaout.ssm.fused import compile_kernels
 
     compile_kernels(parallel=False)
+    compile_depthwise()
 
 
 def compile_kernels_aside() -> Any:
-    """Start compiling the SSM's numba kernels into numba's cache in a spawned process; `joined(process)` before the
-    first scan. The study scans on one thread and below 2^24 state updates only, so the serial builds suffice: on a
-    fresh machine ~5 s of one core, which this overlaps with the tasks' set-up (the line's video and encoder, which
+    """Start compiling the SSM's numba kernels (and the depthwise conv's weight gradient, `mixers/depthwise_grad.py`)
+    into numba's cache in a spawned process; `joined(process)` before the first scan. The study scans on one thread
+    and below 2^24 state updates only, so the serial builds suffice: on a fresh machine ~5 s of one core (the
+    depthwise kernel 1.5 s more), which this overlaps with the tasks' set-up (the line's video and encoder, which
     leave part of a core free); with the cache filled it only loads them (~4 s, the imports included)."""
     import multiprocessing
 
