@@ -79,6 +79,7 @@ def test_pytorchs_whole_conv_runs_where_the_kernel_does_not_apply():
         assert _fast_backward(large, w)
         assert not _fast_backward(large, w.detach())  # no weight gradient wanted
         assert not _fast_backward(large.double(), w.double())
+        assert not _fast_backward(large[:0], w)  # an empty batch: PyTorch's zeros
         with torch.no_grad():
             assert not _fast_backward(large, w)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -19,6 +19,8 @@ conv1d keeps oneDNN's backward: in a selective-copying step the kernel saved not
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -107,7 +109,8 @@ def depthwise_conv(
 
 
 def _fast_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """On CPU in float32 when the weight's gradient is needed, outside exporters, autocast and torch.compile; on one
+    """On CPU in float32 when the weight's gradient is needed (and numba imports), outside exporters, autocast and
+    torch.compile, for a non-empty batch; on one
     thread (the study's runs), or on maps of at most `_SMALL_MAP` positions at any thread count (see the module's
     measurements: with more threads oneDNN's threaded backward wins on larger maps)."""
     return (
@@ -117,10 +120,22 @@ def _fast_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
+        and x.shape[0] > 0
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not exporting()
+        and _kernel_available()
     )
+
+
+@functools.cache
+def _kernel_available() -> bool:
+    """Whether numba imports (it is a dependency, but a broken install should cost speed, not training)."""
+    try:
+        import mambaout.mixers.depthwise_kernel  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def compile_kernels() -> None:

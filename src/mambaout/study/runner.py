@@ -251,12 +251,15 @@ def estimate_runs(
 def set_up_runs(
     task: Any, mixers: list[str], budget: dict[str, Any], device: torch.device, seeds: int
 ) -> dict[str, float]:
-    """What a task set up aside does before its runs join the queue: each mixer's learning-rate sweep, where the task
-    has one (the line: once per mixer, shared by its seeds, whose runs may start side by side and would otherwise
-    each sweep, into the same folder), then `estimate_runs` for the runs alone."""
+    """What a task's set-up ends with, aside or here, before its runs are queued: each mixer's learning-rate sweep,
+    where the task has one (the line: once per mixer, shared by its seeds, whose runs may start side by side and would
+    otherwise each sweep, into the same folder), then `estimate_runs` for the runs alone."""
+    from mambaout.study.schedule import one_thread
+
     if hasattr(task, "learning_rate"):
-        for mixer in mixers:
-            task.learning_rate(mixer, budget)
+        with one_thread():  # as the runs train: the sweep's choice must not depend on where it was made
+            for mixer in mixers:
+                task.learning_rate(mixer, budget)
         budget = dict(budget, lrs=())  # swept: a run's updates are its own steps
     return estimate_runs(task, mixers, budget, device, seeds)
 
@@ -443,9 +446,10 @@ def run_study(
     # with several workers, set up while the other tasks' runs train (timing its own runs there); with one, here
     pending = list(aside) if workers > 1 else []
     compiling = None
-    if device.type == "cpu" and "ssm" in {m for ms in plan for m in ms}:
-        # numba's cache, filled before the first SSM run here or in a worker, beside a set-up made here
-        compiling = compile_kernels_aside()
+    if device.type == "cpu":
+        # numba's cache, filled before the first run here or in a worker, beside a set-up made here: the depthwise
+        # conv's weight gradient (every 2-D model), the SSM's kernels when a task trains one
+        compiling = compile_kernels_aside(ssm="ssm" in {m for ms in plan for m in ms})
     for t in aside:
         if t in pending:
             timing = functools.partial(set_up_runs, mixers=plan[t], budget=rows[t], device=device, seeds=len(seeds))
@@ -470,7 +474,7 @@ def run_study(
         job
         for t, task in enumerate(tasks)
         if t not in pending
-        for job in runs_of(t, estimate_runs(task, plan[t], rows[t], device, len(seeds)))
+        for job in runs_of(t, set_up_runs(task, plan[t], rows[t], device, len(seeds)))
     ]
     cores, load_start = machine_load()
     # what follows the runs, on one thread: each task's costs and the sweep (measured on 2 cores of an Intel Xeon:

@@ -15,7 +15,7 @@ this process (`workers=1`), which is tested.
 - `one_thread()`: pin this process's torch and numba to one thread for a block (the `workers=1` path, timings).
 - `run_jobs(fn, shared, jobs, workers, on_done, later)`: `fn(shared, job)` for every job, longest (`job.weight`)
   first, and for the jobs `later` brings as they come.
-- `compile_kernels_aside()`: the SSM's numba kernels compiled in another process while this one does other work.
+- `compile_kernels_aside()`: numba's kernels (the SSM's, the depthwise conv's) compiled in another process meanwhile.
 - `SetUpAside`: a task with a slow set-up (the line) made in another process while the other tasks' runs train.
 """
 
@@ -208,25 +208,28 @@ def _spawned_start() -> None:
     keep_freed_memory()
 
 
-def _compile_kernels() -> None:
+def _compile_kernels(ssm: bool) -> None:
     _spawned_start()
     from mambaout.mixers.depthwise_grad import compile_kernels as compile_depthwise
-    from mambaout.ssm.fused import compile_kernels
 
-    compile_kernels(parallel=False)
+    if ssm:
+        from mambaout.ssm.fused import compile_kernels
+
+        compile_kernels(parallel=False)
     compile_depthwise()
 
 
-def compile_kernels_aside() -> Any:
-    """Start compiling the SSM's numba kernels (and the depthwise conv's weight gradient, `mixers/depthwise_grad.py`)
-    into numba's cache in a spawned process; `joined(process)` before the first scan. The study scans on one thread
-    and below 2^24 state updates only, so the serial builds suffice: on a fresh machine ~5 s of one core (the
-    depthwise kernel 1.5 s more), which this overlaps with the tasks' set-up (the line's video and encoder, which
-    leave part of a core free); with the cache filled it only loads them (~4 s, the imports included)."""
+def compile_kernels_aside(ssm: bool = True) -> Any:
+    """Start compiling the SSM's numba kernels (with `ssm`) and the depthwise conv's weight gradient
+    (`mixers/depthwise_grad.py`) into numba's cache in a spawned process; `joined(process)` before the first run. The
+    study trains on one thread and scans below 2^24 state updates only, so the serial builds suffice: on a fresh
+    machine ~5 s of one core for the SSM's and 1.5 s for the depthwise kernel, which this overlaps with the tasks'
+    set-up (the line's video and encoder, which leave part of a core free); with the cache filled it only loads them
+    (~4 s, the imports included)."""
     import multiprocessing
 
     process = multiprocessing.get_context("spawn").Process(
-        target=_compile_kernels, name="compile SSM kernels", daemon=True
+        target=_compile_kernels, args=(ssm,), name="compile numba kernels", daemon=True
     )
     process.start()
     return process
