@@ -45,16 +45,16 @@ def depthwise_weight_grad(
         torch.Size([4, 1, 3, 3])
     """
     from mambaout.mixers.depthwise_kernel import weight_grad_kernel, weight_grad_serial  # numba: on first use only
-    from mambaout.ssm.fused import choose_build
+    from mambaout.ssm.fused import choose_build, sum_in_order
 
     batch, channels = x.shape[:2]
     x_cl = x.detach().permute(0, 2, 3, 1).contiguous()
     g_cl = grad.detach().permute(0, 2, 3, 1).contiguous()
     parts = x.new_zeros(batch, kernel_h, kernel_w * channels)
-    out = x.new_empty(kernel_h, kernel_w * channels)
     work = g_cl.numel() * kernel_h * kernel_w
     kernel = choose_build(weight_grad_kernel, weight_grad_serial, work)
-    kernel(x_cl.flatten(2).numpy(), g_cl.numpy(), pad_h, pad_w, parts.numpy(), out.numpy())
+    kernel(x_cl.flatten(2).numpy(), g_cl.numpy(), pad_h, pad_w, parts.numpy())
+    out = sum_in_order(parts)  # the batch elements' partials in batch order
     return out.view(kernel_h, kernel_w, channels).permute(2, 0, 1).unsqueeze(1).contiguous()
 
 

@@ -3,9 +3,10 @@ a model does not import numba):
 
     dW[c, i, j] = sum over b, h, w of grad[b, c, h, w] * x[b, c, h + i - pad_h, w + j - pad_w]   (in-bounds taps)
 
-on channels-last copies of x and grad. One task per batch element sums into its own partials, which are then added in
-batch order: the tasks depend on the shapes only and each sums in a fixed order, so the result has the same bits at
-any thread count, and the serial build (one thread, short calls: no pool to start) the same bits as the threaded one.
+on channels-last copies of x and grad. One task per batch element sums into its own partials, which the caller adds
+in batch order (`fused.sum_in_order`): the tasks depend on the shapes only and each sums in a fixed order, so the
+result has the same bits at any thread count, and the serial build (one thread, short calls: no pool to start) the
+same bits as the threaded one.
 """
 
 import numpy as np
@@ -15,8 +16,8 @@ from mambaout.ssm.fused import ERROR_MODEL, FASTMATH, serial_twin
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def weight_grad_kernel(x, grad, pad_h, pad_w, parts, out):
-    """x (B, H, W·C), grad (B, Ho, Wo, C), channels-last float32; parts (B, kh, kw·C) zeros; out (kh, kw·C).
+def weight_grad_kernel(x, grad, pad_h, pad_w, parts):
+    """x (B, H, W·C), grad (B, Ho, Wo, C), channels-last float32; parts (B, kh, kw·C) zeros: each batch element's sums.
 
     For one output position and kernel row, the taps j of the in-bounds columns read a contiguous run of x's row
     (W·C floats: columns, then channels) and update a contiguous run of the accumulator's row (kw·C): one loop of
@@ -47,14 +48,6 @@ def weight_grad_kernel(x, grad, pad_h, pad_w, parts, out):
                     a_run = acc[i, start:stop]
                     for t in range(stop - start):
                         a_run[t] += x_run[t] * g_run[t]
-    for i in range(kh):  # the partials in batch order
-        total = out[i]
-        for t in range(total.shape[0]):
-            total[t] = parts[0, i, t]
-        for b in range(1, batch):
-            part = parts[b, i]
-            for t in range(total.shape[0]):
-                total[t] += part[t]
 
 
 weight_grad_serial = serial_twin(weight_grad_kernel, "weight_grad_serial")

@@ -524,7 +524,7 @@ def _sum_rows(parts, total):
             total[j] += parts[i, j]
 
 
-def _sum_in_order(parts: torch.Tensor) -> torch.Tensor:
+def sum_in_order(parts: torch.Tensor) -> torch.Tensor:
     """parts.sum(0) as parts[0] + parts[1] + ... : elementwise adds in index order, whatever torch's threads do.
 
     One compiled loop rather than a torch add per part: the study's scans have 64 parts (one per batch element) and
@@ -674,13 +674,13 @@ def selective_scan_bwd(
     return [
         du,
         ddelta,
-        _sum_in_order(dA).float(),
-        _sum_in_order(dB_part),
-        _sum_in_order(dC_part),
-        _sum_in_order(dD).float() if D is not None else u.new_empty(0),
+        sum_in_order(dA).float(),
+        sum_in_order(dB_part),
+        sum_in_order(dC_part),
+        sum_in_order(dD).float() if D is not None else u.new_empty(0),
         dz if z is not None else u.new_empty(0),
         dh0,
-        _sum_in_order(dbias).float() if delta_bias is not None else u.new_empty(0),
+        sum_in_order(dbias).float() if delta_bias is not None else u.new_empty(0),
     ]
 
 

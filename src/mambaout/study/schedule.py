@@ -188,12 +188,8 @@ def _set_up(aside: SetUpAside, after: Callable[[Any], Any] | None) -> None:
     import torch
 
     task = aside.build()
-    # `after` on one thread too: torch may have been imported (unpickling `after`) before `_spawned_start` set the
-    # environment, and a second OpenMP thread here spins against both workers (a line sweep ran 14x slower)
-    with one_thread():
-        measured = after(task) if after else None
     tmp = aside.path + ".tmp"
-    torch.save(dict(task=task, after=measured), tmp)
+    torch.save(dict(task=task, after=after(task) if after else None), tmp)
     os.replace(tmp, aside.path)
 
 
@@ -201,11 +197,18 @@ _worker_state: dict[str, Any] = {}
 
 
 def _spawned_start() -> None:
-    """A spawned process's start: every library with a thread pool to one thread, before it is imported, and freed
-    memory kept for the next step (`engine/allocator.py`)."""
+    """A spawned process's start: every library with a thread pool to one thread, and freed memory kept for the next
+    step (`engine/allocator.py`). The environment is set before the libraries are imported here, but a process may
+    have imported torch already, while unpickling its target's arguments (the set-up aside's `after`), so torch and
+    numba are pinned too: there torch had 2 threads and a line sweep ran 14x slower, spinning against both workers."""
     for name in THREAD_ENV:
         os.environ[name] = "1"
     keep_freed_memory()
+    import numba
+    import torch
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
 
 
 def _compile_kernels(ssm: bool) -> None:
@@ -246,13 +249,10 @@ def joined(process: Any) -> str | None:
 def _init_worker(fn: Callable[[Any, Any], Any], shared: Any) -> None:
     """Worker start-up (`_spawned_start`), then keep what each job needs."""
     _spawned_start()
-    import numba
     import torch
 
-    torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before the first inter-op use
         torch.set_num_interop_threads(1)
-    numba.set_num_threads(1)
     _worker_state.update(fn=fn, shared=shared)
 
 
