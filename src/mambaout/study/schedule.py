@@ -29,7 +29,7 @@ from typing import Any
 
 from mambaout.engine.allocator import keep_freed_memory
 
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def machine_load() -> tuple[int, float]:
@@ -107,15 +107,19 @@ def busy_warning(threads: int, what: str = "timings") -> str | None:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread and one numba thread, restoring both afterwards."""
+    """Run the block with one torch intra-op thread, one numba thread and one thread in every BLAS and OpenMP pool
+    loaded (threadpoolctl: NumPy's and SciPy's OpenBLAS, which scikit-learn's probes and metrics use), restoring all
+    of them afterwards."""
     import numba
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
     numba.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)
@@ -199,16 +203,20 @@ _worker_state: dict[str, Any] = {}
 def _spawned_start() -> None:
     """A spawned process's start: every library with a thread pool to one thread, and freed memory kept for the next
     step (`engine/allocator.py`). The environment is set before the libraries are imported here, but a process may
-    have imported torch already, while unpickling its target's arguments (the set-up aside's `after`), so torch and
-    numba are pinned too: there torch had 2 threads and a line sweep ran 14x slower, spinning against both workers."""
+    have imported torch and NumPy already, while unpickling its target's arguments (the set-up aside's `after`, a
+    worker's tasks), so torch, numba and the thread pools already loaded are pinned too: torch had 2 threads there and
+    a line sweep ran 14x slower, spinning against both workers; NumPy's OpenBLAS had 2 and the line's memory probe
+    (scikit-learn's logistic regression) took 0.6-1.5 s a run instead of 0.2-0.5 with two workers side by side."""
     for name in THREAD_ENV:
         os.environ[name] = "1"
     keep_freed_memory()
     import numba
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _compile_kernels(ssm: bool) -> None:
