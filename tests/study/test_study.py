@@ -1,6 +1,9 @@
 """`mambaout study`: the tasks, the sequence models, the verdicts, and a micro study end to end."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -308,38 +311,41 @@ def test_plurals_of_the_words_a_training_run_prints():
 
 
 def thread_pools(shared, job):
-    """Every thread pool a study worker has (job 0) or has while in `one_thread` (job 1); a module-level function, so
-    that the spawned workers can import it."""
+    """Every thread pool of a study worker (a module-level function, so that the spawned workers can import it)."""
     import numba
     import sklearn.linear_model  # noqa: F401  (SciPy's OpenBLAS loads here, after the worker's start)
     from threadpoolctl import threadpool_info
 
-    from mambaout.study.schedule import one_thread
-
-    def pools():
-        return sorted((i["user_api"], i["num_threads"]) for i in threadpool_info()) + [
-            ("torch", torch.get_num_threads()),
-            ("numba", numba.get_num_threads()),
-        ]
-
-    if job == 1:
-        with one_thread():
-            return pools()
-    return pools()
+    pools = [(i["user_api"], i["num_threads"]) for i in threadpool_info()]
+    return sorted(pools) + [("torch", torch.get_num_threads()), ("numba", numba.get_num_threads())]
 
 
-def test_a_worker_and_one_thread_leave_every_thread_pool_at_one_thread():
-    from mambaout.study.schedule import run_jobs
+def test_a_worker_and_one_thread_leave_every_thread_pool_at_one_thread(monkeypatch):
+    from mambaout.study.schedule import THREAD_ENV, run_jobs
 
+    for name in THREAD_ENV:  # as a plain shell starts the study: every library would take a thread per core
+        monkeypatch.delenv(name, raising=False)
     # NumPy arrays in what every worker receives: NumPy (and its OpenBLAS) load while the worker unpickles them,
     # before its start-up sets the environment; with 2 threads there the line's memory probe ran 3x slower
     shared = [np.ones((64, 64))]
     for pools in run_jobs(thread_pools, shared, [0, 1], workers=2):
         assert any(api == "blas" for api, _ in pools) and all(n == 1 for _, n in pools), pools
-    thread_pools(shared, 0)  # the first call loads what loads lazily (SciPy's OpenBLAS, numba's threading layer)
-    before = thread_pools(shared, 0)
-    assert all(n == 1 for _, n in thread_pools(shared, 1))  # here too (the one-worker path and the set-up)
-    assert thread_pools(shared, 0) == before  # and restored afterwards
+    # in a fresh process (the one-worker path, the set-up): a library loaded inside the block, and one loaded before
+    code = (
+        "import numpy, json\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from mambaout.study.schedule import one_thread\n"
+        "with one_thread():\n"
+        "    import sklearn.linear_model\n"
+        "    inside = [i['num_threads'] for i in threadpool_info()]\n"
+        "after = [i['num_threads'] for i in threadpool_info()]\n"
+        "print(json.dumps([inside, after]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    inside, after = json.loads(out.strip().splitlines()[-1])
+    assert len(inside) >= 3 and all(n == 1 for n in inside), inside
+    if (os.cpu_count() or 1) > 1:
+        assert max(after) > 1, after  # restored: the pools have their own counts again
 
 
 def test_runs_in_worker_processes_give_the_same_numbers_as_in_this_process(tmp_path, capsys):

@@ -107,7 +107,7 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 def blur(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur of (B, H, W) maps, edges reflected."""
-    return _blur_rows(_blur_rows(maps, kernel).transpose(1, 2), kernel).transpose(1, 2)
+    return _blur_rows(_blur_rows(maps, kernel).transpose(1, 2), kernel).transpose(1, 2).contiguous()
 
 
 def _blur_rows(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -246,13 +246,19 @@ class PatchBranch(nn.Module):
         return upsample_and_blur(d, *self.operators(tuple(d.shape[-2:]), size))
 
     def operators(self, grid: tuple[int, int], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`upsample_and_blur`'s two matrices from the patch grid (h, w) to the frame (H, W), made once per size."""
-        key = (*grid, *size, self.kernel.device)
-        if key not in self._operators:
+        """`upsample_and_blur`'s two matrices from the patch grid (h, w) to the frame (H, W), made once per size (and
+        again after `load_state_dict`, which may bring another kernel)."""
+        key = (*grid, *size, self.kernel.device, self.sigma)
+        ops = self._operators.get(key)
+        if ops is None:
             kernel = self.kernel.cpu() if self.sigma > 0 else None
             ops = tuple(resample_operator(n, out, kernel).to(self.kernel.device) for n, out in zip(grid, size))
             self._operators = {key: ops}  # one frame size at a time: a stream's, or a study's
-        return self._operators[key]
+        return ops
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._operators = {}
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 def frame_scores(maps: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,10 @@ from typing import Any
 
 from mambaout.engine.allocator import keep_freed_memory
 
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+# What a BLAS or OpenMP library reads when it starts (`one_thread` sets these for the libraries a block loads; not
+# numba's, which numba refuses to see change once its threads run)
+POOL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+THREAD_ENV = (*POOL_ENV, "NUMBA_NUM_THREADS")  # a spawned process's, set before its libraries start
 
 
 def machine_load() -> tuple[int, float]:
@@ -107,20 +110,27 @@ def busy_warning(threads: int, what: str = "timings") -> str | None:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread, one numba thread and one thread in every BLAS and OpenMP pool
-    loaded (threadpoolctl: NumPy's and SciPy's OpenBLAS, which scikit-learn's probes and metrics use), restoring all
-    of them afterwards."""
+    """Run the block with one torch intra-op thread, one numba thread and one thread in every BLAS and OpenMP pool:
+    those loaded already (threadpoolctl: NumPy's and SciPy's OpenBLAS, which scikit-learn's probes and metrics use)
+    and those the block loads (their variables in `POOL_ENV` set to 1); restores all of them afterwards."""
     import numba
     import torch
     from threadpoolctl import threadpool_limits
 
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    saved = {name: os.environ.get(name) for name in POOL_ENV}
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    os.environ.update(dict.fromkeys(POOL_ENV, "1"))
     try:
         with threadpool_limits(1):
             yield
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)
 
