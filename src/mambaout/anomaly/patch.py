@@ -248,7 +248,7 @@ class PatchBranch(nn.Module):
     def operators(self, grid: tuple[int, int], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`upsample_and_blur`'s two matrices from the patch grid (h, w) to the frame (H, W), made once per size (and
         again after `load_state_dict`, which may bring another kernel)."""
-        key = (*grid, *size, self.kernel.device, self.sigma)
+        key = (*grid, *size, self.kernel.device)
         ops = self._operators.get(key)
         if ops is None:
             kernel = self.kernel.cpu() if self.sigma > 0 else None

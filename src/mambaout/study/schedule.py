@@ -108,31 +108,42 @@ def busy_warning(threads: int, what: str = "timings") -> str | None:
     )
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread, one numba thread and one thread in every BLAS and OpenMP pool:
-    those loaded already (threadpoolctl: NumPy's and SciPy's OpenBLAS, which scikit-learn's probes and metrics use)
-    and those the block loads (their variables in `POOL_ENV` set to 1); restores all of them afterwards."""
+def _pin_to_one_thread() -> Callable[[], None]:
+    """torch's intra-op threads, numba's and every BLAS and OpenMP pool loaded already (threadpoolctl: NumPy's and
+    SciPy's OpenBLAS, which scikit-learn's probes and metrics use) to one thread; returns what restores them."""
     import numba
     import torch
     from threadpoolctl import threadpool_limits
 
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    saved = {name: os.environ.get(name) for name in POOL_ENV}
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    pools = threadpool_limits(1)
+
+    def restore() -> None:
+        pools.restore_original_limits()
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+    return restore
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one thread: torch, numba and the pools loaded already (`_pin_to_one_thread`), and those the
+    block loads (their variables in `POOL_ENV` set to 1); restores all of them afterwards."""
+    saved = {name: os.environ.get(name) for name in POOL_ENV}
     os.environ.update(dict.fromkeys(POOL_ENV, "1"))
+    restore = _pin_to_one_thread()
     try:
-        with threadpool_limits(1):
-            yield
+        yield
     finally:
+        restore()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        torch.set_num_threads(torch_threads)
-        numba.set_num_threads(numba_threads)
 
 
 class SetUpAside:
@@ -220,13 +231,7 @@ def _spawned_start() -> None:
     for name in THREAD_ENV:
         os.environ[name] = "1"
     keep_freed_memory()
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    threadpool_limits(1)
+    _pin_to_one_thread()
 
 
 def _compile_kernels(ssm: bool) -> None:
