@@ -1,4 +1,16 @@
-"""Given the same weights, every variant's logits equal timm's own mambaout_* models to float32 precision."""
+"""Given the same weights, every variant's logits equal timm's own mambaout_* models to float32 precision: measured
+against timm's model run in float64, ours (reference and fused blocks) is as close as timm's own float32 result.
+
+Different float32 computations of the same network differ by their rounding, ~1e-6 of the logits' scale here (timm's
+float32 logits against its float64 ones, every variant, 64 x 64 inputs). Ours differs from the float64 logits by
+0.8-1.5x what timm's float32 does (six inputs, every variant, one and two threads, PyTorch and oneDNN capped at AVX2
+and not, 2-core AMD EPYC), so 2.5x bounds it with margin on any CPU, where a fixed bound near 1e-6 of the scale
+failed on one. A term left out of one block's arithmetic misses it by orders of magnitude (the last block's norm bias:
+4,500-16,000x timm's error; its fc2 bias: 120,000x+), a norm's eps of 1e-4 for 1e-6 by 4-10x; eps 1e-5 stays within
+float32's rounding.
+"""
+
+import copy
 
 import pytest
 import timm
@@ -19,15 +31,16 @@ def test_logits_equal_timm_for_the_same_weights(name, random_weights):
     theirs = random_weights(theirs).eval()
     ours.load_state_dict(theirs.state_dict(), assign=True)  # names identical: no remapping
     ours.eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = theirs(x)
+        exact = copy.deepcopy(theirs).double()(x.double())
+        theirs_error = (theirs(x).double() - exact).abs().max().item()
         reference = ours(x)  # create_model gives the reference blocks
         fused = fuse_for_inference(ours)(x)
         assert is_fused(ours)
-    scale = expected.abs().max().item()
-    assert (reference - expected).abs().max().item() <= 1e-6 * scale
-    assert (fused - expected).abs().max().item() <= 1e-5 * scale
+    assert 0 < theirs_error <= 3e-6 * exact.abs().max().item()  # float32's rounding, not a different network
+    assert (reference.double() - exact).abs().max().item() <= 2.5 * theirs_error
+    assert (fused.double() - exact).abs().max().item() <= 2.5 * theirs_error
 
 
 def test_we_do_not_shadow_timm_registry():
