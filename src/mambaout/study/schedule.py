@@ -228,8 +228,7 @@ def _spawned_start() -> None:
     worker's tasks), so torch, numba and the thread pools already loaded are pinned too: torch had 2 threads there and
     a line sweep ran 14x slower, spinning against both workers; NumPy's OpenBLAS had 2 and the line's memory probe
     (scikit-learn's logistic regression) took 0.6-1.5 s a run instead of 0.2-0.5 with two workers side by side."""
-    for name in THREAD_ENV:
-        os.environ[name] = "1"
+    os.environ.update(dict.fromkeys(THREAD_ENV, "1"))
     keep_freed_memory()
     _pin_to_one_thread()
 
