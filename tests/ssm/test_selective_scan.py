@@ -113,6 +113,21 @@ def test_backend_matches_float64_reference_in_output_and_every_gradient(backend,
         assert rel_err(grads[name], grads_ref[name]) <= 1e-5, name
 
 
+# (batch, D, L, N, groups): two groups of one 150-channel tile each; three tiles of 174, 174 and 172 channels
+@pytest.mark.parametrize("shape", [(4, 300, 70, 16, 2), (2, 520, 40, 16, 1)], ids=["150x1x2", "174x3"])
+def test_fused_kernel_on_tiles_wider_than_64_channels_matches_float64_reference(shape):
+    from mambaout.ssm.fused import tile_width
+
+    *size, groups = shape
+    assert tile_width(size[0], size[1], groups) > 64
+    flags = dict(CONFIGS["everything"], groups=groups, initial_state=True)
+    inputs = make_inputs(*size, **flags)
+    out_ref, last_ref, grads_ref = run(selective_scan_ref, inputs, torch.float64, True)
+    out, last_state, grads = run(selective_scan, inputs, torch.float32, True, backend="numba")
+    assert rel_err(out, out_ref) <= 1e-5 and rel_err(last_state, last_ref) <= 1e-5
+    assert {name: rel_err(grads[name], grads_ref[name]) <= 1e-5 for name in grads} == dict.fromkeys(grads, True)
+
+
 def split_along_time(inputs: dict, at: int) -> tuple[dict, dict]:
     """The inputs of steps [0, at) and [at, L): every (…, L) tensor cut along L, the others shared."""
     first, second = {}, {}
