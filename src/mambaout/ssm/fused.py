@@ -75,16 +75,12 @@ FASTMATH = {"reassoc", "contract"}
 # LLVM from vectorising the loops that divide (the gate's sigmoid: in the serial build the forward's gate loop ran
 # scalar, 35 % of its time at selective copying's size). Nothing here divides by zero; the bits are the same.
 ERROR_MODEL = "numpy"
-# Steps between saved states: the backward's scratch is BLOCK x N x W floats (L2-sized), the checkpoints cost
-# N / BLOCK floats per input element.
+# Steps between saved states: the backward's two scratch arrays are BLOCK x N x W floats (1 MB each at W = 256,
+# N = 16), the checkpoints cost N / BLOCK floats per input element.
 BLOCK = 64
-# The widest tile. Every row of the state loop and every step pays a fixed cost (loop entry and overlap checks, the
-# step's slices and scalars, the strided rows of u, delta, z and out), which wider tiles spread over more channels:
-# measured on a 2-core AMD EPYC (Zen 4), one thread, caps interleaved in one process, forward / backward G updates/s at
-# batch 8, D 192, L 4096 went from 1.02 / 0.51 at 64 channels to 1.70 / 0.79 at 192 under the AVX2 settings (1.38 / 0.61
-# to 2.59 / 0.94 with AVX-512), at batch 16, D 256, L 196 from 1.26 / 0.67 to 1.65 / 0.83 at 256; beyond 256 (batch 2, D
-# 768) they gained at most 10 % more while the backward's two BLOCK x N x W scratch arrays grew past 1 MB each. The
-# forward's bits do not depend on the width (channels are independent); dB's and dC's sums over tiles do.
+# The widest tile: every row of the state loop and every step pay a fixed cost, which wider tiles spread over more
+# channels (against 64, from 192 channels up: the forward 1.1-1.9x and the backward 1.2-1.6x as fast, docs/ssm.md "How
+# the fused kernel works"); beyond 256 they gained at most 10 % more while the backward's scratch grew past 1 MB.
 _MAX_TILE = 256
 # Tiles are narrowed until there are this many tasks (or tiles reach 8 channels), so that small batches still keep
 # several threads busy. A constant, not the thread count: the tiling decides the order of the dB/dC sums over
