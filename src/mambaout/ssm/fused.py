@@ -480,10 +480,15 @@ def scan_bwd_kernel(
                     dC_part[k, b, grp, t, n] = acc_C
                 du_t = du[b, t, d0:d1]
                 ddelta_t = ddelta[b, t, d0:d1]
+                # one loop per array written: the backward 1.06-1.10x as fast as with one loop writing all four
+                # (from 64 channels a tile; the same bits), docs/ssm.md "How the fused kernel works"
                 for w in range(w_n):
                     du_t[w] = g_j[w] * D_tile[w] + dt[w] * sum_B[w]
+                for w in range(w_n):
                     ddelta_t[w] = (sum_A[w] + x[w] * sum_B[w]) * dsp[w]
+                for w in range(w_n):
                     dD_sum[w] += g_j[w] * x[w]
+                for w in range(w_n):
                     dbias_sum[w] += ddelta_t[w]
             for n in range(n_state):  # float32 within a block, float64 across blocks
                 for w in range(w_n):
