@@ -4,6 +4,7 @@ import functools
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numba
@@ -314,6 +315,35 @@ def test_one_thread_runs_the_serial_build_below_2_to_24_updates_and_two_threads_
     finally:
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_fused_forward_gives_the_same_bits_whatever_interleave_llvm_vectorises_it_with(count, monkeypatch):
+    # On 8-lane x86 targets the forward kernels are built with LLVM's interleave forced (fused._FORWARD_INTERLEAVE),
+    # elsewhere with its cost model's choice: channels are independent, so no result may depend on it.
+    from mambaout.ssm import fused
+
+    def forward() -> list[torch.Tensor]:
+        results = []
+        for batch, dim, seqlen, n_state in [(4, 16, 70, 16), (2, 64, 36, 16), (2, 40, 100, 8)]:
+            inputs = make_inputs(batch, dim, seqlen, n_state, z=True, D=True, delta_bias=True, delta_softplus=True)
+            leaves = {k: v.float() for k, v in inputs.items() if v is not None}
+            with torch.no_grad():
+                results += selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend="numba")
+        return results
+
+    built = forward()
+    f = fused.scan_fwd_kernel.py_func
+    twin = numba.njit(fastmath=FASTMATH, error_model=fused.ERROR_MODEL)(
+        types.FunctionType(f.__code__, f.__globals__, f"forward_interleaved_{count}")
+    )
+    with fused.llvm_interleave(count):
+        twin.compile(fused.scan_fwd_serial.signatures[0])
+    monkeypatch.setattr(fused, "scan_fwd_serial", twin)
+    monkeypatch.setattr(fused, "scan_fwd_kernel", twin)
+    again = forward()
+    assert len(twin.signatures) == 1  # the scans ran the twin as built, nothing compiled again
+    assert len(built) == 6 and all(torch.equal(a, b) for a, b in zip(built, again))
 
 
 @pytest.mark.parametrize("length", [3, 4096], ids=["serial-build", "parallel-build"])

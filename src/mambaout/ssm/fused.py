@@ -25,12 +25,15 @@ machine (``cache=True``).
 """
 
 import os
+import platform
 import types as pytypes
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numba
 import numpy as np
 import torch
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.codegen import get_host_cpu_features
@@ -94,6 +97,13 @@ _MIN_TASKS = 4
 # padding to 32 took 1.1-1.4x the time, so there the minimum is 8 (the narrowest tile tile_width makes unless a group
 # has fewer channels).
 _VEC_MIN = 8 if _features is not None and "+avx512f" in _features.split(",") else 32
+# LLVM's loop vectoriser also interleaves: each iteration of a vectorised loop runs IC vectors of VF lanes, and what is
+# left of the loop runs scalar. On 8-lane (x86 AVX2) targets the forward kernels run faster compiled with two vectors an
+# iteration than with the cost model's own choice (docs/ssm.md "How the fused kernel works"); with AVX-512 forcing it
+# gained nothing. The forward has no sums across channels, so its results are the same bits
+# either way; the backward's sums over channels are not, and it keeps the cost model's choice. The option is global to
+# LLVM in the process: it is set only while the forward kernels compile (or load from numba's cache), then reset.
+_FORWARD_INTERLEAVE = 2 if _VEC_MIN == 32 and platform.machine().lower() in ("x86_64", "amd64") else 0
 # Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
 # pool costs ~0.13 ms a call. On one thread, scans below _SERIAL_ONE_THREAD run it too: measured on a 2-core Xeon, one
 # thread, the serial forward took 0.85-0.93x the parallel build's time at selective copying's size (batch 64, D 64,
@@ -500,6 +510,28 @@ def scan_bwd_kernel(
             dbias[b, d0 + w] = dbias_sum[w]
 
 
+@contextmanager
+def llvm_interleave(count: int) -> Iterator[None]:
+    """Numba compiles with LLVM's loop interleave count forced to ``count`` inside the block (0: nothing changes),
+    and with the cost model's choice again after it."""
+    if not count:
+        yield
+        return
+    llvm.set_option("", f"-force-vector-interleave={count}")
+    try:
+        yield
+    finally:
+        llvm.set_option("", "-force-vector-interleave=0")  # LLVM's default: the cost model decides
+
+
+def _run_forward(kernel, *args) -> None:
+    """kernel(*args), the kernel compiled first (or loaded from numba's cache) under _FORWARD_INTERLEAVE."""
+    if _FORWARD_INTERLEAVE and not getattr(kernel, "signatures", True):  # a dispatcher with nothing compiled yet
+        with llvm_interleave(_FORWARD_INTERLEAVE):
+            kernel.compile(tuple(numba.typeof(a) for a in args))
+    kernel(*args)
+
+
 def serial_twin(kernel, name: str):
     """`kernel` compiled without threads (prange runs as range): the same tasks in index order, the same results."""
     f = getattr(kernel, "py_func", None)
@@ -593,7 +625,8 @@ def selective_scan_fwd(
     last_state = u.new_empty(batch, dim, n_state)
     checkpoints = u.new_empty(batch, -(-seqlen // BLOCK), n_state, dim)
     kernel = choose_build(scan_fwd_kernel, scan_fwd_serial, batch * seqlen * dim * n_state)
-    kernel(
+    _run_forward(
+        kernel,
         _numpy(u),
         _numpy(delta),
         _numpy(delta_bias, (dim,)),
@@ -749,5 +782,9 @@ def compile_kernels(parallel: bool = True) -> None:
     _, last_state, checkpoints = selective_scan_fwd(u, delta, A_T, B, C, D, z, None, bias, True)
     selective_scan_bwd(u, delta, A_T, B, C, D, z, checkpoints, dout, torch.zeros_like(last_state), bias, True)
     if parallel and hasattr(scan_fwd_kernel, "compile"):  # not under NUMBA_DISABLE_JIT
-        for threaded, serial in ((scan_fwd_kernel, scan_fwd_serial), (scan_bwd_kernel, scan_bwd_serial)):
-            threaded.compile(serial.signatures[0])
+        for threaded, serial, interleave in (
+            (scan_fwd_kernel, scan_fwd_serial, _FORWARD_INTERLEAVE),
+            (scan_bwd_kernel, scan_bwd_serial, 0),
+        ):
+            with llvm_interleave(interleave):
+                threaded.compile(serial.signatures[0])
