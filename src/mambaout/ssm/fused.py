@@ -100,9 +100,9 @@ _VEC_MIN = 8 if _features is not None and "+avx512f" in _features.split(",") els
 # LLVM's loop vectoriser also interleaves: each iteration of a vectorised loop runs IC vectors of VF lanes, and what is
 # left of the loop runs scalar. On 8-lane (x86 AVX2) targets the forward kernels run faster compiled with two vectors an
 # iteration than with the cost model's own choice (docs/ssm.md "How the fused kernel works"); with AVX-512 forcing it
-# gained nothing. The forward has no sums across channels, so its results are the same bits
-# either way; the backward's sums over channels are not, and it keeps the cost model's choice. The option is global to
-# LLVM in the process: it is set only while the forward kernels compile (or load from numba's cache), then reset.
+# gained nothing. The forward has no sums across channels, so its results are the same bits either way; the backward's
+# sums over channels are not, and it keeps the cost model's choice. The option is global to LLVM in the process: it is
+# set only while the forward kernels compile (or load from numba's cache), then reset.
 _FORWARD_INTERLEAVE = 2 if _VEC_MIN == 32 and platform.machine().lower() in ("x86_64", "amd64") else 0
 # Below this many state updates (batch x L x D x N) a scan runs the serial build, at any thread count: starting the
 # pool costs ~0.13 ms a call. On one thread, scans below _SERIAL_ONE_THREAD run it too: measured on a 2-core Xeon, one
