@@ -4,7 +4,6 @@ import functools
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numba
@@ -333,10 +332,7 @@ def test_fused_forward_gives_the_same_bits_whatever_interleave_llvm_vectorises_i
         return results
 
     built = forward()
-    f = fused.scan_fwd_kernel.py_func
-    twin = numba.njit(fastmath=FASTMATH, error_model=fused.ERROR_MODEL)(
-        types.FunctionType(f.__code__, f.__globals__, f"forward_interleaved_{count}")
-    )
+    twin = fused.serial_twin(fused.scan_fwd_kernel, f"forward_interleaved_{count}")
     with fused.llvm_interleave(count):
         twin.compile(fused.scan_fwd_serial.signatures[0])
     monkeypatch.setattr(fused, "scan_fwd_serial", twin)
