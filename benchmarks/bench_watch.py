@@ -5,9 +5,12 @@ Builds (once, in `--work`) a short 224 x 224 line and a detector on it whose per
 weights), exports its step graph for ONNX Runtime and OpenVINO, then streams the same test video through `watch`
 on each engine, interleaved round by round in this process, and prints each engine's median frames/s against the
 25 frames/s of a camera. Everything a frame costs is in: decoding the video, the encoder, the patch branch, the
-motion score and the temporal step.
+motion score and the temporal step. The PyTorch engine also runs at each of `--batches` (`watch --batch`: frames
+scored at a time), and the process keeps its freed memory mapped as the `mambaout` command does
+(`keep_freed_memory`).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_watch.py --rounds 3
+    OMP_NUM_THREADS=2 python benchmarks/bench_watch.py --engines torch --batches 1,2,4,8
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from mambaout.engine.allocator import keep_freed_memory
 from mambaout.measure.machine import machine_description
 from mambaout.monitor.watch import watch
 
@@ -71,31 +75,41 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=600, help="frames streamed per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (the engines use their own defaults)")
+    p.add_argument("--batches", default="1,4", help="the PyTorch engine's `watch --batch` sizes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     engines = args.engines.split(",")
     video, run, exports = build(Path(args.work), args.size, args.backbone, args.mixer, engines)
-
-    def stream(engine: str, frames: int) -> dict:
-        model = str(exports[engine]) if engine in exports else None
-        return watch(str(video), str(run), quiet=True, max_frames=frames, engine=engine, model=model)
-
+    # name -> (engine, batch)
+    batches = [int(b) for b in args.batches.split(",")]
+    setups = {}
     for engine in engines:
-        stream(engine, 30)  # warm-up: imports, graph compilation, first-call costs
-    fps: dict[str, list[float]] = {e: [] for e in engines}
+        for b in batches if engine == "torch" else [1]:
+            setups[engine if b == 1 else f"{engine} b{b}"] = (engine, b)
+    names = list(setups)
+
+    def stream(name: str, frames: int) -> dict:
+        engine, batch = setups[name]
+        model = str(exports[engine]) if engine in exports else None
+        return watch(str(video), str(run), quiet=True, max_frames=frames, engine=engine, model=model, batch=batch)
+
+    for name in names:
+        stream(name, 30)  # warm-up: imports, graph compilation, first-call costs
+    fps: dict[str, list[float]] = {n: [] for n in names}
     for i in range(args.rounds):
-        for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
-            fps[engine].append(stream(engine, args.frames)["fps"])
-        print(f"round {i}: " + ", ".join(f"{e} {fps[e][-1]:.1f}" for e in engines), flush=True)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fps[name].append(stream(name, args.frames)["fps"])
+        print(f"round {i}: " + ", ".join(f"{n} {fps[n][-1]:.1f}" for n in names), flush=True)
     load = os.getloadavg()
     print(
         f"watch, {args.backbone} at {args.size}x{args.size}, {args.mixer} temporal model, {machine_description()} "
         f"(ONNX Runtime and OpenVINO on their own defaults), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
         f"{time.strftime('%Y-%m-%d')}, median of {args.rounds} rounds of {args.frames} frames:"
     )
-    for engine in engines:
-        median = statistics.median(fps[engine])
-        print(f"  {engine:<12} {median:6.1f} frames/s  ({median / CAMERA_FPS:.2f}x a {CAMERA_FPS:g} fps camera)")
+    for name in names:
+        median = statistics.median(fps[name])
+        print(f"  {name:<12} {median:6.1f} frames/s  ({median / CAMERA_FPS:.2f}x a {CAMERA_FPS:g} fps camera)")
     print(f"({platform.machine()}; wall clock, so other jobs on the machine lower these figures)")
 
 

@@ -1,4 +1,5 @@
-"""Streaming a trained detector one frame at a time: `Streamer.step(frame) -> FrameResult`.
+"""Streaming a trained detector one frame at a time: `Streamer.step(frame) -> FrameResult`, or a few frames at a time:
+`Streamer.step_many(frames) -> [FrameResult]`, the encoder and the patch branch on them as one batch.
 
 `Streamer.step(frame)` gives a frame's `FrameResult`: the alarm score of both branches, which branch alarms, and the
 patch branch's anomaly map (`patch.py`; it needs no state). `TemporalStreamer.step(frame)` is the temporal branch:
@@ -25,24 +26,27 @@ from mambaout.anomaly.temporal import FrameKNN, state_bytes
 
 
 class MotionStep:
-    """The motion column of one stream (`motion.py`): `step(pixels)` -> the frame's standardised motion surprise (0
-    for the first frame, or without a motion model); the previous frame's spectrum is the state it carries."""
+    """The motion column of one stream (`motion.py`): `step(pixels)` -> the next frames' standardised motion surprises
+    (0 for the stream's first frame, or without a motion model); the previous frame's spectrum is the state it
+    carries."""
 
     def __init__(self, detector: Detector):
         self.model = detector.encoder.motion if detector.has_motion else None
         self.mu, self.sd = (float(detector.mu[-1]), float(detector.sd[-1])) if self.model is not None else (0.0, 1.0)
         self.previous: torch.Tensor | None = None
 
-    def raw(self, pixels: torch.Tensor) -> float:
-        """The raw motion score of one frame (1, H, W, 3) uint8 (NaN for the first, or without a motion model)."""
+    def raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The raw motion scores (B,) of the stream's next frames (B, H, W, 3) uint8 (NaN for the stream's first
+        frame, and for every frame without a motion model)."""
         if self.model is None:
-            return math.nan
+            return torch.full((len(pixels),), math.nan)
         scores, self.previous = self.model.step(pixels, self.previous)
-        return float(scores[0])
+        return scores
 
-    def step(self, pixels: torch.Tensor) -> float:
-        raw = self.raw(pixels)
-        return 0.0 if math.isnan(raw) else (raw - self.mu) / self.sd
+    def step(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The standardised motion surprises (B,) float64 of the stream's next frames (0 where the raw score is NaN)."""
+        raw = self.raw(pixels).double()
+        return torch.where(raw.isnan(), 0.0, (raw - self.mu) / self.sd)
 
     def memory_bytes(self) -> int:
         return state_bytes(self.previous) if self.previous is not None else 0
@@ -69,27 +73,34 @@ class TemporalStreamer:
             t = detector.temporal
             self.past = torch.zeros(max(t.horizons), len(t.horizons), t.num_codes)  # ring of past log p
 
-    @torch.no_grad()
     def step(self, frame: np.ndarray) -> float:
         """Score one uint8 (H, W, 3) frame, the next of the stream."""
+        return self.step_many(frame[None])[0]
+
+    @torch.no_grad()
+    def step_many(self, frames: np.ndarray) -> list[float]:
+        """Score the stream's next uint8 frames (B, H, W, 3), in order: the encoder sees them as one batch (what
+        makes a batch of frames cheaper per frame on a CPU), the temporal model steps through them one by one."""
         d = self.detector
-        pixels = torch.from_numpy(np.ascontiguousarray(frame))[None]
-        embedding = d.encoder(pixels).float()  # (1, D)
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        embeddings = d.encoder(pixels).float()  # (B, D)
         if self.frame_only:
-            surprises = torch.log(d.temporal(embedding) + EPS)[:, None]
-        else:
-            code = int(d.encoder.codes(pixels)[0])
-            surprises = torch.full((1, len(d.mu)), math.nan)
-            ring = len(self.past)
+            self.t += len(frames)
+            return d.combine(torch.log(d.temporal(embeddings) + EPS)[:, None]).tolist()
+        codes = d.encoder.codes(pixels).tolist()
+        motion = self.motion.raw(pixels) if d.has_motion else None
+        surprises = torch.full((len(frames), len(d.mu)), math.nan)
+        ring = len(self.past)
+        for j, code in enumerate(codes):
             for i, h in enumerate(d.horizons):
                 if self.t >= h:
-                    surprises[0, i] = -self.past[(self.t - h) % ring, i, code]
-            if d.has_motion:
-                surprises[0, -1] = self.motion.raw(pixels)
-            predictions, self.state = d.temporal.step(embedding, self.state)
+                    surprises[j, i] = -self.past[(self.t - h) % ring, i, code]
+            predictions, self.state = d.temporal.step(embeddings[j : j + 1], self.state)
             self.past[self.t % ring] = predictions[0]
-        self.t += 1
-        return float(d.combine(surprises)[0])
+            self.t += 1
+        if motion is not None:
+            surprises[:, -1] = motion
+        return d.combine(surprises).tolist()
 
     def memory_bytes(self) -> int:
         """Bytes of the state carried from frame to frame (temporal state and the ring of past predictions)."""
@@ -130,20 +141,28 @@ class Streamer:
         self.temporal = temporal if temporal is not None else TemporalStreamer(detector)
         self.threshold = float(detector.alarm_threshold)
 
-    @torch.no_grad()
     def step(self, frame: np.ndarray) -> FrameResult:
         """Score one uint8 (H, W, 3) frame, the next of the stream."""
+        return self.step_many(frame[None])[0]
+
+    @torch.no_grad()
+    def step_many(self, frames: np.ndarray) -> list[FrameResult]:
+        """Score the stream's next uint8 frames (B, H, W, 3), in order, the encoder and the patch branch on all of them
+        at once: the same results as `step` on each in turn, to float32 rounding."""
         d = self.detector
-        raw_temporal = self.temporal.step(frame)
-        amap, raw_patch = None, None
+        raw_temporal = np.asarray(self.temporal.step_many(frames))
+        maps, raw_patch = [None] * len(frames), None
         if d.patch is not None:
-            m = d.patch.maps(torch.from_numpy(np.ascontiguousarray(frame))[None])
-            amap, raw_patch = m[0].numpy(), float(m.amax())
-        z_t, z_p = d.standardised(np.array([raw_temporal]), None if raw_patch is None else np.array([raw_patch]))
-        score = float(z_t[0] if z_p is None else max(z_t[0], z_p[0]))
-        z_patch = None if z_p is None else float(z_p[0])
-        branch = d.branch(float(z_t[0]), z_patch)
-        return FrameResult(score, score > self.threshold, branch, float(z_t[0]), z_patch, amap)
+            m = d.patch.maps(torch.from_numpy(np.ascontiguousarray(frames)))
+            maps, raw_patch = list(m.numpy()), m.amax((1, 2)).numpy()
+        z_t, z_p = d.standardised(raw_temporal, raw_patch)
+        results = []
+        for j, amap in enumerate(maps):
+            score = float(z_t[j] if z_p is None else max(z_t[j], z_p[j]))
+            z_patch = None if z_p is None else float(z_p[j])
+            branch = d.branch(float(z_t[j]), z_patch)
+            results.append(FrameResult(score, score > self.threshold, branch, float(z_t[j]), z_patch, amap))
+        return results
 
     def memory_bytes(self) -> int:
         return self.temporal.memory_bytes()

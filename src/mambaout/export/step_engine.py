@@ -98,8 +98,12 @@ class GraphStreamer:
     def step(self, frame: np.ndarray) -> float:
         score, _, self.state = self.engine(frame, self.state)
         if self.motion is not None:
-            score += self.motion.step(torch.from_numpy(np.ascontiguousarray(frame))[None])
+            score += float(self.motion.step(torch.from_numpy(np.ascontiguousarray(frame))[None])[0])
         return score
+
+    def step_many(self, frames: np.ndarray) -> list[float]:
+        """`step` on each of the frames (B, H, W, 3) in turn: the graph takes one frame at a time."""
+        return [self.step(frame) for frame in frames]
 
     def memory_bytes(self) -> int:
         return sum(x.nbytes for x in self.state) + (self.motion.memory_bytes() if self.motion else 0)
