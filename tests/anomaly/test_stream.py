@@ -68,8 +68,8 @@ def test_frames_scored_in_batches_give_the_frame_by_frame_rows_and_resume_betwee
     video = str(data / "test" / "test_00.avi")
     one_by_one, batched, state = tmp_path / "one.csv", tmp_path / "batched.csv", tmp_path / "s.state"
     watch(video, str(run[mixer]), csv=str(one_by_one), quiet=True)
-    # batches of 7 frames, stopped after 100 frames (the state written between batches, at frames 28, 56, 77 and
-    # 100), then resumed to the end of the video
+    # up to 7 frames at a time (a file: 7 every time), stopped after 100 frames (the state written between batches,
+    # the last at frame 100), then resumed to the end of the video
     first = watch(
         video,
         str(run[mixer]),
@@ -94,6 +94,45 @@ def test_frames_scored_in_batches_give_the_frame_by_frame_rows_and_resume_betwee
     # tolerance of the offline comparison above
     np.testing.assert_allclose(scores, expected, rtol=1e-3 if mixer == "frame" else 1e-4, atol=1e-3)
     assert len(list((tmp_path / "maps").iterdir())) == 300
+
+
+def test_batches_are_single_frames_while_the_scoring_keeps_up_and_full_when_it_falls_behind(runs):
+    data, run = runs
+    video = str(data / "test" / "test_00.avi")
+    # a camera's pace far below what the tiny model scores (hundreds of 32 x 32 frames a second): each frame is
+    # scored as it comes, without waiting for a batch to fill
+    paced = watch(video, str(run["ssm"]), quiet=True, batch=8, rate=25, max_frames=40)
+    assert paced["frames"] == 40 and paced["frames"] / paced["batches"] <= 1.5
+    # a file read as fast as it decodes: the reader is always ahead, every batch but the last is full
+    flat_out = watch(video, str(run["ssm"]), quiet=True, batch=8)
+    assert flat_out["frames"] == 300 and flat_out["batches"] <= 300 // 8 + 3
+
+
+def test_a_stop_inside_a_batched_stream_saves_the_state_and_leaves_no_reader_thread(runs, tmp_path):
+    import threading
+
+    data, run = runs
+    video, state = str(data / "test" / "test_00.avi"), tmp_path / "s.state"
+    stop = threading.Event()
+
+    class StopAt50:
+        def start(self, info, saved):
+            pass
+
+        def frame(self, record):
+            if record.frame == 50:
+                stop.set()
+
+        def state_dict(self):
+            return {}
+
+        def end(self, summary, stopped):
+            pass
+
+    summary = watch(video, str(run["ssm"]), quiet=True, batch=4, state=str(state), hook=StopAt50(), stop=stop)
+    assert summary["stopped"] and 51 <= summary["frames"] <= 54  # frame 50's batch is finished, no other begun
+    assert torch.load(state, weights_only=True)["next_frame"] == summary["frames"]
+    assert not [t for t in threading.enumerate() if t.name == "watch-reader"]
 
 
 def test_batches_need_the_torch_engine(runs, capsys):

@@ -263,10 +263,11 @@ def test_each_fault_is_one_line_and_the_stream_keeps_scoring(line_run, tmp_path,
     assert not list((tmp_path / "evidence").iterdir())  # no half-written clip left behind
 
 
-def test_a_camera_that_drops_and_comes_back_is_scored_on(line_run, tmp_path):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_camera_that_drops_and_comes_back_is_scored_on(line_run, tmp_path, batch):
     video, run, _, _ = line_run
     out = io.StringIO()
-    summary = watch(f"file:{video}", str(run), csv=str(tmp_path / "s.csv"), max_frames=400, out=out)
+    summary = watch(f"file:{video}", str(run), csv=str(tmp_path / "s.csv"), max_frames=400, out=out, batch=batch)
     frames = [int(x.split(",")[0]) for x in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     assert summary["frames"] == 400 and frames == list(range(400))
     assert out.getvalue().count("stopped sending frames") == 1 and "is back; scoring from frame 300" in out.getvalue()

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch",
         type=int,
         default=1,
-        help="frames scored at a time (default 1): with the torch engine, more frames/s on a CPU, each frame's latency "
-        "then including the wait for the rest of its batch",
+        help="up to this many frames scored at a time (default 1; torch engine): a reader thread decodes ahead and "
+        "the frames already waiting are scored as one batch: more frames/s on a CPU when the scoring falls behind",
     )
     m = w.add_argument_group("live monitor (the serve extra: pip install 'mambaout[serve]'; see docs/monitor.md)")
     m.add_argument("--name", default=None, help="camera name in the page, messages and clips (default: the source's)")

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
+import queue
 import signal
 import sys
 import threading
@@ -168,10 +170,12 @@ RECONNECT_SECONDS = 2.0
 
 class Frames:
     """(index, frame) of a source; a live one that stops sending is opened again every RECONNECT_SECONDS until it
-    comes back (or `stop` is set), its frames numbered on after the last one seen. `video` is the source in use."""
+    comes back (or `stop` or `halt` is set), its frames numbered on after the last one seen. `video` is the source in
+    use. `halt` ends the iteration as `stop` does: `Prefetch` sets it when the scoring is done with the stream."""
 
     def __init__(self, video, reopen, stop: threading.Event, out, quiet: bool, offset: int = 0):
         self.video, self.reopen, self.stop, self.out, self.quiet, self.offset = video, reopen, stop, out, quiet, offset
+        self.halt = threading.Event()
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         while True:
@@ -179,14 +183,14 @@ class Frames:
             for index, frame in self.video.indexed():
                 last = index
                 yield self.offset + index, frame
-                if self.stop.is_set():
+                if self._stopping():
                     return
-            if not self.video.live or self.video.name == "-" or self.stop.is_set():
+            if not self.video.live or self.video.name == "-" or self._stopping():
                 return  # a file, a folder or stdin has ended
             self.offset += last + 1
             self.video.close()
             self._say(f"{self.video.name} stopped sending frames; opening it again every {RECONNECT_SECONDS:.0f} s")
-            while not self.stop.wait(RECONNECT_SECONDS):
+            while not self._wait(RECONNECT_SECONDS):
                 try:
                     self.video = self.reopen()
                     break
@@ -196,9 +200,84 @@ class Frames:
                 return
             self._say(f"{self.video.name} is back; scoring from frame {self.offset}")
 
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.halt.is_set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True as soon as the stream is to stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.stop.wait(min(left, 0.1))
+        return True
+
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, file=self.out, flush=True)
+
+
+Read = tuple[int, np.ndarray, float]  # (index, frame, when it was read: time.perf_counter())
+
+
+class Prefetch:
+    """`take(k)`: up to k frames a reader thread has already read from `reads` (blocking only for the first), [] once
+    the stream has ended. The thread decodes ahead (at most `ahead` frames) while the caller scores, so a stream that
+    keeps up is scored a frame at a time, and one that falls behind k frames at a time. An error in the reader is
+    raised by the `take` after the frames read before it. `close()` stops the reader (through `frames.halt`) and waits
+    for it, so the caller may close the source after it.
+    """
+
+    _END = object()
+
+    def __init__(self, reads: Iterator[Read], frames: Frames, ahead: int):
+        self.queue: queue.Queue = queue.Queue(ahead)
+        self.frames, self.ended, self.error = frames, False, None
+        self.thread = threading.Thread(target=self._read, args=(reads,), name="watch-reader", daemon=True)
+        self.thread.start()
+
+    def _read(self, reads: Iterator[Read]) -> None:
+        try:
+            for item in reads:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the scoring thread, which raises it
+            self._put(e)
+
+    def _put(self, item: object) -> bool:
+        while not self.frames.halt.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, k: int) -> list[Read]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        items: list[Read] = []
+        while not self.ended and len(items) < k:
+            try:
+                item = self.queue.get(block=not items)
+            except queue.Empty:
+                break
+            if isinstance(item, BaseException) or item is self._END:
+                self.ended = True
+                if isinstance(item, BaseException):
+                    if not items:
+                        raise item
+                    self.error = item
+                break
+            items.append(item)
+        return items
+
+    def close(self) -> None:
+        self.frames.halt.set()
+        self.thread.join()
 
 
 class MapWriter:
@@ -290,9 +369,11 @@ def watch(
     """Stream `source` through the detector of `run`; returns a summary (frames, alarms, fps, latency, memory).
 
     `hook` sees every scored frame (see `FrameHook`); setting `stop` ends the stream after the frames in hand, with
-    the state saved. `batch`: frames scored at a time (the PyTorch engine's encoder and patch branch run them as one
-    batch: more frames/s on a CPU; a frame's latency, from when it was read to its result, then includes waiting for
-    the rest of its batch). The state is saved between batches.
+    the state saved. `batch`: up to this many frames scored at a time. Above 1 a reader thread decodes ahead and the
+    PyTorch engine's encoder and patch branch take the frames already waiting as one batch (more frames/s on a CPU):
+    one at a time while the scoring keeps up with the source, up to `batch` when it falls behind (a file read as fast
+    as it decodes: `batch` every time). A frame's latency runs from when it was read to its result, the wait for its
+    batch included; the state is saved between batches. The summary's `batches` counts the scoring calls.
 
     Example:
         >>> watch("line_data/test/test_00.avi", "runs/line_ssm", csv="s.csv", state="stream.state")  # doctest: +SKIP
@@ -393,18 +474,31 @@ def watch(
         return open_video(source, size=config["image_size"], raw_size=raw_size)
 
     stopped = ended = False
-    frames = None
+    frames = prefetch = None
     index = done["next_frame"] - 1
+    batches = 0
     try:
         # a resumed camera numbers its frames on from the state
         frames = Frames(video, reopen, stop, out, quiet, offset=done["next_frame"] if video.live else 0)
-        pending: list[tuple[int, np.ndarray, float]] = []  # (index, frame, when it was read) of the batch in hand
 
-        def score(pending: list[tuple[int, np.ndarray, float]]) -> None:
-            nonlocal session_frames, last_print
+        def reads() -> Iterator[Read]:
+            count = 0
+            for index, frame in frames:
+                if index < skip_below:
+                    continue
+                if rate > 0:  # replay at a camera's pace
+                    wait = start + count / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                count += 1
+                yield index, frame, time.perf_counter()
+
+        def score(pending: list[Read]) -> None:
+            nonlocal session_frames, last_print, batches
             saved_before = done["frames"] // state_every
             results = streamer.step_many(np.stack([frame for _, frame, _ in pending]))
             finished = time.perf_counter()
+            batches += 1
             for (index, frame, t0), result in zip(pending, results):
                 latencies.append(finished - t0)
                 done["frames"] += 1
@@ -421,32 +515,28 @@ def watch(
                 last_print = time.perf_counter()
                 print(line(), file=out, end="\r" if interactive else "\n", flush=True)
 
-        for index, frame in frames:
-            if index < skip_below:
-                continue
-            if rate > 0:  # replay at a camera's pace
-                wait = start + (session_frames + len(pending)) / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-            pending.append((index, frame, time.perf_counter()))
-            last = stop.is_set() or (max_frames and session_frames + len(pending) >= max_frames)
-            if len(pending) < batch and not last:
-                continue
+        # one frame at a time in this thread; K at a time from a reader thread that decodes ahead
+        read = reads()
+        prefetch = Prefetch(read, frames, ahead=batch) if batch > 1 else None
+        while True:
+            k = batch if not max_frames else min(batch, max_frames - session_frames)
+            pending = prefetch.take(k) if prefetch is not None else list(itertools.islice(read, 1))
+            if not pending:
+                stopped = stop.is_set()  # the source ended, or a stop came while it was being reopened
+                ended = True
+                break
+            index = pending[-1][0]
             score(pending)
-            pending = []
             if stop.is_set():
                 stopped = True
                 break
             if max_frames and session_frames >= max_frames:
                 break
-        else:
-            if pending:  # the source ended, or a stop came, inside a batch
-                score(pending)
-            stopped = stop.is_set()  # the source ended, or a stop came while it was being reopened
-            ended = True
         if state_path is not None and done["frames"] and (ended or stopped):
             save_state(index + 1 if session_frames else done["next_frame"])
     finally:
+        if prefetch is not None:
+            prefetch.close()
         video = frames.video if frames is not None else video
         video.close()
         rows.flush()
@@ -465,6 +555,7 @@ def watch(
         state_bytes=streamer.memory_bytes(),
         state_grows=grows(detector),
         stopped=stopped,
+        batches=batches,
     )
     if hook is not None:
         hook.end(summary, stopped)
