@@ -225,15 +225,15 @@ class Prefetch:
     """`take(k)`: up to k frames a reader thread has already read from `reads` (blocking only for the first), [] once
     the stream has ended. The thread decodes ahead (at most `ahead` frames) while the caller scores, so a stream that
     keeps up is scored a frame at a time, and one that falls behind k frames at a time. An error in the reader is
-    raised by the `take` after the frames read before it. `close()` stops the reader (through `frames.halt`) and waits
-    for it, so the caller may close the source after it.
+    raised by the `take` after the frames read before it. `close()` sets `halt` (the reads' `Frames.halt`, which ends
+    them) and waits for the reader, so the caller may close the source after it.
     """
 
     _END = object()
 
-    def __init__(self, reads: Iterator[Read], frames: Frames, ahead: int):
+    def __init__(self, reads: Iterator[Read], halt: threading.Event, ahead: int):
         self.queue: queue.Queue = queue.Queue(ahead)
-        self.frames, self.ended, self.error = frames, False, None
+        self.halt, self.ended, self.error = halt, False, None
         self.thread = threading.Thread(target=self._read, args=(reads,), name="watch-reader", daemon=True)
         self.thread.start()
 
@@ -247,7 +247,7 @@ class Prefetch:
             self._put(e)
 
     def _put(self, item: object) -> bool:
-        while not self.frames.halt.is_set():
+        while not self.halt.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
                 return True
@@ -265,9 +265,9 @@ class Prefetch:
                 item = self.queue.get(block=not items)
             except queue.Empty:
                 break
-            if isinstance(item, BaseException) or item is self._END:
+            if item is self._END or isinstance(item, BaseException):
                 self.ended = True
-                if isinstance(item, BaseException):
+                if item is not self._END:  # the reader's error: now, or after the frames read before it
                     if not items:
                         raise item
                     self.error = item
@@ -276,7 +276,7 @@ class Prefetch:
         return items
 
     def close(self) -> None:
-        self.frames.halt.set()
+        self.halt.set()
         self.thread.join()
 
 
@@ -517,7 +517,7 @@ def watch(
 
         # one frame at a time in this thread; K at a time from a reader thread that decodes ahead
         read = reads()
-        prefetch = Prefetch(read, frames, ahead=batch) if batch > 1 else None
+        prefetch = Prefetch(read, frames.halt, ahead=batch) if batch > 1 else None
         while True:
             k = batch if not max_frames else min(batch, max_frames - session_frames)
             pending = prefetch.take(k) if prefetch is not None else list(itertools.islice(read, 1))
