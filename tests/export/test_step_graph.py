@@ -1,6 +1,6 @@
-"""The streaming detector's step graph: run frame by frame in ONNX Runtime and OpenVINO it gives the scores of
-`mambaout watch` in PyTorch, its state layout is the one state.json documents, and what cannot be exported or run
-says so in one sentence."""
+"""The streaming detector's export, an encoder graph and a step graph: run in ONNX Runtime and OpenVINO, one frame or
+several at a time, it gives the scores of `mambaout watch` in PyTorch, its state layout is the one state.json
+documents, and what cannot be exported or run says so in one sentence."""
 
 import json
 import sys
@@ -16,7 +16,7 @@ from test_detector import HORIZONS, build_run  # noqa: E402
 from mambaout.anomaly.detector import load_detector  # noqa: E402
 from mambaout.cli import main  # noqa: E402
 from mambaout.export.step_engine import load_step_engine  # noqa: E402
-from mambaout.export.step_graph import DetectorStep, RingAttention, StepLayout  # noqa: E402
+from mambaout.export.step_graph import DetectorStep, RingAttention, StepEncoder, StepLayout  # noqa: E402
 from mambaout.mixers.attention import AttentionMixer  # noqa: E402
 from mambaout.monitor.watch import watch  # noqa: E402
 
@@ -82,15 +82,20 @@ def temporal_scores(runs):
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
-@pytest.mark.parametrize("mixer", ["conv", "ssm", "attn_window", "frame"])
-def test_the_step_graph_streamed_in_an_engine_gives_the_scores_of_watch_in_pytorch(
-    runs, torch_scores, mixer, engine, tmp_path
+@pytest.mark.parametrize(  # every mixer one frame at a time; five at a time with codes (ssm) and without (frame)
+    "mixer, batch", [("conv", 1), ("ssm", 1), ("attn_window", 1), ("frame", 1), ("ssm", 5), ("frame", 5)]
+)
+def test_the_exported_graphs_streamed_in_an_engine_give_the_scores_of_watch_in_pytorch(
+    runs, torch_scores, mixer, engine, batch, tmp_path
 ):
     data, run = runs
     csv = tmp_path / "s.csv"
-    summary = watch(str(data / "test" / "test_00.avi"), str(run[mixer]), csv=str(csv), quiet=True, engine=engine)
+    video = str(data / "test" / "test_00.avi")
+    summary = watch(video, str(run[mixer]), csv=str(csv), quiet=True, engine=engine, batch=batch)
     streamed, reference = read_scores(csv), torch_scores(mixer)
     assert len(streamed) == len(reference) == summary["frames"] == 300  # the window (12) and ring (8) wrap many times
+    # a file read flat out: the reader is ahead, and the encoder graph takes 5 frames at a time but the first few calls
+    assert summary["batches"] == 300 if batch == 1 else 60 <= summary["batches"] <= 63
     # the tolerance of tests/anomaly/test_stream.py: scores are standardised logs of small squared errors, so float32
     # rounding shows up amplified (measured: at most 1.9e-4 in ONNX Runtime and OpenVINO; scores are O(1))
     np.testing.assert_allclose(streamed, reference, rtol=1e-4, atol=1e-3)
@@ -106,14 +111,16 @@ def test_the_traceable_step_module_equals_the_pytorch_stream_exactly_enough(runs
     from mambaout.video import open_video
 
     detector, config = load_detector(run[mixer])
-    step = DetectorStep(detector, config["image_size"]).eval()
+    encoder = StepEncoder(detector.encoder, config["image_size"], codes=mixer != "frame").eval()
+    step = DetectorStep(detector).eval()
     motion = MotionStep(detector)  # the motion column, added beside the graph (as GraphStreamer adds it)
     assert detector.has_motion == (mixer != "frame")
     state, scores = step.initial_state(), []
     with torch.no_grad():
         for frame in open_video(data / "test" / "test_00.avi", size=config["image_size"]):
-            score, alarm, *state = step(torch.from_numpy(frame), *state)
-            scores.append(float(score) + float(motion.step(torch.from_numpy(frame)[None])[0]))
+            frame = torch.from_numpy(frame)[None]  # one at a time, as the reference: a batch rounds differently
+            score, alarm, *state = step(*encoder(frame), *state)
+            scores.append(float(score) + float(motion.step(frame)[0]))
     assert int(state[0]) == 300  # t counts the frames
     np.testing.assert_allclose(scores, temporal_scores(mixer), rtol=0, atol=1e-5)
 
@@ -135,11 +142,17 @@ def test_state_json_documents_the_graph_inputs_outputs_and_the_calibration(runs,
     expected.append(("past", [max(HORIZONS), len(HORIZONS), 16], "float32"))
     assert [(s["name"], s["shape"], s["dtype"]) for s in layout["state"]] == expected
     graph = onnx.load(str(out / "model.onnx")).graph
-    assert [i.name for i in graph.input] == ["frame"] + [s["name"] for s in layout["state"]]
+    assert [i.name for i in graph.input] == ["embedding", "code"] + [s["name"] for s in layout["state"]]
     assert [o.name for o in graph.output] == ["score", "alarm"] + [f"new.{s['name']}" for s in layout["state"]]
-    frame_type = graph.input[0].type.tensor_type
+    embedding, code = (graph.input[i].type.tensor_type for i in (0, 1))
+    assert [d.dim_value for d in embedding.shape.dim] == [1, 16] and code.elem_type == onnx.TensorProto.INT64
+    encoder = onnx.load(str(out / "model_encoder.onnx")).graph
+    assert [i.name for i in encoder.input] == ["frames"] and [o.name for o in encoder.output] == ["embedding", "code"]
+    frame_type = encoder.input[0].type.tensor_type
     assert frame_type.elem_type == onnx.TensorProto.UINT8
-    assert [d.dim_value for d in frame_type.shape.dim] == [config["image_size"], config["image_size"], 3] == [32, 32, 3]
+    assert frame_type.shape.dim[0].dim_param == "batch"  # any number of frames at once
+    size = config["image_size"]
+    assert [d.dim_value for d in frame_type.shape.dim[1:]] == [size, size, 3] == [32, 32, 3]
     assert layout["frame"]["dtype"] == "uint8" and layout["horizons"] == list(HORIZONS)
     # the codes' columns (one per horizon); the motion column, the detector's last, is added beside the graph
     assert len(detector.mu) == len(HORIZONS) + 1 and detector.has_motion
@@ -147,6 +160,7 @@ def test_state_json_documents_the_graph_inputs_outputs_and_the_calibration(runs,
     np.testing.assert_allclose(layout["sd"], detector.sd[: len(HORIZONS)].numpy(), rtol=1e-6)
     assert layout["threshold"] == pytest.approx(float(detector.threshold), rel=1e-6)
     assert layout["model"] == "model.onnx" and layout["format"] == "onnx" and len(layout["detector_sha256"]) == 64
+    assert layout["encoder"] == "model_encoder.onnx" and layout["encoded"] == ["embedding", "code"]
 
 
 def test_windowed_attention_keeps_a_ring_of_w_frames_and_frame_only_keeps_no_state(runs, tmp_path):
@@ -192,6 +206,27 @@ def test_an_export_of_another_detector_is_refused(runs, tmp_path, capsys):
     assert "exported from another detector" in err and len(err.splitlines()) == 1
 
 
+def test_an_export_of_an_earlier_one_graph_layout_is_exported_again_or_refused_in_one_sentence(runs, tmp_path, capsys):
+    data, run = runs
+    out = tmp_path / "old"
+    assert main(["export", "--run", str(run["conv"]), "--format", "onnx", "--output", str(out)]) == 0
+    layout = json.loads((out / "state.json").read_text())
+    del layout["encoder"], layout["encoded"]  # what an earlier mambaout wrote: one graph from frame to score
+    (out / "state.json").write_text(json.dumps(layout))
+    video = str(data / "test" / "test_00.avi")
+    args = ["watch", video, "--run", str(run["conv"]), "--engine", "onnxruntime", "--max-frames", "3"]
+    assert main([*args, "--model", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "one-graph export of an earlier mambaout" in err and len(err.splitlines()) == 1
+    own = run["conv"] / "export" / "onnx"
+    assert main(args) == 0  # the run's own export is made (or found) and used
+    (own / "state.json").write_text(json.dumps(dict(json.loads((own / "state.json").read_text()), encoder="")))
+    capsys.readouterr()
+    assert main(args) == 0  # an earlier layout in the run's own folder: exported again, not refused
+    assert "exporting the detector's step graph" in capsys.readouterr().err
+    assert StepLayout.load(own).encoder == "model_encoder.onnx"
+
+
 def test_onnx_runtime_threads_sleep_between_the_frames_of_a_stream(runs, tmp_path, monkeypatch):
     """Between two frames watch decodes and scores motion on PyTorch's threads, and ORT's must not spin against them
     (`benchmarks/bench_watch.py`, femto at 224² on 2 cores: 20.0 frames/s with ORT's threads spinning, 47.3 without)."""
@@ -203,7 +238,7 @@ def test_onnx_runtime_threads_sleep_between_the_frames_of_a_stream(runs, tmp_pat
     options, real = [], ort.InferenceSession  # the options of every session made while the engine loads
     monkeypatch.setattr(ort, "InferenceSession", lambda path, o, **kw: options.append(o) or real(path, o, **kw))
     engine = load_step_engine("onnxruntime", out)
-    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0"]
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0", "0"]
     score, _, _ = engine(np.zeros((32, 32, 3), np.uint8), engine.initial_state())
     assert np.isfinite(score)
 

@@ -1,5 +1,6 @@
 """`mambaout export`: a classifier or backbone to ONNX or OpenVINO IR, optionally int8, checked in its engine; or
-(`--run`) a trained anomaly detector as a per-frame step graph, checked against the PyTorch stream."""
+(`--run`) a trained anomaly detector as an encoder graph and a per-frame step graph, checked against the PyTorch
+stream."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mambaout.engine.config import add_config_flags, config_from_args, dataclass
 @dataclass
 class ExportConfig:
     model: str | None = option(None, "variant name, e.g. mambaout_femto")
-    run: str | None = option(None, "a run folder of `mambaout anomaly train`: export its per-frame step graph")
+    run: str | None = option(None, "a run folder of `mambaout anomaly train`: export its encoder and step graphs")
     pretrained: str | None = option(None, "weights: .pth/.safetensors file, https URL, or hf-hub:org/repo")
     num_classes: int | None = option(None, "classes (default: the checkpoint's, or 1000)")
     mixer: str = option("conv", "token mixer: conv, ssm, attn or attn_causal")
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_step_graph(cfg: ExportConfig) -> int:
-    """`mambaout export --run RUN`: the detector's step graph and state.json, checked in its engine on a stream."""
+    """`mambaout export --run RUN`: the detector's two graphs and state.json, checked in its engine on a stream."""
     from pathlib import Path
 
     from mambaout.anomaly.detector import load_detector
@@ -49,7 +50,7 @@ def run_step_graph(cfg: ExportConfig) -> int:
     from mambaout.export.availability import require
     from mambaout.export.formats import ENGINE_OF, check_format
     from mambaout.export.step_engine import check_against_torch, load_step_engine
-    from mambaout.export.step_graph import export_step_graph, file_sha256
+    from mambaout.export.step_graph import StepLayout, export_step_graph, file_sha256
     from mambaout.export.to_onnx import DEFAULT_OPSET
 
     if cfg.model or cfg.features or cfg.int8 or cfg.pretrained:
@@ -64,7 +65,9 @@ def run_step_graph(cfg: ExportConfig) -> int:
     opset = cfg.opset or DEFAULT_OPSET
     target = export_step_graph(detector, fmt, cfg.output, config["image_size"], opset, detector_sha256=digest)
     frames, difference = check_against_torch(detector, load_step_engine(engine, target.parent))
-    print(f"wrote {target} and {target.parent / 'state.json'} ({fmt}, opset {opset}, {detector.mixer} step graph)")
+    encoder = target.parent / StepLayout.load(target.parent).encoder
+    state = target.parent / "state.json"
+    print(f"wrote {target}, {encoder} and {state} ({fmt}, opset {opset}, {detector.mixer} step graph)")
     print(f"{engine} vs the PyTorch stream over {frames} frames: max score difference {difference:.2e}")
     return 0
 

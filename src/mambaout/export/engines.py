@@ -155,25 +155,32 @@ def compile_openvino(
 OPENVINO_SHAPES = 4
 
 
-def _openvino_engine(path: Path, threads: int | None) -> Engine:
-    """Each new input shape compiles the IR once for that static shape (~0.1-0.5 s); later calls reuse it."""
+def openvino_by_shape(path: Path, threads: int | None, shapes: int | None = None) -> Callable:
+    """`run(array) -> [outputs]` of the IR at `path`, its first input fed `array`: each new input shape compiles the
+    IR once for that static shape (~0.1-0.5 s), kept for later calls (`shapes` of them, OPENVINO_SHAPES by default,
+    the least recently used going first)."""
+    keep = shapes or OPENVINO_SHAPES
     ir = read_openvino(path)  # a file OpenVINO cannot read fails here, at load, in one sentence
     requests: dict[tuple[int, ...], tuple[Any, Any]] = {}
 
-    def run(images: np.ndarray) -> list[np.ndarray]:
-        shape = images.shape
+    def run(array: np.ndarray) -> list[np.ndarray]:
+        shape = array.shape
         if shape in requests:
             compiled, request = requests.pop(shape)
         else:
             compiled = compile_openvino(path, threads, shape, ir)
             request = compiled.create_infer_request()
-            if len(requests) >= OPENVINO_SHAPES:  # only once the new one compiled: a failed call keeps the others
+            if len(requests) >= keep:  # only once the new one compiled: a failed call keeps the others
                 del requests[next(iter(requests))]
         requests[shape] = (compiled, request)  # most recently used last
-        result = request.infer({0: images})
+        result = request.infer({0: array})
         return [np.array(result[out]) for out in compiled.outputs]
 
-    return Engine("openvino", str(path), run)
+    return run
+
+
+def _openvino_engine(path: Path, threads: int | None) -> Engine:
+    return Engine("openvino", str(path), openvino_by_shape(path, threads))
 
 
 def load_engine(name: str, model: nn.Module | str | Path, features: bool = False, threads: int | None = None) -> Engine:

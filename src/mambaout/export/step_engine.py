@@ -1,8 +1,9 @@
-"""Run an exported step graph frame by frame in ONNX Runtime or OpenVINO, with the `Streamer` interface.
+"""Run an exported detector's graphs stream by stream in ONNX Runtime or OpenVINO, with the `Streamer` interface.
 
-`load_step_engine(engine, folder)` loads `folder`/state.json and the model it names; `GraphStreamer(engine)` keeps
-the state tensors between frames, so `mambaout watch --engine onnxruntime|openvino` runs the same loop (rows,
-`--state` files, resume) as in PyTorch. `exported_for_run` finds a run's export, making it on the fly when missing.
+`load_step_engine(engine, folder)` loads `folder`/state.json and the two graphs it names; `GraphStreamer(engine)`
+keeps the state tensors between frames, so `mambaout watch --engine onnxruntime|openvino` runs the same loop (rows,
+`--state` files, resume, `--batch`) as in PyTorch. `exported_for_run` finds a run's export, making it on the fly
+when missing.
 """
 
 from __future__ import annotations
@@ -19,37 +20,60 @@ from mambaout.anomaly.detector import Detector
 from mambaout.anomaly.stream import MotionStep
 from mambaout.errors import UserError
 from mambaout.export.availability import require
-from mambaout.export.engines import check_engine, compile_openvino, onnxruntime_session
-from mambaout.export.step_graph import ALARM, FRAME, SCORE, StepLayout, export_step_graph, file_sha256
+from mambaout.export.engines import check_engine, compile_openvino, onnxruntime_session, openvino_by_shape
+from mambaout.export.step_graph import ALARM, CODE, FRAMES, SCORE, StepLayout, export_step_graph, file_sha256
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}  # engine -> the format it runs
 
 
 @dataclass
 class StepEngine:
-    """A loaded step graph: `engine(frame, state) -> (score, alarm, new state)`; `state` in `layout.state` order."""
+    """A loaded export: `engine.step_many(frames, state) -> (scores, alarms, new state)`, the encoder graph on the
+    frames at once and the step graph on each in turn; `engine(frame, state)` for one frame. `state` in
+    `layout.state` order."""
 
     name: str
     layout: StepLayout
+    encode: Callable[[np.ndarray], list[np.ndarray]]  # uint8 frames (B, H, W, 3) -> [embedding (B, D), code (B,)]
     run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # feed -> [score, alarm, *new state]
 
     def initial_state(self) -> list[np.ndarray]:
         return [np.zeros(s.shape, dtype=s.dtype) for s in self.layout.state]
 
     def __call__(self, frame: np.ndarray, state: list[np.ndarray]) -> tuple[float, bool, list[np.ndarray]]:
-        feed = {FRAME: np.ascontiguousarray(frame, dtype=np.uint8)}
-        feed.update((s.name, x) for s, x in zip(self.layout.state, state))
-        score, alarm, *new_state = self.run(feed)
-        return float(score[0]), bool(alarm[0]), new_state
+        scores, alarms, state = self.step_many(frame[None], state)
+        return scores[0], alarms[0], state
+
+    def step_many(
+        self, frames: np.ndarray, state: list[np.ndarray]
+    ) -> tuple[list[float], list[bool], list[np.ndarray]]:
+        encoded = self.encode(np.ascontiguousarray(frames, dtype=np.uint8))
+        encoded = [x.astype(np.int64, copy=False) if n == CODE else x for n, x in zip(self.layout.encoded, encoded)]
+        scores, alarms = [], []
+        for j in range(len(frames)):
+            feed = {name: x[j : j + 1] for name, x in zip(self.layout.encoded, encoded)}
+            feed.update((s.name, x) for s, x in zip(self.layout.state, state))
+            score, alarm, *state = self.run(feed)
+            scores.append(float(score[0]))
+            alarms.append(bool(alarm[0]))
+        return scores, alarms, state
 
 
-def _onnxruntime(path: Path, outputs: list[str], threads: int | None) -> Callable:
+def _encoder(engine: str, path: Path, outputs: list[str], threads: int | None, batch: int) -> Callable:
+    """uint8 frames (B, H, W, 3) -> the encoder graph's `outputs`; OpenVINO compiles each batch size it meets (up to
+    `batch` of them kept)."""
+    if engine == "openvino":
+        return openvino_by_shape(path, threads, batch)  # the graph's outputs, in the order they were exported
     # between two frames watch decodes and scores motion on PyTorch's threads: ORT's must not spin against them
     session = onnxruntime_session(path, threads, spinning=False)
-    return lambda feed: session.run(outputs, feed)
+    return lambda frames: session.run(outputs, {FRAMES: frames})
 
 
-def _openvino(path: Path, outputs: list[str], threads: int | None) -> Callable:
+def _step(engine: str, path: Path, outputs: list[str], threads: int | None) -> Callable:
+    """feed (name -> array) -> the step graph's `outputs`."""
+    if engine == "onnxruntime":
+        session = onnxruntime_session(path, threads, spinning=False)
+        return lambda feed: session.run(outputs, feed)
     compiled = compile_openvino(path, threads)
     request = compiled.create_infer_request()
     ports = [compiled.output(name) for name in outputs]
@@ -61,8 +85,9 @@ def _openvino(path: Path, outputs: list[str], threads: int | None) -> Callable:
     return run
 
 
-def load_step_engine(engine: str, folder: str | Path, threads: int | None = None) -> StepEngine:
-    """The step graph exported to `folder` (state.json + model), loaded in `engine` ("onnxruntime" or "openvino").
+def load_step_engine(engine: str, folder: str | Path, threads: int | None = None, batch: int = 1) -> StepEngine:
+    """The export in `folder` (state.json, the step graph and the encoder graph), loaded in `engine` ("onnxruntime"
+    or "openvino"), its encoder ready for batches of up to `batch` frames (OpenVINO compiles one per size).
 
     Example:
         >>> engine = load_step_engine("onnxruntime", "runs/line_ssm/export/onnx")  # doctest: +SKIP
@@ -74,12 +99,15 @@ def load_step_engine(engine: str, folder: str | Path, threads: int | None = None
     require(engine)
     folder = Path(folder)
     layout = StepLayout.load(folder)
-    path = folder / layout.model
-    if not path.is_file():
-        raise UserError(f"{folder}/state.json names {layout.model}, which is missing; export the detector again")
-    outputs = [SCORE, ALARM] + [s.output for s in layout.state]
-    loader = _onnxruntime if engine == "onnxruntime" else _openvino
-    return StepEngine(engine, layout, loader(path, outputs, threads))
+    for name in (layout.model, layout.encoder):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder}/state.json names {name}, which is missing; export the detector again")
+    step = _step(engine, folder / layout.model, [SCORE, ALARM] + [s.output for s in layout.state], threads)
+    encode = _encoder(engine, folder / layout.encoder, layout.encoded, threads, batch)
+    size = layout.image_size
+    for b in range(1, batch + 1):  # OpenVINO compiles the encoder for each batch size now, so no frame waits for it
+        encode(np.zeros((b, size, size, 3), np.uint8))
+    return StepEngine(engine, layout, encode, step)
 
 
 MOTION_STATE = "motion.previous"  # the watch state's entry for the motion column's previous spectrum
@@ -96,14 +124,15 @@ class GraphStreamer:
         self.motion = MotionStep(detector) if detector is not None and detector.has_motion else None
 
     def step(self, frame: np.ndarray) -> float:
-        score, _, self.state = self.engine(frame, self.state)
-        if self.motion is not None:
-            score += float(self.motion.step(torch.from_numpy(np.ascontiguousarray(frame))[None])[0])
-        return score
+        return self.step_many(frame[None])[0]
 
     def step_many(self, frames: np.ndarray) -> list[float]:
-        """`step` on each of the frames (B, H, W, 3) in turn: the graph takes one frame at a time."""
-        return [self.step(frame) for frame in frames]
+        """The scores of the stream's next frames (B, H, W, 3): the encoder graph on all of them at once."""
+        scores, _, self.state = self.engine.step_many(frames, self.state)
+        if self.motion is not None:
+            motion = self.motion.step(torch.from_numpy(np.ascontiguousarray(frames)))
+            scores = [score + float(m) for score, m in zip(scores, motion)]
+        return scores
 
     def memory_bytes(self) -> int:
         return sum(x.nbytes for x in self.state) + (self.motion.memory_bytes() if self.motion else 0)
@@ -146,7 +175,8 @@ def exported_for_run(run: str | Path, engine: str, model: str | Path | None = No
     folder = (run if run.is_dir() else run.parent) / "export" / FORMAT_OF[engine]
     try:
         layout = StepLayout.load(folder)
-        current = layout.detector_sha256 == digest and (folder / layout.model).is_file()
+        files = (folder / layout.model, folder / layout.encoder)
+        current = layout.detector_sha256 == digest and all(f.is_file() for f in files)
     except UserError:
         current = False
     if not current:
@@ -157,7 +187,8 @@ def exported_for_run(run: str | Path, engine: str, model: str | Path | None = No
 
 
 def check_against_torch(detector: Detector, engine: StepEngine, count: int | None = None) -> tuple[int, float]:
-    """(frames, max |score difference|) of `engine` against the PyTorch `Streamer` on a synthetic stream.
+    """(frames, max |score difference|) of `engine` against the PyTorch `Streamer` on a synthetic stream, fed to the
+    engine one frame and three frames at a time in turn (its encoder graph takes any batch).
 
     The stream (seeded noise frames) is long enough to wrap every ring: the predictions' and attention's window.
     """
@@ -168,4 +199,9 @@ def check_against_torch(detector: Detector, engine: StepEngine, count: int | Non
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (count, layout.image_size, layout.image_size, 3), dtype=np.uint8)
     ours, reference = GraphStreamer(engine, detector), Streamer(detector)
-    return count, max(abs(ours.step(f) - reference.step(f)) for f in frames)
+    scores, start = [], 0
+    while start < count:
+        size = 1 if len(scores) % 4 == 0 else 3  # frames 0, 1-3, 4, 5-7, ...
+        scores += ours.step_many(frames[start : start + size])
+        start += size
+    return count, max(abs(s - reference.step(f)) for s, f in zip(scores, frames))

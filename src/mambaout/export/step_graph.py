@@ -1,8 +1,11 @@
-"""The streaming anomaly detector as a per-frame step graph: (frame, state) -> (score, alarm, new state).
+"""The streaming anomaly detector as two graphs: an encoder (frames -> embeddings, codes) and a per-frame step
+((embedding, code, state) -> (score, alarm, new state)).
 
 `mambaout watch` in PyTorch (`mambaout.anomaly.stream.Streamer`) keeps per frame: the temporal model's state, one
 entry per block, and a ring of the last max(horizons) predictions (frame t is compared with the prediction made at
-t - h). Here that state is a fixed list of tensors, so one graph with fixed shapes runs the stream in any engine:
+t - h). Here that state is a fixed list of tensors, so one step graph with fixed shapes runs the stream in any
+engine. The encoder graph takes any number of frames at once (its batch axis is dynamic), as `watch --batch` feeds
+it; the step graph then takes them one by one, in order:
 
 | name            | shape                        | dtype   | what                                                 |
 |-----------------|------------------------------|---------|------------------------------------------------------|
@@ -13,12 +16,14 @@ t - h). Here that state is a fixed list of tensors, so one graph with fixed shap
 | `past`          | (max(horizons), horizons, D) | float32 | the ring of past predictions                         |
 
 All start at zeros. Each output `new.<name>` is the next frame's input `<name>`. The `frame` (k-NN) detector has
-only `t`; its bank of normal embeddings is a constant of the graph. The frame input is what a decoder gives after
-resizing to the run's image size: `frame` uint8 (H, W, 3) RGB; the graph does the normalisation. Outputs: `score`
-(1,) float32 (the detector's standardised score of the codes: mu, sd per horizon are constants of the graph) and
-`alarm` (1,) bool (score > threshold). A detector with a motion model (`anomaly/motion.py`) adds its motion column
-beside the graph (`GraphStreamer`: two FFTs a frame, which the graph does not hold), so with one the graph's own
-`alarm` compares the codes' part alone. The layout is written next to the model as `state.json` (`StepLayout`).
+only `t`; its bank of normal embeddings is a constant of the graph. The encoder's input is what a decoder gives
+after resizing to the run's image size: `frames` uint8 (B, H, W, 3) RGB; the graph does the normalisation. Its
+outputs, the step graph's first inputs (one row each): `embedding` (B, D) float32 and `code` (B,) int64, the
+frame's nearest centroid (the k-NN detector has no code). The step's outputs: `score` (1,) float32 (the detector's
+standardised score of the codes: mu, sd per horizon are constants of the graph) and `alarm` (1,) bool (score >
+threshold). A detector with a motion model (`anomaly/motion.py`) adds its motion column beside the graphs
+(`GraphStreamer`: two FFTs a frame, which the graphs do not hold), so with one the graph's own `alarm` compares the
+codes' part alone. The layout is written next to the model as `state.json` (`StepLayout`).
 
 Attention's ring: frame t writes its key and value into slot t mod W and attends to the slots written so far
 (t + 1 of them until the ring is full); the order of keys does not change softmax attention (a key carries its
@@ -55,7 +60,7 @@ from mambaout.mixers.local_conv import LocalConv
 from mambaout.mixers.ssm import SSMMixer
 
 STATE_FILE = "state.json"
-FRAME, T, SCORE, ALARM = "frame", "t", "score", "alarm"
+FRAMES, EMBEDDING, CODE, T, SCORE, ALARM = "frames", "embedding", "code", "t", "score", "alarm"
 
 
 def next_name(name: str) -> str:
@@ -97,15 +102,17 @@ def pooling_matrix(size: int, out: int) -> torch.Tensor:
 
 
 class StepEncoder(nn.Module):
-    """`FrameEncoder` for one frame of a fixed size, its grid pooling as constant averaging matrices.
+    """`FrameEncoder` on uint8 frames (B, H, W, 3) of a fixed size: forward(frames) -> (embeddings (B, D),) or, with
+    `codes`, (embeddings, codes (B,) int64); the encoder graph of an export (any batch B).
 
-    torch's ONNX exporter takes adaptive average pooling only when the grid divides the feature map (a 32 x 32 frame
-    has a 1 x 1 stride-32 map, pooled up to 2 x 2); the matrices are the same bins for any size.
+    Its poolings are constant averaging matrices: torch's ONNX exporter takes adaptive average pooling only when the
+    grid divides the feature map (a 32 x 32 frame has a 1 x 1 stride-32 map, pooled up to 2 x 2); the matrices are
+    the same bins for any size.
     """
 
-    def __init__(self, encoder: FrameEncoder, image_size: int):
+    def __init__(self, encoder: FrameEncoder, image_size: int, codes: bool = True):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.codes = encoder, codes
         with torch.no_grad():
             h, w = encoder.backbone.forward_features(torch.zeros(1, 3, image_size, image_size)).shape[1:3]
         self.register_buffer("pool_h", pooling_matrix(h, encoder.grid))
@@ -113,20 +120,18 @@ class StepEncoder(nn.Module):
         self.register_buffer("code_h", pooling_matrix(image_size, encoder.code_size))
         self.register_buffer("code_w", pooling_matrix(image_size, encoder.code_size))
 
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        """uint8 (H, W, 3) -> (1, D), as `FrameEncoder.forward` on frame[None]."""
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """As `FrameEncoder.forward` and `FrameEncoder.codes` on the frames."""
         e = self.encoder
-        features = e.backbone.forward_features(e.preprocess(frame[None]))  # (1, h, w, C)
+        features = e.backbone.forward_features(e.preprocess(frames))  # (B, h, w, C)
         # two matrix products, not a three-operand einsum: ONNX Runtime's Einsum took ~4 ms a frame at 224 x 224
         pooled = (self.pool_h @ features.permute(0, 3, 1, 2) @ self.pool_w.t()).flatten(1)
-        return (e.proj(e.norm(pooled)) - e.embed_mean) / e.embed_std
-
-    def code(self, frame: torch.Tensor) -> torch.Tensor:
-        """uint8 (H, W, 3) -> (1,) int64, as `FrameEncoder.codes` on frame[None] (the thumbnail as pooling matrices)."""
-        e = self.encoder
-        x = frame.permute(2, 0, 1).float() / 255  # (3, H, W)
-        thumb = (self.code_h @ x @ self.code_w.t()).reshape(1, -1)
-        return nearest(thumb, e.centroids)
+        embeddings = ((e.proj(e.norm(pooled)) - e.embed_mean) / e.embed_std).float()
+        if not self.codes:
+            return (embeddings,)
+        x = frames.permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
+        thumbs = (self.code_h @ x @ self.code_w.t()).flatten(1)  # the thumbnail as pooling matrices
+        return embeddings, nearest(thumbs, e.centroids)
 
 
 @dataclass
@@ -176,6 +181,8 @@ class StepLayout:
     state: list[StateTensor]
     window: int | None = None
     model: str = ""
+    encoder: str = ""
+    encoded: list[str] = field(default_factory=list)
     format: str = ""
     opset: int = DEFAULT_OPSET
     detector_sha256: str = ""
@@ -195,9 +202,12 @@ class StepLayout:
         try:
             raw = json.loads(path.read_text())
             raw["state"] = [StateTensor(**s) for s in raw["state"]]
-            return cls(**raw)
+            layout = cls(**raw)
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise UserError(f"{path} is not a step-graph layout ({e}); export the detector again") from e
+        if not layout.encoder:
+            raise UserError(f"{folder} holds a one-graph export of an earlier mambaout; export the detector again")
+        return layout
 
 
 def check_streamable(detector: Detector) -> None:
@@ -231,7 +241,8 @@ def step_layout(detector: Detector, image_size: int) -> StepLayout:
         threshold=float(detector.threshold),
         state=state_tensors(detector),
         window=getattr(detector.temporal, "window", None),
-        frame=dict(name=FRAME, shape=[image_size, image_size, 3], dtype="uint8", what="RGB frame at the run's size"),
+        encoded=[EMBEDDING] if isinstance(detector.temporal, FrameKNN) else [EMBEDDING, CODE],
+        frame=dict(name=FRAMES, shape=["batch", image_size, image_size, 3], dtype="uint8", what="RGB frames"),
         outputs={
             SCORE: dict(shape=[1], dtype="float32", what="standardised anomaly score"),
             ALARM: dict(shape=[1], dtype="bool", what="score > threshold"),
@@ -240,17 +251,19 @@ def step_layout(detector: Detector, image_size: int) -> StepLayout:
 
 
 class DetectorStep(nn.Module):
-    """forward(frame, t, *state) -> (score, alarm, t + 1, *new state): one frame of `Streamer.step`, traceable.
+    """forward(embedding, [code,] t, *state) -> (score, alarm, t + 1, *new state): one frame of `Streamer.step`
+    after the encoder (`StepEncoder`: the frame's embedding (1, D) and code (1,); the k-NN detector takes no code),
+    traceable.
 
     Example:
-        >>> step = DetectorStep(load_detector("runs/line_ssm")[0], image_size=64)  # doctest: +SKIP
-        >>> score, alarm, *state = step(frame, *step.initial_state())  # doctest: +SKIP
+        >>> encoder = StepEncoder(detector.encoder, image_size=64)  # doctest: +SKIP
+        >>> step = DetectorStep(load_detector("runs/line_ssm")[0])  # doctest: +SKIP
+        >>> score, alarm, *state = step(*encoder(frames[:1]), *step.initial_state())  # doctest: +SKIP
     """
 
-    def __init__(self, detector: Detector, image_size: int):
+    def __init__(self, detector: Detector):
         super().__init__()
         self.state = state_tensors(detector)
-        self.encoder = StepEncoder(detector.encoder, image_size)
         self.frame_only = isinstance(detector.temporal, FrameKNN)
         self.temporal = copy.deepcopy(detector.temporal)  # its attention mixers are swapped for ring steps
         # per block, the keys of its mixer's state ("conv", then "ssm" or "kv"), as the names say
@@ -287,13 +300,14 @@ class DetectorStep(nn.Module):
         z = (torch.stack(surprises) - self.mu) / self.sd
         return torch.where(torch.cat(present), z, 0.0).sum()[None]
 
-    def forward(self, frame: torch.Tensor, t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        embedding = self.encoder(frame).float()  # (1, D)
+    def forward(self, embedding: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.frame_only:
+            (t,) = inputs
             score = ((self._knn_log_error(embedding) - self.mu) / self.sd)[:, 0]
             return score, score > self.threshold, t + 1
+        code, t, *state = inputs
         past = state[-1]
-        score = self._score(self.encoder.code(frame), t, past)
+        score = self._score(code, t, past)
         x = self.temporal.in_proj(embedding)
         new_state, k = [], 0
         for block, keys in zip(self.temporal.blocks, self.block_keys):
@@ -318,6 +332,21 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def encoder_path(model: Path) -> Path:
+    """Where the encoder graph goes beside the step graph `model`: model_encoder.onnx beside model.onnx."""
+    return model.with_name(f"{model.stem}_encoder{model.suffix}")
+
+
+def _to_onnx(module: nn.Module, args: tuple, path: Path, opset: int, inputs: list[str], outputs: list[str], **kw):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*will be removed.*")
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=opset, input_names=inputs, output_names=outputs, **kw
+        )
+
+
 def export_step_graph(
     detector: Detector,
     fmt: str,
@@ -326,9 +355,11 @@ def export_step_graph(
     opset: int = DEFAULT_OPSET,
     detector_sha256: str = "",
 ) -> Path:
-    """Write `detector`'s step graph as `fmt` ("onnx" or "openvino") and its `state.json`; returns the model file.
+    """Write `detector`'s two graphs as `fmt` ("onnx" or "openvino"), the encoder (any batch of frames) and the step
+    (one frame's embedding and code, and the state), and its `state.json`; returns the step graph's file.
 
-    `output`: a folder (model.onnx / model.xml inside) or a file with the format's suffix (state.json beside it).
+    `output`: a folder (model.onnx + model_encoder.onnx, or .xml, inside) or a file with the format's suffix (the
+    encoder and state.json beside it).
 
     Example:
         >>> detector, config = load_detector("runs/line_ssm")  # doctest: +SKIP
@@ -341,32 +372,28 @@ def export_step_graph(
     layout.format, layout.opset, layout.detector_sha256 = fmt, opset, detector_sha256
     target = resolve_output(output, fmt)
     target.parent.mkdir(parents=True, exist_ok=True)
-    step = DetectorStep(detector, image_size).eval()
-    frame = torch.zeros(image_size, image_size, 3, dtype=torch.uint8)
-    inputs = [FRAME] + [s.name for s in layout.state]
-    outputs = [SCORE, ALARM] + [s.output for s in layout.state]
+    encoder = StepEncoder(detector.encoder, image_size, codes=CODE in layout.encoded).eval()
+    step = DetectorStep(detector).eval()
+    frames = torch.zeros(2, image_size, image_size, 3, dtype=torch.uint8)  # traced at 2: no batch of 1 baked in
+    batch_axis = {name: {0: "batch"} for name in [FRAMES, *layout.encoded]}
+    facts = dict(kind="mambaout-step-graph", mixer=detector.mixer, opset=str(opset), layout=STATE_FILE)
+    graphs = {"encoder": encoder_path(target), "step": target}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = target if fmt == "onnx" else Path(tmp) / "model.onnx"
+        as_onnx = {part: path if fmt == "onnx" else Path(tmp) / f"{path.stem}.onnx" for part, path in graphs.items()}
         max_tokens = (image_size // 4) ** 2  # the encoder's finest stage, should its backbone scan
-        with exportable(detector.encoder.backbone, max_tokens=max_tokens), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", message=".*will be removed.*")
-            torch.onnx.export(
-                step,
-                (frame, *step.initial_state()),
-                str(onnx_path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=inputs,
-                output_names=outputs,
-            )
-        proto = onnx.load(str(onnx_path))
-        facts = dict(kind="mambaout-step-graph", mixer=detector.mixer, opset=str(opset), layout=STATE_FILE)
-        onnx.helper.set_model_props(proto, facts)
-        onnx.save(proto, str(onnx_path))
-        if fmt == "openvino":
-            onnx_to_openvino(onnx_path, target)
-    layout.model = target.name
+        with exportable(detector.encoder.backbone, max_tokens=max_tokens):
+            _to_onnx(encoder, (frames,), as_onnx["encoder"], opset, [FRAMES], layout.encoded, dynamic_axes=batch_axis)
+        with torch.no_grad():
+            embedded = [x[:1] for x in encoder(frames)]  # one frame's rows
+        inputs = layout.encoded + [s.name for s in layout.state]
+        outputs = [SCORE, ALARM] + [s.output for s in layout.state]
+        _to_onnx(step, (*embedded, *step.initial_state()), as_onnx["step"], opset, inputs, outputs)
+        for part, path in graphs.items():
+            proto = onnx.load(str(as_onnx[part]))
+            onnx.helper.set_model_props(proto, dict(facts, graph=part))
+            onnx.save(proto, str(as_onnx[part]))
+            if fmt == "openvino":
+                onnx_to_openvino(as_onnx[part], path)
+    layout.model, layout.encoder = target.name, encoder_path(target).name
     layout.save(target.parent)
     return target

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch",
         type=int,
         default=1,
-        help="up to this many frames scored at a time (default 1; torch engine): a reader thread decodes ahead and "
+        help="up to this many frames scored at a time (default 1; every engine): a reader thread decodes ahead and "
         "the frames already waiting are scored as one batch: more frames/s on a CPU when the scoring falls behind",
     )
     m = w.add_argument_group("live monitor (the serve extra: pip install 'mambaout[serve]'; see docs/monitor.md)")

@@ -10,7 +10,7 @@ always reach at least as far as the state). Started again with the same argument
 loads the state, drops the rows written after it, skips the frames of a file or folder it already scored, and
 continues: the files hold one row (and map) per frame across the restart, with the scores of an uninterrupted run.
 
-`--engine onnxruntime|openvino` runs the temporal branch on the detector's exported step graph
+`--engine onnxruntime|openvino` runs the temporal branch on the detector's exported graphs, the encoder and the step
 (`mambaout.export.step_engine.GraphStreamer`; the patch branch stays in PyTorch): `--model DIR` names an export of
 this run's detector, else the one in RUN/export/<format>/ is used, exported there first when missing or older than
 the detector. A state file belongs to one engine (the torch state and the graph's tensors are laid out
@@ -328,8 +328,9 @@ class MapWriter:
 WATCH_ENGINES = ("torch", "onnxruntime", "openvino")
 
 
-def _streamer(detector: Detector, run: str, engine: str, model: str | None, out):
-    """The PyTorch `Streamer`, or a `GraphStreamer` over the run's exported step graph in `engine`."""
+def _streamer(detector: Detector, run: str, engine: str, model: str | None, out, batch: int = 1):
+    """The PyTorch `Streamer`, or a `GraphStreamer` over the run's exported graphs in `engine` (its encoder ready for
+    up to `batch` frames at a time)."""
     if engine not in WATCH_ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(WATCH_ENGINES)}")
     if engine == "torch":
@@ -339,7 +340,8 @@ def _streamer(detector: Detector, run: str, engine: str, model: str | None, out)
     from mambaout.export.step_engine import GraphStreamer, exported_for_run, load_step_engine
 
     return Streamer(
-        detector, GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out)), detector)
+        detector,
+        GraphStreamer(load_step_engine(engine, exported_for_run(run, engine, model, out), batch=batch), detector),
     )
 
 
@@ -370,10 +372,10 @@ def watch(
 
     `hook` sees every scored frame (see `FrameHook`); setting `stop` ends the stream after the frames in hand, with
     the state saved. `batch`: up to this many frames scored at a time. Above 1 a reader thread decodes ahead and the
-    PyTorch engine's encoder and patch branch take the frames already waiting as one batch (more frames/s on a CPU):
-    one at a time while the scoring keeps up with the source, up to `batch` when it falls behind (a file read as fast
-    as it decodes: `batch` every time). A frame's latency runs from when it was read to its result, the wait for its
-    batch included; the state is saved between batches. The summary's `batches` counts the scoring calls.
+    encoder (in every engine) and the patch branch take the frames already waiting as one batch (more frames/s on a
+    CPU): one at a time while the scoring keeps up with the source, up to `batch` when it falls behind (a file read as
+    fast as it decodes: `batch` every time). A frame's latency runs from when it was read to its result, the wait for
+    its batch included; the state is saved between batches. The summary's `batches` counts the scoring calls.
 
     Example:
         >>> watch("line_data/test/test_00.avi", "runs/line_ssm", csv="s.csv", state="stream.state")  # doctest: +SKIP
@@ -383,10 +385,8 @@ def watch(
     out = out or sys.stderr
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
-    if batch > 1 and engine != "torch":
-        raise UserError(f"--batch above 1 needs --engine torch: the {engine} step graph scores one frame at a time")
     detector, config = load_detector(run)
-    streamer = _streamer(detector, run, engine, model, None if quiet else out)
+    streamer = _streamer(detector, run, engine, model, None if quiet else out, batch)
     done = dict(frames=0, alarms=0, next_frame=0)
     stop = stop or threading.Event()
     saved = None
