@@ -114,9 +114,9 @@ MOTION_STATE = "motion.previous"  # the watch state's entry for the motion colum
 
 
 class GraphStreamer:
-    """`mambaout.anomaly.stream.Streamer`'s temporal branch over an exported step graph: `step(frame) -> score`. The
-    graph scores the codes; the motion column (`anomaly/motion.py`: FFTs, which the graph does not hold) is added
-    beside it from `detector`'s motion model, as `TemporalStreamer` adds it."""
+    """`mambaout.anomaly.stream.Streamer`'s temporal branch over an exported detector: `step(frame) -> score`,
+    `step_many(frames) -> [scores]`. The graphs score the codes; the motion column (`anomaly/motion.py`: FFTs, which
+    the graphs do not hold) is added beside them from `detector`'s motion model, as `TemporalStreamer` adds it."""
 
     def __init__(self, engine: StepEngine, detector: Detector | None = None):
         self.engine = engine

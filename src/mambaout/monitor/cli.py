@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--engine",
         default="torch",
-        help="torch (default), or onnxruntime / openvino: the run's step graph (exported into RUN/export/ if missing)",
+        help="torch (default), or onnxruntime / openvino: the run's exported graphs (made in RUN/export/ if missing)",
     )
     w.add_argument("--model", default=None, help="folder of an export of this run (`mambaout export --run RUN`)")
     w.add_argument("--maps", default=None, metavar="DIR", help="write each frame's anomaly map as DIR/NNNNNN.npy")

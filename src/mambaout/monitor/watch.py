@@ -335,7 +335,7 @@ def _streamer(detector: Detector, run: str, engine: str, model: str | None, out,
         raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(WATCH_ENGINES)}")
     if engine == "torch":
         if model:
-            raise UserError("--model names an exported step graph; give --engine onnxruntime or openvino with it")
+            raise UserError("--model names an export of the detector; give --engine onnxruntime or openvino with it")
         return Streamer(detector)
     from mambaout.export.step_engine import GraphStreamer, exported_for_run, load_step_engine
 
