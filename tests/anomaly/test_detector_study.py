@@ -32,15 +32,17 @@ def task(tmp_path_factory):
     )
 
 
-def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task):
+def test_the_line_task_runs_every_mixer_on_the_same_embeddings(task, capsys):
     assert task.config()["context_frames"] == LINE.spacing * 3  # the cycle 'sq disc tri sq disc DIAMOND' needs 3 items
     # what every run shares, in CPU seconds of the set-up's parts (the runs' train s leave it out)
     set_up = task.config()["set_up_cpu_seconds"]
     assert list(set_up) == ["video", "encoder", "patch_bank", "test_frames"] and min(set_up.values()) >= 0
     assert sum(set_up.values()) > 0
     budget = dict(task.budgets["small"], steps=5)
+    capsys.readouterr()
     results = {m: task.run_one(m, seed=0, budget=budget, stream_frames=(10, 300)) for m in task.mixers}
     assert set(results) == {"conv", "ssm", "attn_causal", "frame"}
+    assert capsys.readouterr().out == ""  # a run prints nothing: the study prints one line per run
     params = {m: r["params"] for m, r in results.items()}
     assert params["frame"] == 0 and all(
         abs(params[m] - params["conv"]) <= 0.1 * params["conv"] for m in params if m != "frame"

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
@@ -383,7 +384,8 @@ class LineTask:
             checkpoint_every=0,
         )
         seed_all(seed)
-        return build_temporal(cfg, self.cache, self.rt, out)
+        # quietly: the study prints one line per run, as for its other tasks, not the temporal model's updates
+        return build_temporal(cfg, self.cache, dataclasses.replace(self.rt, quiet=True), out)
 
     def stream_cost(self, model: nn.Module, frames: tuple[int, ...] = (100, 1000, 10000)) -> dict[str, Any]:
         """Temporal step latency (ms, median of the 50 frames stepped before each count) and state bytes after each

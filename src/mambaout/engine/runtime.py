@@ -70,6 +70,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 class Runtime:
     procs: Processes
     amp: torch.dtype | None = None
+    quiet: bool = False  # `log` prints nothing (the study's runs, of which the study prints one line each)
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +124,7 @@ class Runtime:
         return eval_loader(dataset, batch_size, self.rank, self.world_size, workers, pin, **kwargs)
 
     def log(self, message: str) -> None:
-        if self.is_main:
+        if self.is_main and not self.quiet:
             print(message, flush=True)
 
 
