@@ -50,7 +50,7 @@ def run_step_graph(cfg: ExportConfig) -> int:
     from mambaout.export.availability import require
     from mambaout.export.formats import ENGINE_OF, check_format
     from mambaout.export.step_engine import check_against_torch, load_step_engine
-    from mambaout.export.step_graph import StepLayout, export_step_graph, file_sha256
+    from mambaout.export.step_graph import encoder_path, export_step_graph, file_sha256
     from mambaout.export.to_onnx import DEFAULT_OPSET
 
     if cfg.model or cfg.features or cfg.int8 or cfg.pretrained:
@@ -65,9 +65,8 @@ def run_step_graph(cfg: ExportConfig) -> int:
     opset = cfg.opset or DEFAULT_OPSET
     target = export_step_graph(detector, fmt, cfg.output, config["image_size"], opset, detector_sha256=digest)
     frames, difference = check_against_torch(detector, load_step_engine(engine, target.parent))
-    encoder = target.parent / StepLayout.load(target.parent).encoder
     state = target.parent / "state.json"
-    print(f"wrote {target}, {encoder} and {state} ({fmt}, opset {opset}, {detector.mixer} step graph)")
+    print(f"wrote {target}, {encoder_path(target)} and {state} ({fmt}, opset {opset}, {detector.mixer} step graph)")
     print(f"{engine} vs the PyTorch stream over {frames} frames: max score difference {difference:.2e}")
     return 0
 

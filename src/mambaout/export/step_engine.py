@@ -59,11 +59,14 @@ class StepEngine:
         return scores, alarms, state
 
 
-def _encoder(engine: str, path: Path, outputs: list[str], threads: int | None, batch: int) -> Callable:
-    """uint8 frames (B, H, W, 3) -> the encoder graph's `outputs`; OpenVINO compiles each batch size it meets (up to
-    `batch` of them kept)."""
+def _encoder(engine: str, path: Path, outputs: list[str], threads: int | None, batch: int, size: int) -> Callable:
+    """uint8 frames (B, H, W, 3), H = W = `size` -> the encoder graph's `outputs`. OpenVINO compiles the graph for
+    each batch size 1..`batch` here, so that no frame of a stream waits for a compilation."""
     if engine == "openvino":
-        return openvino_by_shape(path, threads, batch)  # the graph's outputs, in the order they were exported
+        run = openvino_by_shape(path, threads, batch)  # the graph's outputs, in the order they were exported
+        for b in range(1, batch + 1):
+            run(np.zeros((b, size, size, 3), np.uint8))
+        return run
     # between two frames watch decodes and scores motion on PyTorch's threads: ORT's must not spin against them
     session = onnxruntime_session(path, threads, spinning=False)
     return lambda frames: session.run(outputs, {FRAMES: frames})
@@ -103,10 +106,7 @@ def load_step_engine(engine: str, folder: str | Path, threads: int | None = None
         if not (folder / name).is_file():
             raise UserError(f"{folder}/state.json names {name}, which is missing; export the detector again")
     step = _step(engine, folder / layout.model, [SCORE, ALARM] + [s.output for s in layout.state], threads)
-    encode = _encoder(engine, folder / layout.encoder, layout.encoded, threads, batch)
-    size = layout.image_size
-    for b in range(1, batch + 1):  # OpenVINO compiles the encoder for each batch size now, so no frame waits for it
-        encode(np.zeros((b, size, size, 3), np.uint8))
+    encode = _encoder(engine, folder / layout.encoder, layout.encoded, threads, batch, layout.image_size)
     return StepEngine(engine, layout, encode, step)
 
 
