@@ -4,9 +4,13 @@ The Gated CNN block and the local conv take two shortcuts the study's small mode
 g made contiguous (oneDNN's GELU and backward instead of ATen's strided loop), and the depthwise conv leaves out the
 taps that only meet padding on maps smaller than the kernel's reach (`depthwise_conv2d`). "plain" is the same model
 (a deep copy, the same weights) with both undone: the conv module called on the whole kernel, the activation on the
-strided view. Each round times one step of each (AdamW, the task's loss), in alternating order, on one thread, and the
-script prints the median step time of each and their ratio, per task and mixer. The line's model is the temporal
-model at the study's size (16 windows of 312 frames, 64-dim embeddings), on random embeddings.
+strided view. A third shortcut is selective copying's: its loss reads the last 4 of 36 positions, and its model
+computes the last block's token-wise work, the norm and the head for those alone (`SequenceModel.forward(tokens,
+last=)`); "plain" computes all 36 and slices too, and "every position" is the model with that shortcut alone undone.
+Each round times one step of each (AdamW, the task's loss), in turn, the
+order rotating, on one thread, and the script prints the median step time of each and the ratios, per task and mixer.
+The line's model is the temporal model at the study's size (16 windows of 312 frames, 64-dim embeddings), on random
+embeddings.
 
     python benchmarks/bench_study_steps.py                      # every task and mixer, 30 rounds
     python benchmarks/bench_study_steps.py --tasks digits --mixers conv,ssm --rounds 60
@@ -26,6 +30,7 @@ from mambaout.engine.allocator import keep_freed_memory
 from mambaout.measure.machine import cpu_name
 from mambaout.mixers.local_conv import LocalConv
 from mambaout.models.mambaout import GatedCNNBlock
+from mambaout.models.sequence import SequenceModel
 
 TASKS = {
     "digits": ("conv", "ssm", "attn"),
@@ -50,11 +55,26 @@ def _plain_conv(self: LocalConv, x: torch.Tensor, state: torch.Tensor | None = N
     return y.permute(0, 2, 3, 1)
 
 
+def _every_position(self: SequenceModel, tokens: torch.Tensor, last: int | None = None) -> torch.Tensor:
+    logits = SequenceModel.forward(self, tokens)
+    return logits if last is None else logits[:, -last:]
+
+
+def every_position(model: SequenceModel) -> SequenceModel:
+    """A deep copy of `model` that computes the logits of every position, then keeps the last `last`."""
+    model = copy.deepcopy(model)
+    model.forward = _every_position.__get__(model)
+    return model
+
+
 def plain(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of `model` whose blocks and local convs run the plain layer calls."""
+    """A deep copy of `model` whose blocks and local convs run the plain layer calls (a sequence model computing every
+    position)."""
     model = copy.deepcopy(model)
     for m in model.modules():
-        if isinstance(m, GatedCNNBlock):
+        if isinstance(m, SequenceModel):
+            m.forward = _every_position.__get__(m)
+        elif isinstance(m, GatedCNNBlock):
             m.forward = _plain_block.__get__(m)
         elif isinstance(m, LocalConv):
             m.forward = _plain_conv.__get__(m)
@@ -83,9 +103,12 @@ def _setup(task_name: str, mixer: str, steps: int):
 
 
 def compare(task_name: str, mixer: str, rounds: int = 30) -> dict[str, float]:
-    """Median step time (ms) of the model and of its plain copy, one step of each per round, alternating order."""
+    """Median step time (ms) of the model, of its plain copy and (a sequence model) of its every-position copy, one
+    step of each per round, the order rotating."""
     model, batches, loss_fn = _setup(task_name, mixer, rounds + 2)
     models = {"model": model, "plain": plain(model)}
+    if isinstance(model, SequenceModel):
+        models["every position"] = every_position(model)
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
 
     def step(name: str, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -98,7 +121,8 @@ def compare(task_name: str, mixer: str, rounds: int = 30) -> dict[str, float]:
 
     times: dict[str, list[float]] = {k: [] for k in models}
     for r, (x, y) in enumerate(batches):
-        for name in ("model", "plain") if r % 2 == 0 else ("plain", "model"):
+        names = list(models)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             seconds = step(name, x, y)
             if r >= 2:  # two untimed rounds first
                 times[name].append(seconds)
@@ -117,8 +141,11 @@ def main() -> None:
     for task_name in args.tasks.split(","):
         for mixer in args.mixers.split(",") if args.mixers else TASKS[task_name]:
             ms = compare(task_name, mixer, args.rounds)
-            ratio = ms["model"] / ms["plain"]
-            print(f"{task_name:18s} {mixer:12s} step {ms['model']:7.1f} ms  plain {ms['plain']:7.1f} ms  {ratio:.3f}x")
+            row = f"{task_name:18s} {mixer:12s} step {ms['model']:7.1f} ms  plain {ms['plain']:7.1f} ms "
+            row += f"{ms['model'] / ms['plain']:.3f}x"
+            if "every position" in ms:
+                row += f"  every position {ms['every position']:7.1f} ms {ms['model'] / ms['every position']:.3f}x"
+            print(row)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm, LayerScale, calculate_drop_path_rates, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -138,6 +139,28 @@ class GatedCNNBlock(nn.Module):
         0.92-0.99x the time, AVX2 settings and AVX-512 alike (2-core Xeon, `benchmarks/bench_study_steps.py`), for one
         copy of g."""
         return self.fc2(self.act(g.contiguous()) * torch.cat((i, c), dim=-1))
+
+    def forward_last(self, x: torch.Tensor, last: int) -> torch.Tensor:
+        """`forward(x)[:, -last:]` for a 1-D block's tokens x (B, L, C), to float32 rounding, with the token-wise
+        work (g and i of fc1, the gate, fc2) done for those `last` tokens only: the mixer still reads c at every
+        token. For the last block of a model whose loss reads a few positions (selective copying reads 4 of 36).
+
+        Example:
+            >>> block = GatedCNNBlock(16, kernel_size=4, mixer="ssm", mixer_kwargs=dict(layout="1d"))
+            >>> block.forward_last(torch.randn(2, 10, 16), 3).shape
+            torch.Size([2, 3, 16])
+        """
+        if hasattr(self, "conv"):
+            raise ValueError("forward_last takes the tokens (B, L, C) of a block with a 1-D mixer, not an image's")
+        if not 1 <= last <= x.shape[1]:
+            raise ValueError(f"forward_last: last must be between 1 and the {x.shape[1]} tokens, got {last}")
+        h = self.norm(x)
+        gated = self.split_indices[0] + self.split_indices[1]  # fc1's rows for g and i; the rest are c's
+        weight, bias = self.fc1.weight, self.fc1.bias
+        c = self.mixer(F.linear(h, weight[gated:], None if bias is None else bias[gated:]))[:, -last:]
+        gi = F.linear(h[:, -last:], weight[:gated], None if bias is None else bias[:gated])
+        g, i = torch.split(gi, self.split_indices[:2], dim=-1)
+        return self.drop_path(self.ls(self._gate(g, i, c))) + x[:, -last:]
 
     def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """`forward` for one token x (B, C) of a causal 1-D block, the mixer stepping with its state.

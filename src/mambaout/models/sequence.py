@@ -43,6 +43,8 @@ class SequenceModel(nn.Module):
         >>> model = SequenceModel(vocab_size=10, num_classes=8, dim=64, depth=2, mixer="ssm")
         >>> model(torch.randint(0, 10, (2, 100))).shape
         torch.Size([2, 100, 8])
+        >>> model(torch.randint(0, 10, (2, 100)), last=4).shape  # the positions a loss reads
+        torch.Size([2, 4, 8])
     """
 
     def __init__(
@@ -99,8 +101,15 @@ class SequenceModel(nn.Module):
         skip = {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
         return skip | ({"pos_embed"} if self.pos_embed is not None else set())
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """Logits (B, L, classes); with `last`, those of the last `last` positions only (B, last, classes): the same
+        as `forward(tokens)[:, -last:]` to float32 rounding, the last block's token-wise work, the norm and the head
+        done for those positions alone (`GatedCNNBlock.forward_last`)."""
         x = self.embed(tokens)
         if self.pos_embed is not None:
             x = x + self.pos_embed[: tokens.shape[1]]
-        return self.head(self.norm(self.blocks(x)))
+        if last is None:
+            return self.head(self.norm(self.blocks(x)))
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.head(self.norm(self.blocks[-1].forward_last(x, last)))

@@ -141,7 +141,7 @@ class SelectiveCopyingTask:
             yield selective_copying_batch(batch_size, self.data_len, self.num_tokens, self.vocab, generator)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = model(x)[:, -self.num_tokens :]
+        logits = model(x, last=self.num_tokens)  # the markers' positions; the blanks before them carry no loss
         return F.cross_entropy(logits.reshape(-1, self.vocab), y.reshape(-1))
 
     @torch.no_grad()
@@ -151,6 +151,6 @@ class SelectiveCopyingTask:
         correct = 0
         for start in range(0, len(self.y_test), 128):
             x, y = self.x_test[start : start + 128].to(device), self.y_test[start : start + 128]
-            correct += (model(x)[:, -self.num_tokens :].argmax(-1).cpu() == y).sum().item()
+            correct += (model(x, last=self.num_tokens).argmax(-1).cpu() == y).sum().item()
         model.train()
         return correct / self.y_test.numel(), self.y_test.numel()
