@@ -7,10 +7,9 @@ taps that only meet padding on maps smaller than the kernel's reach (`depthwise_
 strided view. A third shortcut is selective copying's: its loss reads the last 4 of 36 positions, and its model
 computes the last block's token-wise work, the norm and the head for those alone (`SequenceModel.forward(tokens,
 last=)`); "plain" computes all 36 and slices too, and "every position" is the model with that shortcut alone undone.
-Each round times one step of each (AdamW, the task's loss), in turn, the
-order rotating, on one thread, and the script prints the median step time of each and the ratios, per task and mixer.
-The line's model is the temporal model at the study's size (16 windows of 312 frames, 64-dim embeddings), on random
-embeddings.
+Each round times one step of each (AdamW, the task's loss), in turn, the order rotating, on one thread, and the script
+prints the median step time of each and the ratios, per task and mixer. The line's model is the temporal model at the
+study's size (16 windows of 312 frames, 64-dim embeddings), on random embeddings.
 
     python benchmarks/bench_study_steps.py                      # every task and mixer, 30 rounds
     python benchmarks/bench_study_steps.py --tasks digits --mixers conv,ssm --rounds 60
