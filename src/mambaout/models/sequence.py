@@ -110,6 +110,7 @@ class SequenceModel(nn.Module):
             x = x + self.pos_embed[: tokens.shape[1]]
         if last is None:
             return self.head(self.norm(self.blocks(x)))
-        for block in self.blocks[:-1]:
+        *first, final = self.blocks  # the modules themselves: a slice of nn.Sequential builds a new one every call
+        for block in first:
             x = block(x)
-        return self.head(self.norm(self.blocks[-1].forward_last(x, last)))
+        return self.head(self.norm(final.forward_last(x, last)))
